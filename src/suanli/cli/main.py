@@ -1,0 +1,40 @@
+"""Entry point of the ``suanli`` command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from suanli import __version__
+from suanli.cli import catalog
+from suanli.cli.common import err_console
+from suanli.errors import SuanliError
+
+app = typer.Typer(
+    name="suanli",
+    help="suanli (算力): run a multi-vendor AI-accelerator fleet - schedule, simulate, plan.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(catalog.app, name="catalog")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the suanli version."""
+    typer.echo(__version__)
+
+
+def run() -> None:
+    """Console-script entry: user errors become a one-line message and exit code 2, never a traceback."""
+    try:
+        app()
+    except SuanliError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()
