@@ -1,0 +1,424 @@
+"""The scheduler core: ``decide(state, now) -> Decisions``. Pure: no I/O, no clock, no threads; the state it is
+given is exactly as it was when it returns (trial placements run on the allocation's journal and are rolled back).
+
+Policies (ordering of the pending queue):
+
+- ``fifo``: submission order (higher priority first); the first job that does not fit blocks the rest.
+- ``backfill``: EASY backfilling - the blocked head gets a reservation at the *shadow time* computed from running
+  jobs' expected ends; later jobs start now if they end before it or only use capacity the head will not need.
+- ``sjf``: shortest expected runtime first; a job that does not fit is skipped.
+- ``las``: Tiresias-style discretised least-attained-service: queues by attained device-seconds (thresholds),
+  FIFO inside a queue; preemptive - a job in a lower queue may preempt jobs that have attained more.
+- ``fair``: weighted queues with guaranteed quotas per accelerator model; a queue over its quota borrows idle
+  capacity (such jobs are marked borrowed) and a queue within its quota reclaims it by preemption.
+
+Every policy also does priority preemption (``preemption=True``): a job that does not fit may preempt running
+preemptible jobs of strictly lower priority. Victims are whole jobs (a gang is never split), chosen as a small set:
+on the fewest nodes, lowest priority and fewest devices first, then checked by a real trial placement.
+
+A pass gives up after ``window`` pending jobs that could not start (Slurm's ``bf_max_job_test`` idea), and a job
+shape that did not fit is not tried again in the same pass (capacity only shrinks within a pass).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from suanli.catalog.accelerators import accelerator, is_known_accelerator
+from suanli.errors import UnknownName
+from suanli.fleet.model import Cluster
+from suanli.sched.alloc import WHOLE, Placement
+from suanli.sched.placement import BestFitPacker, Packer, PlacementConfig, Placer, RandomPacker
+from suanli.sched.state import Decisions, Key, Preempt, RunningJob, SchedState, Start
+from suanli.workload.spec import Job
+
+POLICIES = ("fifo", "backfill", "sjf", "las", "fair")
+MODEL_ORDERS = ("listed", "fastest", "most-free")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """A queue for the ``fair`` policy: weight, guaranteed quota (devices) per accelerator model."""
+
+    name: str
+    weight: float = 1.0
+    quota: Mapping[str, int] = field(default_factory=dict)  # model key (or "*" for any) -> devices
+    borrow: bool = True  # may use other queues' idle quota (preemptible)
+
+    def quota_for(self, model: str) -> int | None:
+        if model in self.quota:
+            return self.quota[model]
+        return self.quota.get("*")
+
+
+def _peak_speed(models: Sequence[str]) -> dict[str, float]:
+    """Relative speed by dense BF16 peak (catalog); unknown peaks rank last."""
+    out: dict[str, float] = {}
+    for m in models:
+        v = accelerator(m).bf16_tflops.value if is_known_accelerator(m) else None
+        out[m] = float(v) if v is not None else 0.0
+    return out
+
+
+class Scheduler:
+    """A policy bound to one cluster. ``decide`` is the only decision entry point."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        policy: str = "fifo",
+        *,
+        queues: Iterable[QueueConfig] = (),
+        packer: str | Packer = "best-fit",
+        model_order: str = "listed",
+        speed: Mapping[str, float] | None = None,
+        preemption: bool = True,
+        window: int = 1000,
+        las_thresholds: Sequence[float] = (3600.0, 36000.0),
+        max_preempt_tries: int = 8,
+        die_aligned: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if policy not in POLICIES:
+            raise UnknownName(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+        if model_order not in MODEL_ORDERS:
+            raise UnknownName(f"unknown model order {model_order!r}; choose one of {', '.join(MODEL_ORDERS)}")
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.cluster = cluster
+        self.policy = policy
+        self.queues = {q.name: q for q in queues}
+        if isinstance(packer, str):
+            packer = make_packer(packer, seed, cluster)
+        self.placer = Placer(cluster, PlacementConfig(packer=packer, die_aligned=die_aligned))
+        self.model_order = model_order
+        sp = dict(speed) if speed is not None else _peak_speed(cluster.models)
+        self._fastest = sorted(cluster.models, key=lambda m: (-sp.get(m, 0.0), m))
+        self.preemption = preemption
+        self.window = window
+        self.las_thresholds = tuple(sorted(las_thresholds))
+        self.max_preempt_tries = max_preempt_tries
+
+    # -- state -------------------------------------------------------------------------------------------
+    def pending_key(self, job: Job) -> Key:
+        """Order of the pending queue (static while a job waits)."""
+        if self.policy == "sjf":
+            rt = job.expected_runtime
+            return (-job.priority, rt if rt is not None else math.inf, job.submit_time)
+        if self.policy == "las":
+            return (-job.priority, self.las_queue(job.attained), job.submit_time)
+        return (-job.priority, job.submit_time)
+
+    def new_state(self) -> SchedState:
+        return SchedState(self.cluster, self.pending_key)
+
+    def las_queue(self, attained: float) -> int:
+        for i, t in enumerate(self.las_thresholds):
+            if attained < t:
+                return i
+        return len(self.las_thresholds)
+
+    def queue_config(self, name: str) -> QueueConfig:
+        q = self.queues.get(name)
+        return q if q is not None else QueueConfig(name)
+
+    # -- the decision ------------------------------------------------------------------------------------
+    def decide(self, state: SchedState, now: float) -> Decisions:
+        """What to start and what to preempt now. ``state`` is unchanged on return."""
+        if state.cluster is not self.cluster:
+            raise ValueError("state belongs to another cluster")
+        p = _Pass(self, state, now)
+        state.alloc.begin()
+        try:
+            if self.policy == "fair":
+                p.run_fair()
+            else:
+                p.run_ordered()
+        finally:
+            state.alloc.rollback()
+        return p.out
+
+    def model_candidates(self, state: SchedState, job: Job) -> list[int]:
+        if self.model_order == "listed":
+            order: Sequence[str] | None = None
+        elif self.model_order == "fastest":
+            order = self._fastest
+        else:
+            mf = state.alloc.model_free
+            order = sorted(self.cluster.models, key=lambda m: -int(mf[self.placer.model_ids[m]]))
+        return self.placer.candidate_models(job, order)
+
+
+def make_packer(name: str, seed: int = 0, cluster: Cluster | None = None) -> Packer:
+    if name == "best-fit":
+        return BestFitPacker()
+    if name == "random":
+        return RandomPacker(seed)
+    if name == "fgd":
+        from suanli.sched.packing import FragmentationPacker
+
+        return FragmentationPacker()
+    raise UnknownName(f"unknown packer {name!r}; choose best-fit, fgd or random")
+
+
+def _shape(job: Job) -> tuple[object, ...]:
+    return (job.count, job.milli, job.models, job.per_node, job.cpu_milli, job.mem_mib, job.gang)
+
+
+class _Pass:
+    """One scheduling pass: the working data of a single ``decide`` call."""
+
+    def __init__(self, s: Scheduler, state: SchedState, now: float) -> None:
+        self.s = s
+        self.state = state
+        self.alloc = state.alloc
+        self.now = now
+        self.out = Decisions()
+        self.failed: set[tuple[object, ...]] = set()
+        self.gone: set[int | str] = set()  # running jobs preempted in this pass
+        self.started: dict[int | str, RunningJob] = {}
+        self.preempt_tries = 0
+        self.usage_delta: dict[tuple[str, int], int] = {}
+
+    # -- basic moves ----------------------------------------------------------------------------------------
+    def try_place(self, job: Job) -> tuple[Placement, int] | None:
+        sh = _shape(job)
+        if sh in self.failed:
+            return None
+        if job.count and job.milli == WHOLE:
+            cands = self.s.model_candidates(self.state, job)
+            if job.count > sum(int(self.alloc.model_free[m]) for m in cands):
+                self.failed.add(sh)
+                return None
+        else:
+            cands = self.s.model_candidates(self.state, job)
+        res = self.s.placer.place(self.alloc, job, cands)
+        if res is None:
+            self.failed.add(sh)
+        return res
+
+    def commit_start(self, job: Job, res: tuple[Placement, int], borrowed: bool = False) -> None:
+        pl, m = res
+        self.alloc.take(pl)
+        self.out.starts.append(Start(job.id, pl, m, borrowed))
+        self.started[job.id] = RunningJob(job, pl, m, self.now, borrowed)
+        key = (job.queue, m)
+        self.usage_delta[key] = self.usage_delta.get(key, 0) + pl.milli * pl.n_devices
+
+    # -- preemption ----------------------------------------------------------------------------------------
+    def try_preempt(self, job: Job, is_victim: Callable[[RunningJob], bool], reason: str,
+                    models: Sequence[int] | None = None) -> tuple[Placement, int] | None:
+        """Free a small set of whole victim jobs so that ``job`` fits, and place it; None (nothing changed) if
+        impossible. Victims are chosen node by node: cheapest nodes first, cost = (highest victim priority,
+        devices preempted, number of victims); the result is checked by a real placement."""
+        if job.count == 0 or self.preempt_tries >= self.s.max_preempt_tries:
+            return None
+        self.preempt_tries += 1
+        placer = self.s.placer
+        running = self.state.running
+        alloc = self.alloc
+        cands = list(models) if models is not None else self.s.model_candidates(self.state, job)
+        for m in cands:
+            maxd = placer.model_maxd[m]
+            per = min(job.per_node or maxd, job.count) if job.gang else 1
+            if per > maxd:
+                continue
+            need_nodes = -(-job.count // per)
+            if job.milli == WHOLE:
+                already = int(alloc.dom_ge[placer.model_domains[m], per].sum())
+                need_nodes = max(1, need_nodes - already)
+            want = per if job.milli == WHOLE else 0
+            options: list[tuple[tuple[int, int, int], int, list[RunningJob]]] = []
+            for n in self.state.cluster.model_nodes[m].tolist():
+                ids = running.node_jobs[n]
+                if not ids:
+                    continue
+                vs = [running.jobs[j] for j in ids if j not in self.gone]
+                vs = [r for r in vs if is_victim(r)]
+                if not vs:
+                    continue
+                vs.sort(key=lambda r: (r.job.priority, r.placement.n_devices, -r.start))
+                free = int(alloc.node_whole[n])
+                chosen: list[RunningJob] = []
+                for r in vs:
+                    if chosen and free >= want:
+                        break
+                    chosen.append(r)
+                    if r.placement.milli == WHOLE:
+                        free += len(r.placement.devices[r.placement.nodes.index(n)])
+                if free < want:
+                    continue
+                cost = (max(r.job.priority for r in chosen), sum(r.placement.n_devices for r in chosen), len(chosen))
+                options.append((cost, n, chosen))
+            if not options:
+                continue
+            options.sort(key=lambda t: (t[0], t[1]))
+            tries = [options[:need_nodes]] if job.milli == WHOLE else [[o] for o in options[:3]]
+            for group in tries:
+                victims: dict[int | str, RunningJob] = {}
+                for _, _, chosen in group:
+                    for r in chosen:
+                        victims[r.job.id] = r
+                for r in victims.values():
+                    alloc.give(r.placement)
+                res = placer.place(alloc, job, [m])
+                if res is None:
+                    for r in victims.values():
+                        alloc.take(r.placement)
+                    continue
+                self.failed.clear()  # capacity grew: shapes that failed may fit now
+                for vid, r in victims.items():
+                    self.gone.add(vid)
+                    self.out.preemptions.append(Preempt(vid, job.id, reason))
+                    key = (r.job.queue, r.model)
+                    self.usage_delta[key] = self.usage_delta.get(key, 0) - r.placement.milli * r.placement.n_devices
+                return res
+        return None
+
+    def priority_victim(self, job: Job) -> Callable[[RunningJob], bool]:
+        return lambda r: r.job.preemptible and r.job.priority < job.priority
+
+    def place_or_preempt(self, job: Job) -> bool:
+        res = self.try_place(job)
+        if res is None and self.s.preemption:
+            res = self.try_preempt(job, self.priority_victim(job), "priority")
+        if res is None and self.s.policy == "las" and self.s.preemption:
+            q = self.s.las_queue(job.attained)
+            now = self.now
+            res = self.try_preempt(
+                job,
+                lambda r: r.job.preemptible and r.job.priority <= job.priority
+                and self.s.las_queue(r.attained(now)) > q,
+                "las",
+            )
+        if res is None:
+            return False
+        self.commit_start(job, res)
+        return True
+
+    # -- ordered policies ----------------------------------------------------------------------------------
+    def run_ordered(self) -> None:
+        s = self.s
+        head: Job | None = None
+        shadow = math.inf
+        extra = 0
+        head_models: set[int] = set()
+        tested = 0
+        skipped = 0  # jobs looked at that did not start: bounded by the window
+        for job in self.state.pending:
+            if skipped >= s.window:
+                break
+            tested += 1
+            if head is None:
+                if self.place_or_preempt(job):
+                    continue
+                skipped += 1
+                if s.policy == "fifo":
+                    break
+                if s.policy == "backfill":
+                    head = job
+                    head_models, shadow, extra = self.reservation(job)
+                    self.out.reservation = (job.id, shadow)
+                continue
+            # backfill candidates (head is blocked)
+            res = self.try_place(job)
+            if res is None:
+                skipped += 1
+                continue
+            pl, m = res
+            uses_head = m in head_models
+            end = self.now + job.expected_runtime if job.expected_runtime is not None else math.inf
+            if not uses_head or end <= shadow:
+                self.commit_start(job, res)
+            elif pl.n_devices <= extra:
+                extra -= pl.n_devices
+                self.commit_start(job, res)
+            else:
+                skipped += 1
+        self.out.tested = tested
+
+    def reservation(self, head: Job) -> tuple[set[int], float, int]:
+        """Models the head may use, its shadow time and the extra devices it leaves at that time."""
+        models = set(self.s.model_candidates(self.state, head))
+        if head.count == 0 or head.milli < WHOLE:
+            return models, math.inf, 0
+        avail = sum(int(self.alloc.model_free[m]) for m in models)
+        running = self.state.running.jobs
+        for end, _, jid in self.state.running.ends:
+            if jid in self.gone:
+                continue
+            r = running[jid]
+            if r.model in models and r.placement.milli == WHOLE:
+                avail += r.placement.n_devices
+                if avail >= head.count:
+                    return models, end, avail - head.count
+        return models, math.inf, 0
+
+    # -- fair share ----------------------------------------------------------------------------------------
+    def usage(self, queue: str, m: int) -> int:
+        u = self.state.running.usage.get(queue)
+        base = int(u[m]) if u is not None else 0
+        return base + self.usage_delta.get((queue, m), 0)
+
+    def queue_total(self, queue: str) -> int:
+        u = self.state.running.usage.get(queue)
+        base = int(u.sum()) if u is not None else 0
+        return base + sum(v for (q, _), v in self.usage_delta.items() if q == queue)
+
+    def run_fair(self) -> None:
+        s = self.s
+        pend = self.state.pending
+        iters = {q: pend.queue_iter(q) for q in pend.by_queue}
+        heap: list[tuple[float, str]] = []
+        for q in iters:
+            heapq.heappush(heap, (self.queue_total(q) / max(s.queue_config(q).weight, 1e-9), q))
+        tested = skipped = 0
+        while heap and skipped < s.window:
+            _, q = heapq.heappop(heap)
+            job = next(iters[q], None)
+            if job is None:
+                continue
+            tested += 1
+            if not self.fair_one(job):
+                skipped += 1
+            heapq.heappush(heap, (self.queue_total(q) / max(s.queue_config(q).weight, 1e-9), q))
+        self.out.tested = tested
+
+    def fair_one(self, job: Job) -> bool:
+        s = self.s
+        qc = s.queue_config(job.queue)
+        names = s.cluster.models
+        need = job.count * job.milli
+        for m in s.model_candidates(self.state, job):
+            quota = qc.quota_for(names[m])
+            within = quota is not None and self.usage(job.queue, m) + need <= quota * WHOLE
+            if not within and not qc.borrow:
+                continue
+            res = self.try_place_model(job, m)
+            if res is None and within and s.preemption:
+                res = self.try_preempt(
+                    job, lambda r: r.borrowed and r.job.queue != job.queue and r.job.preemptible, "reclaim", [m]
+                )
+            if res is None and s.preemption:
+                res = self.try_preempt(job, self.priority_victim(job), "priority", [m])
+            if res is not None:
+                self.commit_start(job, res, borrowed=not within)
+                return True
+        if job.count == 0:
+            res = self.try_place(job)
+            if res is not None:
+                self.commit_start(job, res)
+                return True
+        return False
+
+    def try_place_model(self, job: Job, m: int) -> tuple[Placement, int] | None:
+        sh = (*_shape(job), m)
+        if sh in self.failed:
+            return None
+        res = self.s.placer.place(self.alloc, job, [m])
+        if res is None:
+            self.failed.add(sh)
+        return res

@@ -1,0 +1,276 @@
+"""Placement: where a job fits, if it fits. Never changes the allocation; returns a :class:`Placement` or None.
+
+- Whole devices on one node: best-fit over the (model, free-devices) buckets, O(buckets).
+- Several nodes (gang): topology-aware - the fewest nodes (``per_node`` devices each, the node size by default),
+  then one interconnect domain if any can hold the job, else one rack, else the fewest racks and domains; inside
+  the chosen group, best-fit nodes. Uses the per-domain counters of :class:`Allocation`, O(domains of the model).
+- A share of one device (milli < 1000): the fractional packer (best-fit by default, fragmentation-aware ``fgd``).
+  On a multi-die package (BR100, B200, 910C) a share is rounded up to whole dies so a task never straddles the
+  die-to-die link.
+- CPU-only jobs: best-fit by CPU, CPU-only nodes first.
+
+Model choice for jobs that accept several accelerator models comes from the caller's ``model_order``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from suanli.fleet.model import Cluster
+from suanli.sched.alloc import WHOLE, Allocation, Placement
+from suanli.workload.spec import Job
+
+
+def _share(total: int, part: int, whole: int) -> int:
+    """Ceil share of ``total`` for ``part`` out of ``whole``."""
+    return -(-total * part // whole) if whole else total
+
+
+class Packer(Protocol):
+    """Chooses one device for a fractional request among feasible candidates."""
+
+    name: str
+
+    def choose(self, alloc: Allocation, job: Job, devs: np.ndarray, need: int) -> int: ...
+
+
+class BestFitPacker:
+    """The device left with the least free share; among equals the node with the fewest free whole devices."""
+
+    name = "best-fit"
+
+    def choose(self, alloc: Allocation, job: Job, devs: np.ndarray, need: int) -> int:
+        free = alloc.dev_free[devs].astype(np.int64)
+        nodes = alloc.cluster.dev_node[devs]
+        key = (free - need) * 4096 + alloc.node_whole[nodes]
+        return int(devs[int(np.argmin(key))])
+
+
+class RandomPacker:
+    """A uniformly random feasible device (the baseline of the FGD paper)."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def choose(self, alloc: Allocation, job: Job, devs: np.ndarray, need: int) -> int:
+        return int(devs[int(self.rng.integers(len(devs)))])
+
+
+@dataclass(slots=True)
+class PlacementConfig:
+    packer: Packer = field(default_factory=BestFitPacker)
+    die_aligned: bool = True
+
+
+class Placer:
+    """Finds placements on one cluster. Holds only precomputed topology; all state is in the Allocation."""
+
+    def __init__(self, cluster: Cluster, config: PlacementConfig | None = None) -> None:
+        self.cluster = c = cluster
+        self.config = config or PlacementConfig()
+        self.model_ids = {m: i for i, m in enumerate(c.models)}
+        nm = len(c.models)
+        self.model_domains = [np.flatnonzero(np.bincount(c.node_domain[c.model_nodes[m]],
+                                                         minlength=len(c.domains)) > 0) for m in range(nm)]
+        self.model_devs = [np.flatnonzero(c.dev_model == m) for m in range(nm)]
+        self.model_maxd = [int(c.node_devices[c.model_nodes[m]].max()) if len(c.model_nodes[m]) else 0
+                           for m in range(nm)]
+        self.cpu_nodes = np.flatnonzero(c.node_devices == 0)
+        self.node_dev_start = c.node_dev_start
+        self.node_devices = c.node_devices
+
+    # -- model choice ------------------------------------------------------------------------------------
+    def candidate_models(self, job: Job, order: Sequence[str] | None = None) -> list[int]:
+        """Model indices the job accepts that this cluster has, in preference order."""
+        if job.models is None:
+            names = list(order) if order is not None else list(self.cluster.models)
+        else:
+            names = list(job.models)
+            if order is not None:
+                rank = {m: i for i, m in enumerate(order)}
+                names.sort(key=lambda m: rank.get(m, len(rank)))
+        return [self.model_ids[m] for m in names if m in self.model_ids]
+
+    def need_milli(self, job: Job, m: int) -> int:
+        if job.milli >= WHOLE or not self.config.die_aligned:
+            return job.milli
+        dies = int(self.cluster.model_dies[m])
+        if dies <= 1:
+            return job.milli
+        step = WHOLE // dies
+        return min(WHOLE, -(-job.milli // step) * step)
+
+    # -- entry --------------------------------------------------------------------------------------------
+    def place(self, alloc: Allocation, job: Job, models: Sequence[int]) -> tuple[Placement, int] | None:
+        """A placement and the model index used, or None. ``models``: candidate model indices in order."""
+        if job.count == 0:
+            p = self._place_cpu(alloc, job)
+            return (p, -1) if p is not None else None
+        for m in models:
+            if job.milli < WHOLE:
+                p = self._place_fraction(alloc, job, m)
+            elif job.count > alloc.model_free[m]:
+                continue
+            elif not job.gang:
+                p = self._place_scattered(alloc, job, m)
+            else:
+                per = min(job.per_node or self.model_maxd[m], job.count)
+                if per > self.model_maxd[m]:
+                    continue
+                p = self._place_single(alloc, job, m) if per >= job.count else self._place_multi(alloc, job, m, per)
+            if p is not None:
+                return p, m
+        return None
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _free_devs(self, alloc: Allocation, n: int, k: int) -> tuple[int, ...]:
+        s = int(self.node_dev_start[n])
+        out: list[int] = []
+        df, du = alloc.dev_free, alloc.dev_up
+        for d in range(s, s + int(self.node_devices[n])):
+            if df[d] == WHOLE and du[d]:
+                out.append(d)
+                if len(out) == k:
+                    break
+        return tuple(out)
+
+    def _place_single(self, alloc: Allocation, job: Job, m: int) -> Placement | None:
+        k = job.count
+        cpu, mem = job.cpu_milli, job.mem_mib
+        ncpu, nmem = alloc.node_cpu, alloc.node_mem
+        buckets = alloc.buckets[m]
+        for w in range(k, len(buckets)):
+            for n in buckets[w]:
+                if ncpu[n] >= cpu and nmem[n] >= mem:
+                    return Placement((n,), (self._free_devs(alloc, n, k),), WHOLE, (cpu,), (mem,))
+        return None
+
+    def _node_fits(self, alloc: Allocation, job: Job, n: int, k: int) -> bool:
+        return (alloc.node_cpu[n] >= _share(job.cpu_milli, k, job.count)
+                and alloc.node_mem[n] >= _share(job.mem_mib, k, job.count))
+
+    def _pick(self, alloc: Allocation, job: Job, cand: np.ndarray, reqs: list[int]) -> Placement | None:
+        """Assign ``reqs`` (devices per node, descending) to distinct nodes of ``cand`` (already in preference
+        order); each node must have enough free whole devices, CPU and memory."""
+        used: set[int] = set()
+        nodes: list[int] = []
+        w = alloc.node_whole[cand]
+        i = 0
+        while i < len(reqs):
+            r = reqs[i]
+            same = reqs.count(r)  # reqs are a run of equal full-node sizes, then one remainder
+            got = 0
+            for n in cand[w >= r].tolist():
+                if n not in used and self._node_fits(alloc, job, n, r):
+                    used.add(n)
+                    nodes.append(n)
+                    got += 1
+                    if got == same:
+                        break
+            if got < same:
+                return None
+            i += same
+        devs = tuple(self._free_devs(alloc, n, r) for n, r in zip(nodes, reqs, strict=True))
+        return Placement(
+            tuple(nodes), devs, WHOLE,
+            tuple(_share(job.cpu_milli, r, job.count) for r in reqs),
+            tuple(_share(job.mem_mib, r, job.count) for r in reqs),
+        )
+
+    def _place_multi(self, alloc: Allocation, job: Job, m: int, per: int) -> Placement | None:
+        c = self.cluster
+        full, rem = divmod(job.count, per)
+        reqs = [per] * full + ([rem] if rem else [])
+        k = len(reqs)
+        low = rem or per
+        doms = self.model_domains[m]
+        ge_p = alloc.dom_ge[doms, per]
+        ge_r = alloc.dom_ge[doms, low]
+        up = alloc.node_up
+        # 1) one interconnect domain: the tightest that holds the whole job
+        ok = np.flatnonzero((ge_p >= full) & (ge_r >= k))
+        if len(ok):
+            order = ok[np.lexsort((doms[ok], ge_p[ok]))]
+            for di in order[:8].tolist():
+                nodes = c.domain_nodes[int(doms[di])]
+                nodes = nodes[up[nodes]]
+                cand = nodes[np.argsort(alloc.node_whole[nodes], kind="stable")]
+                p = self._pick(alloc, job, cand, reqs)
+                if p is not None:
+                    return p
+        # 2) one rack; 3) the fewest racks - nodes ordered rack by rack, fullest domains first, best-fit inside
+        drack = c.domain_rack[doms]
+        nr = len(c.racks)
+        rack_p = np.bincount(drack, weights=ge_p, minlength=nr)
+        rack_r = np.bincount(drack, weights=ge_r, minlength=nr)
+        if rack_r.sum() < k or rack_p.sum() < full:
+            return None
+        nodes = c.model_nodes[m]
+        nodes = nodes[up[nodes] & (alloc.node_whole[nodes] >= low)]
+        nrack = c.node_rack[nodes]
+        ndom = c.node_domain[nodes]
+        dom_cnt = alloc.dom_ge[ndom, low]
+        fit_rack = (rack_p >= full) & (rack_r >= k)
+        if fit_rack.any():
+            # tightest single rack first, then the others by capacity
+            rack_rank = np.where(fit_rack, rack_p, rack_p.max() + 1 + (rack_p.max() - rack_p))
+        else:
+            rack_rank = -rack_p  # largest racks first: fewest racks
+        order = np.lexsort((nodes, alloc.node_whole[nodes], ndom, -dom_cnt, nrack, rack_rank[nrack]))
+        return self._pick(alloc, job, nodes[order], reqs)
+
+    def _place_scattered(self, alloc: Allocation, job: Job, m: int) -> Placement | None:
+        """A non-gang multi-device job: devices anywhere, most-packed nodes first (no topology constraint)."""
+        nodes = self.cluster.model_nodes[m]
+        nodes = nodes[alloc.node_up[nodes] & (alloc.node_whole[nodes] > 0)]
+        order = nodes[np.lexsort((nodes, alloc.node_whole[nodes]))]
+        reqs: list[int] = []
+        chosen: list[int] = []
+        left = job.count
+        for n in order.tolist():
+            take = min(int(alloc.node_whole[n]), left)
+            if take and self._node_fits(alloc, job, n, take):
+                chosen.append(n)
+                reqs.append(take)
+                left -= take
+                if not left:
+                    break
+        if left:
+            return None
+        return Placement(
+            tuple(chosen), tuple(self._free_devs(alloc, n, r) for n, r in zip(chosen, reqs, strict=True)), WHOLE,
+            tuple(_share(job.cpu_milli, r, job.count) for r in reqs),
+            tuple(_share(job.mem_mib, r, job.count) for r in reqs),
+        )
+
+    def fraction_candidates(self, alloc: Allocation, job: Job, m: int) -> tuple[np.ndarray, int]:
+        need = self.need_milli(job, m)
+        devs = self.model_devs[m]
+        nodes = self.cluster.dev_node[devs]
+        ok = ((alloc.dev_free[devs] >= need) & alloc.dev_up[devs] & alloc.node_up[nodes]
+              & (alloc.node_cpu[nodes] >= job.cpu_milli) & (alloc.node_mem[nodes] >= job.mem_mib))
+        return devs[ok], need
+
+    def _place_fraction(self, alloc: Allocation, job: Job, m: int) -> Placement | None:
+        devs, need = self.fraction_candidates(alloc, job, m)
+        if not len(devs):
+            return None
+        d = self.config.packer.choose(alloc, job, devs, need)
+        n = int(self.cluster.dev_node[d])
+        return Placement((n,), ((d,),), need, (job.cpu_milli,), (job.mem_mib,))
+
+    def _place_cpu(self, alloc: Allocation, job: Job) -> Placement | None:
+        c = self.cluster
+        ok = alloc.node_up & (alloc.node_cpu >= job.cpu_milli) & (alloc.node_mem >= job.mem_mib)
+        cand = np.flatnonzero(ok)
+        if not len(cand):
+            return None
+        key = (c.node_devices[cand] > 0).astype(np.int64) * (1 << 40) + alloc.node_cpu[cand]
+        n = int(cand[int(np.argmin(key))])
+        return Placement((n,), ((),), WHOLE, (job.cpu_milli,), (job.mem_mib,))

@@ -1,0 +1,208 @@
+"""The scheduler's input: free capacity, the pending queue and the running set.
+
+The simulator and the controller each own one :class:`SchedState` and change it only through its methods
+(:meth:`submit`, :meth:`apply`, :meth:`stop`...), so the indexes stay right. ``Scheduler.decide`` reads it and
+leaves it exactly as it was.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from suanli.fleet.model import Cluster
+from suanli.sched.alloc import Allocation, Placement
+from suanli.workload.spec import Job
+
+Key = tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class RunningJob:
+    job: Job
+    placement: Placement
+    model: int  # model index in the cluster, -1 for CPU-only
+    start: float
+    borrowed: bool = False  # started on capacity lent from other queues' idle quota (reclaimable)
+
+    @property
+    def expected_end(self) -> float:
+        rt = self.job.expected_runtime
+        return self.start + rt if rt is not None else float("inf")
+
+    def attained(self, now: float) -> float:
+        """Device-seconds of service including the current run (for LAS)."""
+        return self.job.attained + self.job.devices_equiv * max(0.0, now - self.start)
+
+
+class PendingQueue:
+    """Pending jobs per queue, each kept sorted by the policy's key (insertion O(log n) search + memmove)."""
+
+    def __init__(self, key: Callable[[Job], Key]) -> None:
+        self.key = key
+        self.jobs: dict[int | str, Job] = {}
+        self._keys: dict[int | str, Key] = {}
+        self.by_queue: dict[str, list[tuple[Key, int, int | str]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self.jobs
+
+    def add(self, job: Job) -> None:
+        if job.id in self.jobs:
+            raise ValueError(f"job {job.id} is already pending")
+        k = self.key(job)
+        self.jobs[job.id] = job
+        self._keys[job.id] = k
+        bisect.insort(self.by_queue.setdefault(job.queue, []), (k, job.seq, job.id))
+
+    def remove(self, job_id: int | str) -> Job:
+        job = self.jobs.pop(job_id)
+        k = self._keys.pop(job_id)
+        lst = self.by_queue[job.queue]
+        i = bisect.bisect_left(lst, (k, job.seq, job_id))
+        del lst[i]
+        if not lst:
+            del self.by_queue[job.queue]
+        return job
+
+    def queue_iter(self, queue: str) -> Iterator[Job]:
+        for _, _, jid in self.by_queue.get(queue, ()):
+            yield self.jobs[jid]
+
+    def __iter__(self) -> Iterator[Job]:
+        """All pending jobs in key order across queues."""
+        import heapq
+
+        if len(self.by_queue) == 1:
+            for _, _, jid in next(iter(self.by_queue.values())):
+                yield self.jobs[jid]
+            return
+        for _, _, jid in heapq.merge(*self.by_queue.values()):
+            yield self.jobs[jid]
+
+
+class RunningSet:
+    """Running jobs with what the policies need: usage per queue and model, jobs per node, expected ends."""
+
+    def __init__(self, n_nodes: int, n_models: int) -> None:
+        self.jobs: dict[int | str, RunningJob] = {}
+        self.n_models = n_models
+        self.usage: dict[str, np.ndarray] = {}  # queue -> milli-devices per model (last slot: CPU-only)
+        self.borrowed_usage: dict[str, np.ndarray] = {}
+        self.node_jobs: list[dict[int | str, None]] = [{} for _ in range(n_nodes)]
+        self.ends: list[tuple[float, int, int | str]] = []  # (expected end, seq, id), known ends only
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self.jobs
+
+    def _use(self, q: str, borrowed: bool) -> np.ndarray:
+        d = self.borrowed_usage if borrowed else self.usage
+        u = d.get(q)
+        if u is None:
+            u = d[q] = np.zeros(self.n_models + 1, dtype=np.int64)
+        return u
+
+    def add(self, r: RunningJob) -> None:
+        j = r.job
+        if j.id in self.jobs:
+            raise ValueError(f"job {j.id} is already running")
+        self.jobs[j.id] = r
+        milli = r.placement.milli * r.placement.n_devices
+        self._use(j.queue, False)[r.model] += milli
+        if r.borrowed:
+            self._use(j.queue, True)[r.model] += milli
+        for n in r.placement.nodes:
+            self.node_jobs[n][j.id] = None
+        if j.expected_runtime is not None:
+            bisect.insort(self.ends, (r.expected_end, j.seq, j.id))
+
+    def remove(self, job_id: int | str) -> RunningJob:
+        r = self.jobs.pop(job_id)
+        j = r.job
+        milli = r.placement.milli * r.placement.n_devices
+        self.usage[j.queue][r.model] -= milli
+        if r.borrowed:
+            self.borrowed_usage[j.queue][r.model] -= milli
+        for n in r.placement.nodes:
+            del self.node_jobs[n][j.id]
+        if j.expected_runtime is not None:
+            e = (r.expected_end, j.seq, j.id)
+            i = bisect.bisect_left(self.ends, e)
+            del self.ends[i]
+        return r
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    job_id: int | str
+    placement: Placement
+    model: int  # model index, -1 CPU-only
+    borrowed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Preempt:
+    job_id: int | str
+    for_job: int | str
+    reason: str  # "priority", "las", "reclaim"
+
+
+@dataclass(slots=True)
+class Decisions:
+    starts: list[Start] = field(default_factory=list)
+    preemptions: list[Preempt] = field(default_factory=list)
+    reservation: tuple[int | str, float] | None = None  # backfill: (head job, shadow time)
+    tested: int = 0  # pending jobs looked at
+
+    def __bool__(self) -> bool:
+        return bool(self.starts or self.preemptions)
+
+
+class SchedState:
+    """Everything ``decide`` reads. Mutate it only through these methods."""
+
+    def __init__(self, cluster: Cluster, pending_key: Callable[[Job], Key]) -> None:
+        self.cluster = cluster
+        self.alloc = Allocation(cluster)
+        self.pending = PendingQueue(pending_key)
+        self.running = RunningSet(cluster.n_nodes, len(cluster.models))
+
+    def submit(self, job: Job) -> None:
+        if job.id in self.running:
+            raise ValueError(f"job {job.id} is already running")
+        self.pending.add(job)
+
+    def cancel_pending(self, job_id: int | str) -> Job:
+        return self.pending.remove(job_id)
+
+    def start(self, s: Start, now: float) -> RunningJob:
+        job = self.pending.jobs[s.job_id]
+        self.alloc.take(s.placement)  # raises, changing nothing, if it does not fit
+        self.pending.remove(s.job_id)
+        r = RunningJob(job, s.placement, s.model, now, s.borrowed)
+        self.running.add(r)
+        return r
+
+    def stop(self, job_id: int | str, now: float) -> RunningJob:
+        """Take a running job off its devices (finished, failed, cancelled or preempted); counts its service."""
+        r = self.running.remove(job_id)
+        self.alloc.give(r.placement)
+        r.job.attained = r.attained(now)
+        return r
+
+    def apply(self, d: Decisions, now: float) -> list[RunningJob]:
+        """Carry out ``d``: preempted jobs go back to the pending queue, then the starts happen."""
+        for p in d.preemptions:
+            r = self.stop(p.job_id, now)
+            self.pending.add(r.job)
+        return [self.start(s, now) for s in d.starts]
