@@ -283,9 +283,10 @@ class _Pass:
 
     def place_or_preempt(self, job: Job) -> bool:
         res = self.try_place(job)
-        if res is None and self.s.preemption:
+        running = self.state.running
+        if res is None and self.s.preemption and running.any_preemptible_below(job.priority):
             res = self.try_preempt(job, self.priority_victim(job), "priority")
-        if res is None and self.s.policy == "las" and self.s.preemption:
+        if res is None and self.s.policy == "las" and self.s.preemption and running.preemptible_by_priority:
             q = self.s.las_queue(job.attained)
             now = self.now
             res = self.try_preempt(
@@ -398,11 +399,11 @@ class _Pass:
             if not within and not qc.borrow:
                 continue
             res = self.try_place_model(job, m)
-            if res is None and within and s.preemption:
+            if res is None and within and s.preemption and self.state.running.n_borrowed:
                 res = self.try_preempt(
                     job, lambda r: r.borrowed and r.job.queue != job.queue and r.job.preemptible, "reclaim", [m]
                 )
-            if res is None and s.preemption:
+            if res is None and s.preemption and self.state.running.any_preemptible_below(job.priority):
                 res = self.try_preempt(job, self.priority_victim(job), "priority", [m])
             if res is not None:
                 self.commit_start(job, res, borrowed=not within)

@@ -98,6 +98,8 @@ class RunningSet:
         self.borrowed_usage: dict[str, np.ndarray] = {}
         self.node_jobs: list[dict[int | str, None]] = [{} for _ in range(n_nodes)]
         self.ends: list[tuple[float, int, int | str]] = []  # (expected end, seq, id), known ends only
+        self.preemptible_by_priority: dict[int, int] = {}  # priority -> running preemptible jobs
+        self.n_borrowed = 0
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -125,6 +127,9 @@ class RunningSet:
             self.node_jobs[n][j.id] = None
         if j.expected_runtime is not None:
             bisect.insort(self.ends, (r.expected_end, j.seq, j.id))
+        if j.preemptible:
+            self.preemptible_by_priority[j.priority] = self.preemptible_by_priority.get(j.priority, 0) + 1
+        self.n_borrowed += r.borrowed
 
     def remove(self, job_id: int | str) -> RunningJob:
         r = self.jobs.pop(job_id)
@@ -139,7 +144,18 @@ class RunningSet:
             e = (r.expected_end, j.seq, j.id)
             i = bisect.bisect_left(self.ends, e)
             del self.ends[i]
+        if j.preemptible:
+            left = self.preemptible_by_priority[j.priority] - 1
+            if left:
+                self.preemptible_by_priority[j.priority] = left
+            else:
+                del self.preemptible_by_priority[j.priority]
+        self.n_borrowed -= r.borrowed
         return r
+
+    def any_preemptible_below(self, priority: int) -> bool:
+        """Is some running preemptible job of priority lower than ``priority``? O(distinct priorities)."""
+        return any(p < priority for p in self.preemptible_by_priority)
 
 
 @dataclass(frozen=True, slots=True)
