@@ -7,5 +7,29 @@ from suanli.catalog.accelerators import (
     accelerators,
     resolve_accelerator,
 )
+from suanli.catalog.llms import (
+    LLM,
+    Architecture,
+    MoE,
+    computed_kv_bytes_per_token,
+    computed_params,
+    llm,
+    llms,
+    resolve_llm,
+)
 
-__all__ = ["Accelerator", "Figure", "accelerator", "accelerators", "resolve_accelerator"]
+__all__ = [
+    "LLM",
+    "Accelerator",
+    "Architecture",
+    "Figure",
+    "MoE",
+    "accelerator",
+    "accelerators",
+    "computed_kv_bytes_per_token",
+    "computed_params",
+    "llm",
+    "llms",
+    "resolve_accelerator",
+    "resolve_llm",
+]

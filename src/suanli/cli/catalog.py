@@ -57,3 +57,36 @@ def accelerators_cmd(
             console.print(f"[bold]{a.key}[/] ({a.vendor} {a.name})")
             for k, s in a.sources.items():
                 console.print(f"  [{k}] {s}", highlight=False)
+
+
+@app.command("models")
+def models_cmd(json_out: JsonOpt = False) -> None:
+    """List the LLM catalog: architecture, total / active parameters, KV-cache bytes per token, source."""
+    from suanli.catalog.llms import llms
+
+    models = llms()
+    if json_out:
+        out = []
+        for m in models:
+            d: dict[str, object] = {"key": m.key, "name": m.name, "family": m.family, "aliases": list(m.aliases)}
+            d.update(m.architecture.model_dump(exclude={"moe"}))
+            d["moe"] = m.architecture.moe.model_dump() if m.architecture.moe else None
+            d.update({"total_params_b": m.total_params_b, "active_params_b": m.active_params_b,
+                      "kv_bytes_per_token_bf16": m.kv_bytes_per_token_bf16, "published": m.published,
+                      "source": m.source, "notes": m.notes})
+            out.append(d)
+        print_json(out)
+        return
+    t = Table(title="LLMs (parameters recomputed from the architecture; KV bytes/token in BF16)")
+    for col, just in [("key", "left"), ("layers", "right"), ("hidden", "right"), ("heads/kv", "right"),
+                      ("attn", "left"), ("experts k/E+s", "right"), ("total B", "right"),
+                      ("active B", "right"), ("KV B/token", "right"), ("max pos", "right")]:
+        t.add_column(col, justify=just, no_wrap=col == "key")  # type: ignore[arg-type]
+    for m in models:
+        a = m.architecture
+        moe = f"{a.moe.experts_per_token}/{a.moe.routed_experts}+{a.moe.shared_experts}" if a.moe else "-"
+        t.add_row(m.key, str(a.layers), f"{a.hidden:,}", f"{a.heads}/{a.kv_heads}", a.attention, moe,
+                  f"{m.total_params_b:,.2f}", f"{m.active_params_b:,.2f}", f"{m.kv_bytes_per_token_bf16:,}",
+                  f"{a.max_positions:,}")
+    console.print(t)
+    console.print("Sources: suanli catalog models --json (one source per model).", highlight=False)
