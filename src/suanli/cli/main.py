@@ -8,6 +8,7 @@ import typer
 
 from suanli import __version__
 from suanli.cli import catalog
+from suanli.cli.demo import demo
 from suanli.cli.common import err_console
 from suanli.errors import SuanliError
 
@@ -19,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(catalog.app, name="catalog")
+app.command("demo")(demo)
 
 
 @app.command("version")
