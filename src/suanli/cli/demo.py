@@ -10,10 +10,11 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
+from suanli.catalog.accelerators import resolve_accelerator
 from suanli.cli.common import console, err_console, print_json
 from suanli.errors import SuanliError
 from suanli.fleet import generate_cluster, load_cluster
-from suanli.fleet.model import Cluster, canonical_model
+from suanli.fleet.model import Cluster
 from suanli.sched import POLICIES, QueueConfig, Scheduler
 from suanli.workload.mix import sample_jobs
 
@@ -27,7 +28,7 @@ def build_cluster_arg(cluster: str | None, chips: int, models: str, per_node: in
         raise SuanliError("--chips must be positive")
     if per_node <= 0:
         raise SuanliError("--per-node must be positive")
-    names = [canonical_model(m.strip()) for m in models.split(",") if m.strip()]
+    names = [resolve_accelerator(m.strip()) for m in models.split(",") if m.strip()]
     if not names:
         raise SuanliError("--models needs at least one accelerator model")
     return generate_cluster(chips, names, per_node)
