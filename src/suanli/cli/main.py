@@ -8,8 +8,10 @@ import typer
 
 from suanli import __version__
 from suanli.cli import catalog
-from suanli.cli.demo import demo
+from suanli.cli import client as client_cli
+from suanli.cli import up as up_cli
 from suanli.cli.common import err_console
+from suanli.cli.demo import demo
 from suanli.errors import SuanliError
 
 app = typer.Typer(
@@ -20,6 +22,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(catalog.app, name="catalog")
+app.command("up")(up_cli.up)
+client_cli.register(app)
 app.command("demo")(demo)
 
 

@@ -1,0 +1,281 @@
+"""The CLI client of the REST API: submit, jobs, job, logs, cancel, nodes, queues, tenants.
+
+Server and token: ``--server``/``--token``, else ``SUANLI_SERVER``/``SUANLI_TOKEN``, else the local admin credentials
+that ``suanli up`` wrote into ``./.suanli/`` (or ``--data-dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from rich.table import Table
+
+from suanli.cli.common import console, print_json
+from suanli.errors import SuanliError
+
+ServerOpt = typer.Option(None, "--server", help="API URL (env SUANLI_SERVER; default from ./.suanli/)")
+TokenOpt = typer.Option(None, "--token", help="bearer token (env SUANLI_TOKEN; default: ./.suanli/admin.token)")
+DataDirOpt = typer.Option(Path(".suanli"), "--data-dir", help="where `suanli up` keeps its files")
+JsonOpt = typer.Option(False, "--json", help="JSON output")
+
+
+class Client:
+    def __init__(self, server: str | None, token: str | None, data_dir: Path = Path(".suanli")) -> None:
+        server = server or os.environ.get("SUANLI_SERVER")
+        token = token or os.environ.get("SUANLI_TOKEN")
+        if server is None:
+            f = data_dir / "server.json"
+            try:
+                server = json.loads(f.read_text())["url"]
+            except (OSError, ValueError, KeyError):
+                raise SuanliError(f"no server: pass --server, set SUANLI_SERVER, or run `suanli up` here "
+                                  f"(looked for {f})") from None
+        if token is None:
+            f = data_dir / "admin.token"
+            try:
+                token = f.read_text().strip()
+            except OSError:
+                raise SuanliError(f"no token: pass --token, set SUANLI_TOKEN, or run `suanli up` here "
+                                  f"(looked for {f})") from None
+        self.server = server.rstrip("/")
+        self.http = httpx.Client(base_url=self.server, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            raise SuanliError(f"cannot reach {self.server}: {e}") from None
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise SuanliError(f"{r.status_code}: {detail}")
+        if "json" in r.headers.get("content-type", ""):
+            return r.json()
+        return r.text
+
+
+def _ts(t: float | None) -> str:
+    return "" if t is None else datetime.fromtimestamp(t, UTC).strftime("%m-%d %H:%M:%S")
+
+
+_STATE_STYLE = {"running": "green", "succeeded": "bold green", "failed": "red", "cancelled": "dim",
+                "pending": "yellow", "requeued": "yellow", "preempted": "magenta"}
+
+
+def _jobs_table(items: list[dict[str, Any]]) -> Table:
+    t = Table(box=None)
+    for c in ("ID", "NAME", "TENANT", "QUEUE", "PRI", "STATE", "TRIES", "EXIT", "SUBMITTED"):
+        t.add_column(c)
+    for j in items:
+        st = j["state"]
+        t.add_row(str(j["id"]), j["name"], j["tenant"], j["queue"], str(j["priority"]),
+                  f"[{_STATE_STYLE.get(st, '')}]{st}[/]", str(j["attempts"]),
+                  "" if j["exit_code"] is None else str(j["exit_code"]), _ts(j["submit_time"]))
+    return t
+
+
+def submit(file: Path = typer.Argument(..., help="job file (YAML or JSON)"), server: str = ServerOpt,
+           token: str = TokenOpt, data_dir: Path = DataDirOpt, as_json: bool = JsonOpt) -> None:
+    """Submit a job file."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SuanliError(f"{file}: cannot read: {e}") from None
+    from suanli.specfile import parse_yaml
+    from suanli.workload.spec import JobSpec
+
+    parse_yaml(text, JobSpec, str(file))  # file:line: field errors before anything is sent
+    c = Client(server, token, data_dir)
+    j = c.call("POST", "/v1/jobs", content=text.encode(), headers={"Content-Type": "application/yaml"})
+    if as_json:
+        print_json(j)
+    else:
+        console.print(f"submitted job [bold]{j['id']}[/] ({j['name']}) to queue {j['queue']}")
+
+
+def jobs(state: list[str] = typer.Option(None, "--state", "-s", help="filter (repeatable)"),
+         queue: str = typer.Option(None, "--queue", "-q"), tenant: str = typer.Option(None, "--tenant", "-t"),
+         limit: int = typer.Option(50, "--limit", "-n", min=1, max=1000), after: int = typer.Option(None, "--after"),
+         server: str = ServerOpt, token: str = TokenOpt, data_dir: Path = DataDirOpt,
+         as_json: bool = JsonOpt) -> None:
+    """List jobs, newest first."""
+    c = Client(server, token, data_dir)
+    params: dict[str, Any] = {"limit": limit}
+    if state:
+        params["state"] = state
+    if queue:
+        params["queue"] = queue
+    if tenant:
+        params["tenant"] = tenant
+    if after:
+        params["after"] = after
+    out = c.call("GET", "/v1/jobs", params=params)
+    if as_json:
+        print_json(out)
+        return
+    console.print(_jobs_table(out["items"]))
+    if out["next"]:
+        console.print(f"[dim]more: --after {out['next']}[/]")
+
+
+def job(job_id: int = typer.Argument(..., min=1), server: str = ServerOpt, token: str = TokenOpt,
+        data_dir: Path = DataDirOpt, as_json: bool = JsonOpt) -> None:
+    """One job: its state, attempts and events."""
+    c = Client(server, token, data_dir)
+    j = c.call("GET", f"/v1/jobs/{job_id}")
+    ev = c.call("GET", f"/v1/jobs/{job_id}/events")
+    if as_json:
+        print_json({**j, "events": ev})
+        return
+    console.print(_jobs_table([j]))
+    spec = j["spec"]
+    console.print(f"command: {' '.join(spec['command'])}   resources: {spec['resources']}")
+    for a in j.get("attempt_list", []):
+        pl = a["placement"]
+        console.print(f"attempt {a['n']}: {_ts(a['started_at'])} -> {_ts(a['ended_at'])} {a['outcome'] or 'running'}"
+                      f" exit={a['exit_code']} devices={pl['model'] or 'cpu'} {pl['local']}")
+    t = Table(box=None, title="events")
+    for col in ("AT", "KIND", "MESSAGE"):
+        t.add_column(col)
+    for e in ev:
+        t.add_row(_ts(e["at"]), e["kind"], e["message"])
+    console.print(t)
+
+
+def logs(job_id: int = typer.Argument(..., min=1), follow: bool = typer.Option(False, "--follow", "-f"),
+         tail: int = typer.Option(0, "--tail", min=0, help="last N lines (0: all)"),
+         attempt: int = typer.Option(None, "--attempt", min=1), rank: int = typer.Option(0, "--rank", min=0),
+         server: str = ServerOpt, token: str = TokenOpt, data_dir: Path = DataDirOpt) -> None:
+    """A job's output (stdout+stderr of rank 0 of the latest attempt by default); -f follows it."""
+    c = Client(server, token, data_dir)
+    params: dict[str, Any] = {"tail": tail, "rank": rank, "follow": follow}
+    if attempt:
+        params["attempt"] = attempt
+    if not follow:
+        sys.stdout.write(c.call("GET", f"/v1/jobs/{job_id}/logs", params=params))
+        return
+    try:
+        with c.http.stream("GET", f"/v1/jobs/{job_id}/logs", params=params, timeout=None) as r:
+            if r.status_code >= 400:
+                r.read()
+                raise SuanliError(f"{r.status_code}: {r.json().get('detail')}")
+            for chunk in r.iter_bytes():
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+    except httpx.HTTPError as e:
+        raise SuanliError(f"cannot reach {c.server}: {e}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+def cancel(job_id: int = typer.Argument(..., min=1), wait: bool = typer.Option(False, "--wait", "-w"),
+           server: str = ServerOpt, token: str = TokenOpt, data_dir: Path = DataDirOpt,
+           as_json: bool = JsonOpt) -> None:
+    """Cancel a job (its processes are stopped)."""
+    c = Client(server, token, data_dir)
+    j = c.call("POST", f"/v1/jobs/{job_id}/cancel")
+    while wait and j["state"] not in ("cancelled", "succeeded", "failed"):
+        time.sleep(0.2)
+        j = c.call("GET", f"/v1/jobs/{job_id}")
+    if as_json:
+        print_json(j)
+    else:
+        console.print(f"job {job_id}: cancel requested (state {j['state']})")
+
+
+def nodes(drain: str = typer.Option(None, "--drain", help="drain this node (admin)"),
+          undrain: str = typer.Option(None, "--undrain", help="undrain this node (admin)"),
+          server: str = ServerOpt, token: str = TokenOpt, data_dir: Path = DataDirOpt,
+          as_json: bool = JsonOpt) -> None:
+    """Nodes and their devices."""
+    c = Client(server, token, data_dir)
+    if drain:
+        c.call("POST", f"/v1/nodes/{drain}/drain")
+    if undrain:
+        c.call("POST", f"/v1/nodes/{undrain}/undrain")
+    ns = c.call("GET", "/v1/nodes")
+    devs = c.call("GET", "/v1/devices")
+    if as_json:
+        print_json({"nodes": ns, "devices": devs})
+        return
+    t = Table(box=None)
+    for col in ("NODE", "ACCELERATOR", "DEVICES", "CPUS", "MEMORY", "SOURCE", "DRAINED"):
+        t.add_column(col)
+    for n in ns:
+        t.add_row(n["name"], n["accelerator"] or "-", str(n["devices"]), f"{n['cpu_milli'] / 1000:g}",
+                  f"{n['memory_mib'] / 1024:.0f}Gi", "declared" if n["declared"] else "discovered",
+                  "yes" if n["drained"] else "")
+    console.print(t)
+
+
+def queues(create: str = typer.Option(None, "--create", help="create a queue (admin)"),
+           update: str = typer.Option(None, "--update", help="update a queue (admin)"),
+           weight: float = typer.Option(None, "--weight"),
+           quota: list[str] = typer.Option(None, "--quota", help="MODEL=N (repeatable)"),
+           server: str = ServerOpt, token: str = TokenOpt, data_dir: Path = DataDirOpt,
+           as_json: bool = JsonOpt) -> None:
+    """Queues (weights, quotas per accelerator model)."""
+    c = Client(server, token, data_dir)
+    q: dict[str, int] | None = None
+    if quota:
+        q = {}
+        for item in quota:
+            k, _, v = item.partition("=")
+            try:
+                q[k] = int(v)
+            except ValueError:
+                raise SuanliError(f"--quota {item!r}: use MODEL=N") from None
+    if create:
+        body: dict[str, Any] = {"name": create, "quota": q or {}}
+        if weight is not None:
+            body["weight"] = weight
+        c.call("POST", "/v1/queues", json=body)
+    if update:
+        body = {k: v for k, v in (("weight", weight), ("quota", q)) if v is not None}
+        c.call("PATCH", f"/v1/queues/{update}", json=body)
+    out = c.call("GET", "/v1/queues")
+    if as_json:
+        print_json(out)
+        return
+    t = Table(box=None)
+    for col in ("QUEUE", "WEIGHT", "QUOTA", "BORROW"):
+        t.add_column(col)
+    for x in out:
+        t.add_row(x["name"], f"{x['weight']:g}", ", ".join(f"{k}={v}" for k, v in x["quota"].items()) or "-",
+                  "yes" if x["borrow"] else "no")
+    console.print(t)
+
+
+def tenants(create: str = typer.Option(None, "--create", help="create a tenant and print its token (admin)"),
+            server: str = ServerOpt, token: str = TokenOpt, data_dir: Path = DataDirOpt,
+            as_json: bool = JsonOpt) -> None:
+    """Tenants (admin)."""
+    c = Client(server, token, data_dir)
+    created = c.call("POST", "/v1/tenants", json={"name": create}) if create else None
+    out = c.call("GET", "/v1/tenants")
+    if as_json:
+        print_json({"tenants": out, "created": created} if created else out)
+        return
+    if created:
+        console.print(f"tenant {created['name']} created; its token (shown once): [bold]{created['token']}[/]")
+    t = Table(box=None)
+    t.add_column("TENANT")
+    t.add_column("CREATED")
+    for x in out:
+        t.add_row(x["name"], _ts(x["created_at"]))
+    console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (submit, jobs, job, logs, cancel, nodes, queues, tenants):
+        app.command(fn.__name__)(fn)

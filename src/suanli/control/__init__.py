@@ -1,0 +1,1 @@
+"""The control plane: durable store, reconcile loop (controller) and local executor."""

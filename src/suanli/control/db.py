@@ -1,0 +1,193 @@
+"""The durable store's schema and engine: SQLAlchemy 2 Core tables, SQLite (WAL) or PostgreSQL, Alembic migrations.
+
+The tables mirror ``migrations/versions``; a change to one is a new migration.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from suanli.errors import SuanliError
+
+metadata = sa.MetaData()
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),  # sha256 of the token; the token is not stored
+    sa.Column("tenant", sa.String(128), sa.ForeignKey("tenants.name"), nullable=True),
+    sa.Column("admin", sa.Boolean, nullable=False, default=False),
+    sa.Column("label", sa.String(128), nullable=False, default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+queues = sa.Table(
+    "queues",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("weight", sa.Float, nullable=False, default=1.0),
+    sa.Column("quota", sa.JSON, nullable=False),  # accelerator model (or "*") -> devices
+    sa.Column("borrow", sa.Boolean, nullable=False, default=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("accelerator", sa.String(128), nullable=False),  # "" = CPU only
+    sa.Column("devices", sa.Integer, nullable=False),
+    sa.Column("cpu_milli", sa.BigInteger, nullable=False),
+    sa.Column("memory_mib", sa.BigInteger, nullable=False),
+    sa.Column("domain", sa.String(255), nullable=False),
+    sa.Column("rack", sa.String(255), nullable=False),
+    sa.Column("declared", sa.Boolean, nullable=False, default=False),
+    sa.Column("drained", sa.Boolean, nullable=False, default=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("local_index", sa.Integer, nullable=False),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("uuid", sa.String(128), nullable=True),
+    sa.Column("memory_mib", sa.BigInteger, nullable=True),
+    sa.Column("declared", sa.Boolean, nullable=False, default=False),
+    sa.UniqueConstraint("node_id", "local_index", name="uq_devices_node_index"),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("queue", sa.String(128), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),  # the JobSpec as submitted (validated)
+    sa.Column("sched", sa.JSON, nullable=False),  # the scheduler's compact view (rebuilt without re-validating)
+    sa.Column("submit_time", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("failures", sa.Integer, nullable=False, default=0),  # failed attempts (counted against max_retries)
+    sa.Column("not_before", sa.Float, nullable=True),  # retry backoff: not to be started before this time
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("reason", sa.String(255), nullable=True),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_jobs_state", jobs.c.state)
+sa.Index("ix_jobs_tenant_id", jobs.c.tenant, jobs.c.id)
+sa.Index("ix_jobs_queue_id", jobs.c.queue, jobs.c.id)
+sa.Index("ix_jobs_cancel", jobs.c.cancel_requested)
+
+job_attempts = sa.Table(
+    "job_attempts",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("n", sa.Integer, nullable=False),  # 1, 2, ... per job
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=True),
+    sa.Column("placement", sa.JSON, nullable=False),
+    sa.Column("procs", sa.JSON, nullable=True),  # [[pid, start ticks], ...] once spawned
+    sa.Column("pgid", sa.Integer, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("outcome", sa.String(32), nullable=True),  # succeeded, failed, cancelled, preempted, lost...
+    sa.UniqueConstraint("job_id", "n", name="uq_attempts_job_n"),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_attempts_job", job_attempts.c.job_id)
+
+job_events = sa.Table(
+    "job_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_events_job", job_events.c.job_id, job_events.c.id)
+
+
+def make_engine(url: str, *, sync: str = "normal") -> Engine:
+    """An engine for ``url``. SQLite: WAL, ``synchronous`` as given, a busy timeout, and write transactions that
+    take the write lock at BEGIN (``BEGIN IMMEDIATE``) so that concurrent writers wait instead of failing."""
+    if url.startswith("sqlite"):
+        eng = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8,
+                               max_overflow=16, poolclass=sa.pool.QueuePool)
+        sync_level = {"off": "OFF", "normal": "NORMAL", "full": "FULL"}[sync]
+
+        @event.listens_for(eng, "connect")
+        def _connect(dbapi_conn: sqlite3.Connection, _rec: Any) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={sync_level}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(eng, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            immediate = conn.get_execution_options().get("write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return eng
+    if url.startswith("postgres"):
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+    raise SuanliError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+def sqlite_url(path: str | Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration (Alembic ``upgrade head``); a no-op when it is there already."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    script = ScriptDirectory.from_config(cfg)
+    head = script.get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current == head:
+        return
+    with engine.connect().execution_options(write=True) as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+        conn.commit()

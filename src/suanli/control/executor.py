@@ -1,0 +1,287 @@
+"""The local executor: runs a job's command as real processes on this machine.
+
+One process per device (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``, torchrun style;
+every rank sees all the job's devices through the vendor's visible-devices variable and picks its own with
+``LOCAL_RANK``), one process for a CPU-only or fractional job. All ranks of an attempt share one process group,
+which is what cancel and preemption kill.
+
+Each rank runs under a tiny ``/bin/sh`` wrapper that writes the command's exit status to a file when it ends, so
+an attempt that finishes while the controller is down still has its exit code when the controller comes back.
+Each process carries ``SUANLI_ATTEMPT_KEY`` in its environment: after a crash, the controller finds every process
+of an attempt by it even if it died before recording their pids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from suanli.devices import all_visible_env_vars, visible_devices_env
+
+_WRAPPER = (
+    '"$@"; rc=$?; printf "%s\\n" "$rc" > "$SUANLI_EXIT_FILE.tmp" && mv -f "$SUANLI_EXIT_FILE.tmp" "$SUANLI_EXIT_FILE";'
+    " exit $rc"
+)
+
+
+def proc_start_ticks(pid: int) -> int | None:
+    """Start time of ``pid`` (clock ticks since boot) or None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rfind(b")") + 2 :].split()
+    if not rest or rest[0] in (b"Z", b"X"):
+        return None
+    return int(rest[19])
+
+
+def scan_attempt_pids(prefix: str) -> dict[str, list[int]]:
+    """Processes whose environment holds ``SUANLI_ATTEMPT_KEY=<prefix>...``: attempt key -> pids."""
+    needle = b"SUANLI_ATTEMPT_KEY=" + prefix.encode()
+    out: dict[str, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        i = env.find(needle)
+        if i < 0:
+            continue
+        j = env.find(b"\0", i)
+        key = env[i + len(b"SUANLI_ATTEMPT_KEY=") : j if j >= 0 else None].decode()
+        if proc_start_ticks(int(d)) is not None:
+            out.setdefault(key, []).append(int(d))
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Handle:
+    """A running (or adopted) attempt."""
+
+    job_id: int
+    attempt_id: int
+    n: int
+    pgid: int
+    procs: list[tuple[int, int]]  # (pid, start ticks) per rank
+    exit_files: list[Path]
+    popens: list[subprocess.Popen[bytes]] | None = None  # None when adopted after a restart
+    stopping: str | None = None  # why we are stopping it: cancel, preempt, shutdown
+    kill_at: float | None = None  # when to send SIGKILL if it is still alive
+    codes: dict[int, int | None] = field(default_factory=dict)  # rank -> exit code once ended (None: unknown)
+
+
+class LocalExecutor:
+    def __init__(self, data_dir: str | Path, *, grace_s: float = 5.0) -> None:
+        self.root = Path(data_dir).resolve()
+        self.grace_s = grace_s
+        self.key_prefix = hashlib.sha256(str(self.root).encode()).hexdigest()[:12] + "-"
+
+    # -- paths ---------------------------------------------------------------------------------------------
+    def job_dir(self, job_id: int) -> Path:
+        return self.root / "jobs" / str(job_id)
+
+    def log_path(self, job_id: int, n: int, rank: int = 0) -> Path:
+        return self.job_dir(job_id) / "logs" / f"attempt-{n}.rank-{rank}.log"
+
+    def attempt_key(self, attempt_id: int) -> str:
+        return f"{self.key_prefix}{attempt_id}"
+
+    # -- start ---------------------------------------------------------------------------------------------
+    def start(self, job_id: int, attempt_id: int, n: int, spec: dict[str, Any], model: str,
+              local_devices: list[int], milli: int) -> Handle:
+        """Start attempt ``n`` of a job on ``local_devices`` (local indices; empty for a CPU-only job)."""
+        jd = self.job_dir(job_id)
+        work, ckpt, logs, att = jd / "work", jd / "checkpoint", jd / "logs", jd / "attempts" / str(n)
+        for d in (work, ckpt, logs, att):
+            d.mkdir(parents=True, exist_ok=True)
+        world = len(local_devices) if local_devices and milli >= 1000 else 1
+        base = {k: v for k, v in os.environ.items() if k not in all_visible_env_vars()}
+        base.update(spec.get("env") or {})
+        base.update({
+            "SUANLI_JOB_ID": str(job_id), "SUANLI_JOB_NAME": spec.get("name", ""), "SUANLI_ATTEMPT": str(n),
+            "SUANLI_ATTEMPT_KEY": self.attempt_key(attempt_id), "SUANLI_CHECKPOINT_DIR": str(ckpt),
+            "SUANLI_WORK_DIR": str(work), "SUANLI_DEVICES": ",".join(map(str, local_devices)),
+            "SUANLI_DEVICE_MILLI": str(milli), "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "NODE_RANK": "0",
+        })
+        if local_devices:
+            base.update(visible_devices_env(model, local_devices))
+        command = list(spec.get("command") or [])
+        popens: list[subprocess.Popen[bytes]] = []
+        exit_files: list[Path] = []
+        pgid = 0
+        try:
+            for rank in range(world):
+                env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
+                ef = att / f"rank-{rank}.exit"
+                ef.unlink(missing_ok=True)
+                env["SUANLI_EXIT_FILE"] = str(ef)
+                with open(self.log_path(job_id, n, rank), "ab") as log:
+                    p = subprocess.Popen(
+                        ["/bin/sh", "-c", _WRAPPER, "suanli-rank", *command], cwd=work, env=env,
+                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                        process_group=0 if rank == 0 else pgid,
+                    )
+                if rank == 0:
+                    pgid = p.pid
+                popens.append(p)
+                exit_files.append(ef)
+        except Exception:
+            if pgid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+            for p in popens:
+                p.wait()
+            raise
+        procs = [(p.pid, proc_start_ticks(p.pid) or 0) for p in popens]
+        return Handle(job_id, attempt_id, n, pgid, procs, exit_files, popens)
+
+    # -- adopt after a restart -----------------------------------------------------------------------------
+    def adopt(self, job_id: int, attempt_id: int, n: int, procs: list[list[int]] | None, pgid: int | None,
+              found: list[int], world: int) -> Handle:
+        """Rebuild the handle of an attempt started by an earlier controller process. ``found`` are the pids a
+        scan found carrying its key (they cover a crash between spawning and recording the pids)."""
+        att = self.job_dir(job_id) / "attempts" / str(n)
+        exit_files = [att / f"rank-{r}.exit" for r in range(world)]
+        ps: list[tuple[int, int]] = [(int(p), int(t)) for p, t in (procs or [])]
+        known = {p for p, _ in ps}
+        for pid in found:
+            if pid not in known:
+                t = proc_start_ticks(pid)
+                if t is not None:
+                    ps.append((pid, t))
+        if not pgid and ps:
+            with contextlib.suppress(OSError):
+                pgid = os.getpgid(ps[0][0])
+        return Handle(job_id, attempt_id, n, pgid or 0, ps, exit_files, None)
+
+    # -- observe -------------------------------------------------------------------------------------------
+    @staticmethod
+    def _alive(pid: int, ticks: int) -> bool:
+        t = proc_start_ticks(pid)
+        return t is not None and (ticks == 0 or t == ticks)
+
+    def poll(self, h: Handle) -> tuple[bool, int | None]:
+        """(finished, exit code). A failing rank ends the attempt: the others are killed (torchrun does the same).
+        The code is the first non-zero rank's (negative: killed by that signal), or None when nobody knows it
+        (processes gone without an exit file)."""
+        now = time.monotonic()
+        if h.popens is not None:
+            running = False
+            for r, p in enumerate(h.popens):
+                if r in h.codes:
+                    continue
+                rc = p.poll()
+                if rc is None:
+                    running = True
+                else:
+                    h.codes[r] = rc
+        else:
+            running = False
+            for r, (pid, t) in enumerate(h.procs):
+                if r in h.codes:
+                    continue
+                if self._alive(pid, t):
+                    running = True
+                else:
+                    h.codes[r] = self._read_exit(h.exit_files[r]) if r < len(h.exit_files) else None
+            if len(h.procs) < len(h.exit_files):  # ranks that were never found: what their exit files say
+                for r in range(len(h.procs), len(h.exit_files)):
+                    h.codes.setdefault(r, self._read_exit(h.exit_files[r]))
+        failed = [c for c in h.codes.values() if c != 0]
+        if running and failed and h.stopping is None:
+            self.stop(h, "rank-failed", grace_s=min(self.grace_s, 2.0))
+        if running and h.kill_at is not None and now >= h.kill_at:
+            self._signal(h, signal.SIGKILL)
+            h.kill_at = now + 1.0
+        if running:
+            return False, None
+        if self.group_alive(h):  # stragglers the ranks left behind in the group
+            self._signal(h, signal.SIGKILL)
+        code: int | None = 0
+        for r in sorted(h.codes):
+            c = h.codes[r]
+            if c != 0:
+                code = c
+                break
+        return True, code
+
+    @staticmethod
+    def _read_exit(p: Path) -> int | None:
+        try:
+            return int(p.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def group_alive(self, h: Handle) -> bool:
+        if not h.pgid:
+            return False
+        try:
+            os.killpg(h.pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        # killpg(0) also succeeds for zombies; look for a live member
+        return any(self._alive(pid, t) for pid, t in h.procs) or self._group_has_live_member(h.pgid)
+
+    @staticmethod
+    def _group_has_live_member(pgid: int) -> bool:
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            rest = data[data.rfind(b")") + 2 :].split()
+            if len(rest) > 2 and int(rest[2]) == pgid and rest[0] not in (b"Z", b"X"):
+                return True
+        return False
+
+    # -- act -----------------------------------------------------------------------------------------------
+    def _signal(self, h: Handle, sig: int) -> None:
+        if h.pgid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(h.pgid, sig)
+        for pid, t in h.procs:
+            if pid != h.pgid and self._alive(pid, t):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+
+    def stop(self, h: Handle, why: str, grace_s: float | None = None) -> None:
+        """SIGTERM the attempt's process group now, SIGKILL after the grace period (see :meth:`poll`)."""
+        if h.stopping is None:
+            h.stopping = why
+        g = self.grace_s if grace_s is None else grace_s
+        self._signal(h, signal.SIGTERM)
+        h.kill_at = time.monotonic() + g
+
+    def kill_now(self, h: Handle) -> None:
+        self._signal(h, signal.SIGKILL)
+
+    def wait(self, h: Handle, timeout: float) -> tuple[bool, int | None]:
+        end = time.monotonic() + timeout
+        while True:
+            done, code = self.poll(h)
+            if done or time.monotonic() >= end:
+                return done, code
+            time.sleep(0.02)

@@ -1,0 +1,87 @@
+"""Putting the control plane together on one machine: data directory, store, this node, controller and API."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from suanli.control.controller import Controller
+from suanli.control.db import sqlite_url
+from suanli.control.executor import LocalExecutor
+from suanli.control.metrics import Metrics
+from suanli.control.store import Store, hash_token
+from suanli.devices import LocalDevice, discover, host_cpu_memory, parse_declared
+
+ADMIN_TOKEN_FILE = "admin.token"
+SERVER_FILE = "server.json"
+
+
+@dataclass
+class Service:
+    data_dir: Path
+    store: Store
+    executor: LocalExecutor
+    controller: Controller
+    metrics: Metrics
+    node: str
+    devices: list[LocalDevice]
+    admin_token_path: Path
+    app: Any = None
+
+
+def ensure_admin_token(store: Store, data_dir: Path) -> Path:
+    """The local admin token: kept in ``data_dir/admin.token`` (mode 0600), stored hashed in the database."""
+    path = data_dir / ADMIN_TOKEN_FILE
+    if path.exists():
+        tok = path.read_text().strip()
+        p = store.authenticate(tok)
+        if p is not None and p.admin:
+            return path
+    tok = store.create_token(admin=True, tenant=None, label=f"local admin ({data_dir})")
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(tok + "\n")
+    os.replace(tmp, path)
+    assert store.authenticate(tok) is not None and hash_token(tok)
+    return path
+
+
+def register_node(store: Store, name: str, devs: list[LocalDevice]) -> None:
+    cpu, mem = host_cpu_memory()
+    model = devs[0].model if devs else ""
+    spec = {"name": name, "accelerator": model, "devices": len(devs), "cpu_milli": cpu, "memory_mib": mem,
+            "domain": name, "rack": "local", "declared": bool(devs) and all(d.declared for d in devs)}
+    rows = [{"local_index": d.index, "model": d.model, "uuid": d.uuid, "memory_mib": d.memory_mib,
+             "declared": d.declared} for d in devs]
+    store.upsert_node(spec, rows)
+
+
+def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, devices: str | None = None,
+                 node: str | None = None, policy: str = "fifo", tick_s: float = 0.1, retry_base_s: float = 2.0,
+                 grace_s: float = 5.0, sync: str = "normal", keep_jobs_on_stop: bool = False,
+                 with_app: bool = True) -> Service:
+    """Open (creating if needed) the data directory and database, register this machine, build the controller and
+    the API. Nothing runs yet: call ``service.controller.start()`` and serve ``service.app``."""
+    dd = Path(data_dir).resolve()
+    dd.mkdir(parents=True, exist_ok=True)
+    store = Store.open(db or sqlite_url(dd / "suanli.db"), sync=sync)
+    store.ensure_defaults()
+    devs = parse_declared(devices) if devices else discover()
+    name = node or socket.gethostname() or "local"
+    register_node(store, name, devs)
+    tok_path = ensure_admin_token(store, dd)
+    ex = LocalExecutor(dd, grace_s=grace_s)
+    metrics = Metrics()
+    metrics.store = store
+    ctl = Controller(store, ex, name, policy=policy, tick_s=tick_s, retry_base_s=retry_base_s,
+                     keep_jobs_on_stop=keep_jobs_on_stop, metrics=metrics)
+    svc = Service(dd, store, ex, ctl, metrics, name, devs, tok_path)
+    if with_app:
+        from suanli.api.app import create_app
+
+        svc.app = create_app(store, data_dir=dd, controller=ctl, metrics=metrics)
+    return svc

@@ -1,0 +1,327 @@
+"""The durable store: every operation is one transaction. Used by the API (submissions, cancel requests, admin
+changes) and by the controller's reconcile loop (the only writer of job state)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from suanli.control import db
+from suanli.control.db import job_attempts, job_events, jobs, nodes, queues, tenants, tokens
+from suanli.errors import SuanliError
+from suanli.workload.spec import Job, JobSpec
+from suanli.workload.states import JobState, check_transition
+
+
+class NotFound(SuanliError):
+    pass
+
+
+class Conflict(SuanliError):
+    pass
+
+
+class Invalid(SuanliError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    admin: bool
+    tenant: str | None  # None for an admin token
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_token() -> str:
+    return "sl_" + secrets.token_urlsafe(32)
+
+
+def sched_view(spec: JobSpec) -> dict[str, Any]:
+    """The compact, already-validated fields the scheduler needs (stored so that a restart does not re-validate)."""
+    j = spec.to_job(0)
+    return {
+        "count": j.count, "milli": j.milli, "models": list(j.models) if j.models else None, "per_node": j.per_node,
+        "cpu_milli": j.cpu_milli, "mem_mib": j.mem_mib, "gang": j.gang, "expected_runtime": j.expected_runtime,
+        "kind": j.kind, "preemptible": j.preemptible,
+    }
+
+
+def job_from_row(r: Mapping[str, Any]) -> Job:
+    s = r["sched"]
+    if isinstance(s, str):
+        s = json.loads(s)
+    return Job(
+        id=int(r["id"]), count=s["count"], milli=s["milli"], models=tuple(s["models"]) if s["models"] else None,
+        per_node=s["per_node"], cpu_milli=s["cpu_milli"], mem_mib=s["mem_mib"], gang=s["gang"],
+        priority=r["priority"], queue=r["queue"], tenant=r["tenant"], submit_time=r["submit_time"],
+        expected_runtime=s["expected_runtime"], kind=s["kind"], preemptible=s["preemptible"],
+    )
+
+
+JOB_COLS = [jobs.c.id, jobs.c.name, jobs.c.tenant, jobs.c.queue, jobs.c.priority, jobs.c.state, jobs.c.submit_time,
+            jobs.c.updated_at, jobs.c.attempts, jobs.c.failures, jobs.c.not_before, jobs.c.cancel_requested,
+            jobs.c.exit_code, jobs.c.reason]
+
+
+def _job_out(r: Mapping[str, Any], spec: bool = False) -> dict[str, Any]:
+    d = {c.name: r[c.name] for c in JOB_COLS}
+    d["cancel_requested"] = bool(d["cancel_requested"])
+    if spec:
+        s = r["spec"]
+        d["spec"] = json.loads(s) if isinstance(s, str) else s
+    return d
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
+
+    @classmethod
+    def open(cls, url: str, *, sync: str = "normal", migrate: bool = True) -> Store:
+        eng = db.make_engine(url, sync=sync)
+        if migrate:
+            db.migrate(eng)
+        return cls(eng)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """One write transaction (SQLite: BEGIN IMMEDIATE)."""
+        with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    # -- set-up ------------------------------------------------------------------------------------------
+    def ensure_defaults(self) -> None:
+        now = time.time()
+        with self.write() as c:
+            if c.execute(sa.select(tenants.c.id).where(tenants.c.name == "default")).first() is None:
+                c.execute(tenants.insert().values(name="default", created_at=now))
+            if c.execute(sa.select(queues.c.id).where(queues.c.name == "default")).first() is None:
+                c.execute(queues.insert().values(name="default", weight=1.0, quota={}, borrow=True, created_at=now,
+                                                 updated_at=now))
+
+    def create_token(self, *, admin: bool, tenant: str | None, label: str = "") -> str:
+        tok = new_token()
+        with self.write() as c:
+            q = sa.select(tenants.c.id).where(tenants.c.name == tenant)
+            if tenant is not None and c.execute(q).first() is None:
+                raise NotFound(f"no tenant {tenant!r}")
+            c.execute(tokens.insert().values(hash=hash_token(tok), tenant=tenant, admin=admin, label=label,
+                                             created_at=time.time()))
+        return tok
+
+    def authenticate(self, token: str) -> Principal | None:
+        h = hash_token(token)
+        now = time.monotonic()
+        hit = self._auth_cache.get(h)
+        if hit is not None and now - hit[0] < 5.0:
+            return hit[1]
+        with self.read() as c:
+            r = c.execute(sa.select(tokens.c.admin, tokens.c.tenant).where(tokens.c.hash == h)).first()
+        p = None if r is None else Principal(bool(r.admin), None if r.admin else r.tenant)
+        if len(self._auth_cache) > 10_000:
+            self._auth_cache.clear()
+        self._auth_cache[h] = (now, p)
+        return p
+
+    # -- tenants & queues --------------------------------------------------------------------------------
+    def list_tenants(self) -> list[dict[str, Any]]:
+        with self.read() as c:
+            rows = c.execute(sa.select(tenants.c.name, tenants.c.created_at).order_by(tenants.c.name)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def create_tenant(self, name: str) -> tuple[dict[str, Any], str]:
+        now = time.time()
+        tok = new_token()
+        with self.write() as c:
+            if c.execute(sa.select(tenants.c.id).where(tenants.c.name == name)).first() is not None:
+                raise Conflict(f"tenant {name!r} exists")
+            c.execute(tenants.insert().values(name=name, created_at=now))
+            c.execute(tokens.insert().values(hash=hash_token(tok), tenant=name, admin=False, label="created",
+                                             created_at=now))
+        return {"name": name, "created_at": now}, tok
+
+    def tenant_exists(self, name: str) -> bool:
+        with self.read() as c:
+            return c.execute(sa.select(tenants.c.id).where(tenants.c.name == name)).first() is not None
+
+    def list_queues(self) -> list[dict[str, Any]]:
+        with self.read() as c:
+            rows = c.execute(sa.select(queues.c.name, queues.c.weight, queues.c.quota, queues.c.borrow,
+                                       queues.c.updated_at).order_by(queues.c.name)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def create_queue(self, name: str, weight: float, quota: dict[str, int], borrow: bool) -> dict[str, Any]:
+        now = time.time()
+        with self.write() as c:
+            if c.execute(sa.select(queues.c.id).where(queues.c.name == name)).first() is not None:
+                raise Conflict(f"queue {name!r} exists")
+            c.execute(queues.insert().values(name=name, weight=weight, quota=quota, borrow=borrow, created_at=now,
+                                             updated_at=now))
+        return {"name": name, "weight": weight, "quota": quota, "borrow": borrow, "updated_at": now}
+
+    def update_queue(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        with self.write() as c:
+            if c.execute(sa.select(queues.c.id).where(queues.c.name == name)).first() is None:
+                raise NotFound(f"no queue {name!r}")
+            if changes:
+                c.execute(queues.update().where(queues.c.name == name).values(**changes, updated_at=time.time()))
+        return next(q for q in self.list_queues() if q["name"] == name)
+
+    def queue_exists(self, name: str) -> bool:
+        with self.read() as c:
+            return c.execute(sa.select(queues.c.id).where(queues.c.name == name)).first() is not None
+
+    # -- nodes ---------------------------------------------------------------------------------------------
+    def upsert_node(self, spec: dict[str, Any], devs: Sequence[dict[str, Any]]) -> None:
+        """Register (or re-register) a node and its devices; the drained flag survives a re-registration."""
+        now = time.time()
+        with self.write() as c:
+            r = c.execute(sa.select(nodes.c.id).where(nodes.c.name == spec["name"])).first()
+            if r is None:
+                nid = c.execute(nodes.insert().values(**spec, drained=False, updated_at=now)).inserted_primary_key[0]
+            else:
+                nid = r.id
+                c.execute(nodes.update().where(nodes.c.id == nid).values(**spec, updated_at=now))
+                c.execute(db.devices.delete().where(db.devices.c.node_id == nid))
+            if devs:
+                c.execute(db.devices.insert(), [{**d, "node_id": nid} for d in devs])
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        with self.read() as c:
+            rows = c.execute(sa.select(nodes).order_by(nodes.c.name)).all()
+        return [{k: v for k, v in r._mapping.items() if k != "id"} for r in rows]
+
+    def list_devices(self) -> list[dict[str, Any]]:
+        with self.read() as c:
+            rows = c.execute(
+                sa.select(nodes.c.name.label("node"), db.devices.c.local_index, db.devices.c.model, db.devices.c.uuid,
+                          db.devices.c.memory_mib, db.devices.c.declared)
+                .join(nodes, nodes.c.id == db.devices.c.node_id).order_by(nodes.c.name, db.devices.c.local_index)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def set_drained(self, name: str, drained: bool) -> dict[str, Any]:
+        with self.write() as c:
+            n = c.execute(nodes.update().where(nodes.c.name == name).values(drained=drained, updated_at=time.time()))
+            if n.rowcount == 0:
+                raise NotFound(f"no node {name!r}")
+        return next(x for x in self.list_nodes() if x["name"] == name)
+
+    # -- jobs (API side) -----------------------------------------------------------------------------------
+    def submit(self, spec: JobSpec) -> dict[str, Any]:
+        """Store a new job (state pending) and its first event, in one transaction."""
+        now = time.time()
+        data = spec.model_dump(mode="json")
+        row = {"name": spec.name, "tenant": spec.tenant, "queue": spec.queue, "priority": spec.priority,
+               "state": JobState.PENDING.value, "spec": data, "sched": sched_view(spec), "submit_time": now,
+               "updated_at": now, "attempts": 0, "failures": 0, "not_before": None, "cancel_requested": False,
+               "exit_code": None, "reason": None}
+        with self.write() as c:
+            jid = c.execute(jobs.insert().values(**row)).inserted_primary_key[0]
+            c.execute(job_events.insert().values(job_id=jid, at=now, kind="submitted",
+                                                 message=f"queue {spec.queue}, tenant {spec.tenant}"))
+        return _job_out({**row, "id": jid}, spec=True)
+
+    def get_job(self, job_id: int, tenant: str | None = None) -> dict[str, Any]:
+        q = sa.select(*JOB_COLS, jobs.c.spec).where(jobs.c.id == job_id)
+        if tenant is not None:
+            q = q.where(jobs.c.tenant == tenant)
+        with self.read() as c:
+            r = c.execute(q).first()
+            if r is None:
+                raise NotFound(f"no job {job_id}")
+            att = c.execute(sa.select(job_attempts).where(job_attempts.c.job_id == job_id)
+                            .order_by(job_attempts.c.n)).all()
+        out = _job_out(r._mapping, spec=True)
+        out["attempt_list"] = [{k: v for k, v in a._mapping.items() if k not in ("id", "job_id")} for a in att]
+        return out
+
+    def list_jobs(self, *, tenant: str | None = None, state: Sequence[str] = (), queue: str | None = None,
+                  after: int | None = None, limit: int = 100) -> tuple[list[dict[str, Any]], int | None]:
+        """Jobs newest first; ``after`` is the cursor (the last id of the previous page)."""
+        q = sa.select(*JOB_COLS)
+        if tenant is not None:
+            q = q.where(jobs.c.tenant == tenant)
+        if state:
+            q = q.where(jobs.c.state.in_(list(state)))
+        if queue is not None:
+            q = q.where(jobs.c.queue == queue)
+        if after is not None:
+            q = q.where(jobs.c.id < after)
+        q = q.order_by(jobs.c.id.desc()).limit(limit + 1)
+        with self.read() as c:
+            rows = c.execute(q).all()
+        items = [_job_out(r._mapping) for r in rows[:limit]]
+        nxt = items[-1]["id"] if len(rows) > limit else None
+        return items, nxt
+
+    def request_cancel(self, job_id: int, tenant: str | None = None) -> dict[str, Any]:
+        """Mark a job for cancellation; the reconcile loop carries it out (it alone changes job state)."""
+        now = time.time()
+        with self.write() as c:
+            q = sa.select(jobs.c.state, jobs.c.cancel_requested).where(jobs.c.id == job_id)
+            if tenant is not None:
+                q = q.where(jobs.c.tenant == tenant)
+            r = c.execute(q).first()
+            if r is None:
+                raise NotFound(f"no job {job_id}")
+            if JobState(r.state) in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
+                raise Conflict(f"job {job_id} is already {r.state}")
+            if not r.cancel_requested:
+                c.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested=True))
+                c.execute(job_events.insert().values(job_id=job_id, at=now, kind="cancel-requested", message=""))
+        return self.get_job(job_id)
+
+    def events(self, job_id: int, tenant: str | None = None) -> list[dict[str, Any]]:
+        with self.read() as c:
+            q = sa.select(jobs.c.id).where(jobs.c.id == job_id)
+            if tenant is not None:
+                q = q.where(jobs.c.tenant == tenant)
+            if c.execute(q).first() is None:
+                raise NotFound(f"no job {job_id}")
+            rows = c.execute(sa.select(job_events.c.at, job_events.c.kind, job_events.c.message)
+                             .where(job_events.c.job_id == job_id).order_by(job_events.c.id)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def job_counts(self) -> dict[str, int]:
+        with self.read() as c:
+            rows = c.execute(sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)).all()
+        return {r[0]: int(r[1]) for r in rows}
+
+    # -- jobs (reconcile-loop side) ------------------------------------------------------------------------
+    @staticmethod
+    def transition(c: sa.Connection, job_id: int, src: JobState, dst: JobState, now: float, message: str = "",
+                   **values: Any) -> None:
+        """Change a job's state inside transaction ``c``: checked against the state machine and against the row
+        (compare-and-set on the old state), with its event."""
+        check_transition(src, dst)
+        r = c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.state == src.value)
+                      .values(state=dst.value, updated_at=now, **values))
+        if r.rowcount != 1:
+            raise Conflict(f"job {job_id} was not {src} in the store")
+        c.execute(job_events.insert().values(job_id=job_id, at=now, kind=dst.value, message=message))
+
+    def event(self, c: sa.Connection, job_id: int, kind: str, message: str, now: float) -> None:
+        c.execute(job_events.insert().values(job_id=job_id, at=now, kind=kind, message=message))
