@@ -9,6 +9,7 @@ import typer
 from suanli import __version__
 from suanli.cli import catalog
 from suanli.cli import client as client_cli
+from suanli.cli import sim as sim_cli
 from suanli.cli import up as up_cli
 from suanli.cli.common import err_console
 from suanli.cli.demo import demo
@@ -22,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(catalog.app, name="catalog")
+app.command("sim")(sim_cli.sim)
 app.command("up")(up_cli.up)
 client_cli.register(app)
 app.command("demo")(demo)

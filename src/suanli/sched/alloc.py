@@ -36,7 +36,7 @@ class Placement:
 
     @property
     def n_devices(self) -> int:
-        return sum(len(ds) for ds in self.devices)
+        return sum(map(len, self.devices))
 
 
 class Allocation:
@@ -81,10 +81,23 @@ class Allocation:
 
     def _set_whole(self, n: int, w: int) -> None:
         old = int(self.node_whole[n])
-        if old != w:
-            self._index(n, old, -1)
-            self.node_whole[n] = w
-            self._index(n, w, +1)
+        if old == w:
+            return
+        self.node_whole[n] = w
+        m = self._node_model[n]
+        if m < 0 or not self.node_up[n]:
+            return
+        # same as _index(n, old, -1) then _index(n, w, +1), with one numpy update per array
+        b = self.buckets[m]
+        if old > 0:
+            del b[old][n]
+        if w > 0:
+            b[w][n] = None
+        self.model_free[m] += w - old
+        if w > old:
+            self.dom_ge[self._node_domain[n], old + 1 : w + 1] += 1
+        else:
+            self.dom_ge[self._node_domain[n], w + 1 : old + 1] -= 1
 
     def _touch(self, n: int) -> None:
         j = self._journal

@@ -1,0 +1,155 @@
+"""``suanli sim``: the digital twin - replay a trace (or the synthetic LLM-era mix) through the scheduler."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from suanli.cli.common import console, err_console, print_json
+
+PROGRESS_MIN_JOBS = 20_000
+
+
+def sim(
+    trace: Annotated[Path | None, typer.Option("--trace", help="Trace file; omit for the synthetic LLM-era mix.")]
+    = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto, philly, itp, openb, kalos-converted, helios, acme, pai.")]
+    = "auto",
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on a malformed row (default: skip and count).")]
+    = False,
+    cluster: Annotated[Path | None, typer.Option("--cluster", help="Cluster YAML or node-list CSV.")] = None,
+    chips: Annotated[int, typer.Option("--chips", help="Generated cluster: number of chips.")] = 1024,
+    model: Annotated[str, typer.Option("--model", help="Generated cluster: accelerator model(s), comma-separated.")]
+    = "H100",
+    per_node: Annotated[int, typer.Option("--per-node", help="Generated cluster: chips per node.")] = 8,
+    policy: Annotated[str, typer.Option("--policy", help="fifo, backfill, sjf, las or fair.")] = "fifo",
+    compare: Annotated[str | None, typer.Option("--compare", help="Comma-separated policies on the same stream.")]
+    = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", help="Synthetic workload: number of jobs.")] = 10_000,
+    load: Annotated[float | None, typer.Option("--load", help="Offered load: rescale trace arrivals to it "
+                                                             "(synthetic default 0.9).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N jobs of the trace.")] = None,
+    estimate_noise: Annotated[float, typer.Option("--estimate-noise", help="Lognormal sigma on runtime "
+                                                                          "estimates (default: exact).")] = 0.0,
+    failures: Annotated[bool, typer.Option("--failures", help="Inject device/node failures (Llama 3 rate).")]
+    = False,
+    failure_rate: Annotated[float | None, typer.Option("--failure-rate", help="Failures per device-hour.")] = None,
+    checkpoint: Annotated[float, typer.Option("--checkpoint", help="Checkpoint interval, seconds.")] = 1800.0,
+    packer: Annotated[str, typer.Option("--packer", help="Fractional packer: best-fit, fgd, random.")] = "best-fit",
+    out: Annotated[Path | None, typer.Option("--out", help="Write report.json, report.md and PNG plots here.")]
+    = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (one object; a list with --compare).")]
+    = False,
+    placement_replay: Annotated[bool, typer.Option("--placement-replay", help="FGD-style inflation replay of a "
+                                                                             "pod list on a node list.")] = False,
+    seeds: Annotated[int, typer.Option("--seeds", help="Placement replay: number of seeds.")] = 10,
+    packers: Annotated[str, typer.Option("--packers", help="Placement replay: packers to compare.")]
+    = "random,best-fit,fgd",
+    inflation: Annotated[float, typer.Option("--inflation", help="Placement replay: arrived GPU / capacity.")]
+    = 1.3,
+) -> None:
+    """Simulate the scheduler on a trace or the synthetic mix; compare policies; replay placements."""
+    from suanli.sched.core import make_packer
+    from suanli.sim.engine import FailureConfig
+    from suanli.sim.run import SimError, check_policies, make_cluster, make_workload, run_policies
+
+    if placement_replay:
+        _replay(trace, cluster, seeds, packers, inflation, json_out)
+        return
+    policies = check_policies(compare.split(",") if compare else [policy])
+    make_packer(packer)  # validate the name before the run
+    if checkpoint <= 0:
+        raise SimError(f"--checkpoint must be positive (got {checkpoint:g}); use a large value for 'never'")
+    cl = make_cluster(cluster, chips, model, per_node)
+    w = make_workload(trace, cl, fmt=fmt, strict=strict, limit=limit, jobs=jobs, load=load, seed=seed,
+                      estimate_noise=estimate_noise)
+    fc = FailureConfig(enabled=failures, checkpoint_s=checkpoint, seed=seed)
+    if failure_rate is not None:
+        if failure_rate < 0 or not math.isfinite(failure_rate):
+            raise SimError("--failure-rate must be a non-negative number")
+        fc.rate_per_device_hour = failure_rate
+    for msg in w.messages[:5]:
+        err_console.print(f"[yellow]warning:[/] {msg}", highlight=False)
+    if w.skipped > 5:
+        err_console.print(f"[yellow]warning:[/] {w.skipped:,} malformed rows skipped in all", highlight=False)
+
+    show = len(w) >= PROGRESS_MIN_JOBS
+    if show:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        prog = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+                        TimeElapsedColumn(), console=err_console, transient=True)
+        tasks: dict[str, Any] = {}
+
+        def cb(p: str, done: int, total: int) -> None:
+            if p not in tasks:
+                tasks[p] = prog.add_task(f"sim {p}", total=total)
+            prog.update(tasks[p], completed=done)
+
+        with prog:
+            runs = run_policies(cl, w, policies, seed=seed, failures=fc, sched_kwargs={"packer": packer},
+                                progress=cb)
+    else:
+        runs = run_policies(cl, w, policies, seed=seed, failures=fc, sched_kwargs={"packer": packer})
+    summaries = [s for s, _ in runs]
+    if out is not None:
+        from suanli.sim.report import write_report
+
+        ctx = {"workload": w.name, "cluster": f"{cl.name}: {cl.n_devices:,} devices, {cl.n_nodes:,} nodes",
+               "jobs": len(w), "seed": seed, "failures": failures, "skipped_rows": w.skipped}
+        write_report(out, summaries, [r for _, r in runs], ctx)
+    if json_out:
+        print_json(summaries if compare else summaries[0])
+        return
+    _table(summaries, w.name, cl)
+    if out is not None:
+        console.print(f"report written to {out}/report.md", highlight=False)
+
+
+def _table(summaries: list[dict[str, Any]], wname: str, cl: Any) -> None:
+    from suanli.sim.report import ROWS, fmt
+
+    s0 = summaries[0]
+    t = Table(title=f"{wname} on {cl.name} ({cl.n_devices:,} devices) - offered load {s0['load']:.2f}")
+    t.add_column("metric")
+    for s in summaries:
+        t.add_column(s["policy"], justify="right")
+    for label, key, how in ROWS:
+        t.add_row(label, *[fmt(s.get(key), how) for s in summaries])
+    if len(summaries) > 1 and "vs_fifo" in s0:
+        t.add_row("avg JCT / fifo", *[f"{s['vs_fifo']['avg_jct_s']:.2f}" if s["vs_fifo"]["avg_jct_s"] else "-"
+                                      for s in summaries])
+    console.print(t)
+    if s0["rejected"]:
+        console.print(f"[yellow]{s0['rejected']:,} jobs can never fit this cluster and were rejected[/]")
+
+
+def _replay(trace: Path | None, cluster: Path | None, seeds: int, packers: str, inflation: float,
+            json_out: bool) -> None:
+    from suanli.sim.replay import placement_replay
+    from suanli.sim.run import SimError
+
+    if trace is None or cluster is None:
+        raise SimError("--placement-replay needs --trace PODS.csv and --cluster NODES.csv")
+    if seeds < 1:
+        raise SimError("--seeds must be at least 1")
+    res = placement_replay(trace, cluster, packers=[p.strip() for p in packers.split(",") if p.strip()],
+                           seeds=seeds, inflation=inflation)
+    if json_out:
+        print_json(res)
+        return
+    t = Table(title=f"Placement replay: {trace.name} on {cluster.name}, {inflation:.0%} arrived, {seeds} seeds")
+    t.add_column("packer")
+    t.add_column("allocation ratio", justify="right")
+    t.add_column("min", justify="right")
+    t.add_column("max", justify="right")
+    t.add_column("wall", justify="right")
+    for r in res:
+        t.add_row(r["policy"], f"{100 * r['alloc_ratio']:.2f}%", f"{100 * r['min']:.2f}%", f"{100 * r['max']:.2f}%",
+                  f"{r['wall_s']:.1f} s")
+    console.print(t)

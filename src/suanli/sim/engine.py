@@ -1,0 +1,414 @@
+"""The discrete-event engine: drives the unmodified scheduler core (:class:`suanli.sched.Scheduler`) on a virtual
+clock, exactly as the controller drives it on the wall clock.
+
+Events: arrivals (read from the sorted workload by a cursor, not queued), completions, failures, repairs and LAS
+threshold crossings, in one binary heap - each costs O(log n). Events at the same instant are applied together and
+``decide`` is called once after them, and only if something happened that can change its answer (an arrival, a
+completion, a failure, a repair, a job crossing a LAS threshold).
+
+Work model: a job's ``duration`` is work in reference seconds; on a model of relative speed ``s`` it advances ``s``
+reference seconds per second. A preempted job keeps its progress (it checkpoints when asked to stop, as Tiresias
+and Gandiva assume). A failure kills the whole gang: the job loses the work since its last periodic checkpoint
+(every ``checkpoint_s`` of run time, counted from its latest start) and is requeued.
+
+Every job-state change goes through :func:`suanli.workload.states.check_transition`.
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+import math
+import time
+from array import array
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from suanli.fleet.model import Cluster
+from suanli.sched import Scheduler
+from suanli.sched.alloc import WHOLE
+from suanli.sim.workload import Workload
+from suanli.workload.states import TRANSITIONS, JobState, check_transition
+
+# event kinds, in the order they are handled at one instant
+FINISH, FAIL_DEV, FAIL_NODE, REPAIR_DEV, REPAIR_NODE, TICK = range(6)
+
+# Llama 3 (Dubey et al. 2024, sec. 3.3.4): 419 unexpected interruptions in 54 days on 16,384 H100s; about 61% were
+# device-level (faulty GPU 148, HBM3 72, SRAM 19, GPU system processor 17 = 256 of 419), the rest node-level
+# (host, network switch/cable, ...).
+LLAMA3_RATE_PER_DEVICE_HOUR = 419 / (54 * 24 * 16384)
+LLAMA3_DEVICE_SHARE = 256 / 419
+
+_ST = {s: i for i, s in enumerate(JobState)}
+_STATES = list(JobState)
+_OK = {(_ST[s], _ST[d]) for s, ds in TRANSITIONS.items() for d in ds}
+PENDING, RUNNING, SUCCEEDED = _ST[JobState.PENDING], _ST[JobState.RUNNING], _ST[JobState.SUCCEEDED]
+FAILED, PREEMPTED, REQUEUED = _ST[JobState.FAILED], _ST[JobState.PREEMPTED], _ST[JobState.REQUEUED]
+NEW = -1  # not arrived yet
+
+
+@dataclass(slots=True)
+class FailureConfig:
+    """Failures and checkpoints. Defaults: the Llama 3 rate and mix; repairs and checkpoints are assumptions."""
+
+    enabled: bool = False
+    rate_per_device_hour: float = LLAMA3_RATE_PER_DEVICE_HOUR
+    device_share: float = LLAMA3_DEVICE_SHARE  # the rest take a whole node down
+    device_repair_s: float = 4 * 3600.0  # mean (exponential): swap a GPU
+    node_repair_s: float = 2 * 3600.0  # mean (exponential): reboot / re-cable a host
+    checkpoint_s: float = 1800.0  # checkpoint interval of every job (inf: never)
+    seed: int = 0
+    # scripted failures, with or without the random ones: (time, "device" | "node", index, repair seconds)
+    script: tuple[tuple[float, str, int, float], ...] = ()
+
+
+@dataclass(slots=True)
+class SimConfig:
+    policy: str = "fifo"
+    seed: int = 0
+    failures: FailureConfig = field(default_factory=FailureConfig)
+    speed: Mapping[str, float] | None = None  # relative speed per model (work per second), default 1.0
+    queue_by_tenant: bool = True  # each tenant its own queue (the fair policy shares among queues)
+    sched_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to Scheduler (packer, queues, window...)
+    samples: int = 2000  # points of the utilization / queue-length timeline
+
+
+@dataclass(slots=True)
+class SimResult:
+    """Raw per-job outcomes and timelines; :mod:`suanli.sim.metrics` summarizes them."""
+
+    policy: str
+    workload: Workload
+    cluster: Cluster
+    state: np.ndarray  # int8 index into JobState, -1 never arrived
+    first_start: np.ndarray
+    finish: np.ndarray
+    preemptions: np.ndarray  # int32 per job
+    failures: np.ndarray  # int32 per job (kills by failures)
+    rejected: np.ndarray  # bool: can never fit the cluster
+    busy_ds: float  # allocated device-seconds
+    lost_ds: float  # device-seconds of work lost to failures
+    contended_s: float  # seconds during which some job waited
+    contended_busy_ds: float  # allocated device-seconds during those seconds
+    contended_up_ds: float  # up device-seconds during those seconds
+    t_end: float
+    timeline_t: np.ndarray
+    timeline_busy: np.ndarray  # allocated devices
+    timeline_pending: np.ndarray  # pending jobs
+    timeline_up: np.ndarray  # devices up
+    n_failures: int
+    decide_calls: int
+    events: int
+    wall_s: float
+    capacity: int
+
+    @property
+    def n_devices(self) -> int:
+        return self.capacity
+
+
+def _rep_ms(rep: float) -> int:
+    """Repair time of a scripted failure, carried in the event's int slot as milliseconds."""
+    if rep < 0 or not math.isfinite(rep):
+        raise ValueError("repair time must be a non-negative number of seconds")
+    return round(rep * 1000)
+
+
+class Simulation:
+    """One run of one policy over one workload on one cluster."""
+
+    def __init__(self, cluster: Cluster, workload: Workload, config: SimConfig | None = None) -> None:
+        self.cluster = cluster
+        self.w = workload
+        self.cfg = cfg = config or SimConfig()
+        kw = dict(cfg.sched_kwargs)
+        kw.setdefault("seed", cfg.seed)
+        if cfg.speed is not None:
+            kw.setdefault("speed", cfg.speed)
+        self.sched = Scheduler(cluster, cfg.policy, **kw)
+        self.speed = np.array([float((cfg.speed or {}).get(m, 1.0)) for m in cluster.models] + [1.0])
+
+    # -- admission: a job that can never fit is rejected at arrival (an admission controller would) ------------
+    def _fits_ever(self) -> np.ndarray:
+        w, c = self.w, self.cluster
+        n = len(w)
+        ok = np.ones(n, dtype=bool)
+        per_model = {m: (c.devices_of_model(m), int(c.node_devices[c.model_nodes[i]].max()) if
+                         len(c.model_nodes[i]) else 0) for i, m in enumerate(c.models)}
+        sets: list[tuple[str, ...]] = [*w.model_sets, tuple(c.models)]
+        cap = np.zeros(len(sets), dtype=np.int64)
+        maxd = np.zeros(len(sets), dtype=np.int64)
+        for i, s in enumerate(sets):
+            vals = [per_model[m] for m in s if m in per_model]
+            cap[i] = max((v[0] for v in vals), default=0)
+            maxd[i] = max((v[1] for v in vals), default=0)
+        ms = np.where(w.models < 0, len(sets) - 1, w.models)
+        gpu = w.count > 0
+        ok &= ~gpu | (w.count <= cap[ms])
+        ok &= ~gpu | (w.per_node <= maxd[ms])
+        ok &= ~gpu | (cap[ms] > 0)
+        cpu_max = int(c.node_cpu.max()) if c.n_nodes else 0
+        mem_max = int(c.node_mem.max()) if c.n_nodes else 0
+        single = (w.count <= 1) | (w.per_node >= w.count)
+        ok &= ~single | ((w.cpu_milli <= cpu_max) & (w.mem_mib <= mem_max))
+        return ok
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> SimResult:
+        """Simulate to the end. The cyclic garbage collector is paused meanwhile (the engine makes no cycles; the
+        collector's passes over millions of live job records cost a third of the run otherwise)."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run(progress)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _run(self, progress: Callable[[int, int], None] | None) -> SimResult:
+        t_wall = time.perf_counter()
+        w, c, cfg = self.w, self.cluster, self.cfg
+        sched = self.sched
+        state = sched.new_state()
+        alloc = state.alloc
+        running = state.running
+        pending = state.pending
+        n = len(w)
+        submit = w.submit
+        # per-job state in array.array: element access is several times cheaper than numpy scalar indexing
+        st = array("b", [NEW]) * n
+        nan = math.nan
+        first_start = array("d", [nan]) * n
+        finish = array("d", [nan]) * n
+        remaining = array("d", w.duration.astype(np.float64).tobytes())
+        run_start = array("d", [0.0]) * n
+        epoch = array("i", [0]) * n
+        n_pre = array("i", [0]) * n
+        n_fail = array("i", [0]) * n
+        fits_np = self._fits_ever()
+        fits = fits_np.tolist()
+        chunk = 4096
+        buf: list[Any] = []
+        buf_t: list[float] = []
+        buf_at = 0
+        speed = self.speed.tolist()
+        las = sched.policy == "las"
+        thresholds = sched.las_thresholds
+        fc = cfg.failures
+        ckpt = fc.checkpoint_s if fc.checkpoint_s and fc.checkpoint_s > 0 else math.inf
+        ok_tr = _OK
+
+        def move(i: int, dst: int) -> None:
+            src = int(st[i])
+            if (src, dst) not in ok_tr:
+                check_transition(_STATES[src], _STATES[dst])  # raises with the state machine's message
+            st[i] = dst
+
+        heap: list[tuple[float, int, int, int]] = []
+        push, pop = heapq.heappush, heapq.heappop
+        rng = np.random.default_rng(fc.seed)
+        n_dev = c.n_devices
+        fail_rate = fc.rate_per_device_hour * n_dev / 3600.0 if fc.enabled and n_dev else 0.0
+        if fail_rate > 0:
+            push(heap, (float(rng.exponential(1.0 / fail_rate)) + (float(submit[0]) if n else 0.0), FAIL_DEV, -1, 0))
+        for t_f, what, idx, rep in fc.script:
+            if what not in ("device", "node"):
+                raise ValueError(f"scripted failure kind must be 'device' or 'node', not {what!r}")
+            push(heap, (float(t_f), FAIL_DEV if what == "device" else FAIL_NODE, int(idx), _rep_ms(rep)))
+        n_failures = 0
+        dev_node = c.dev_node
+
+        busy = 0  # allocated milli
+        busy_ds = lost_ds = 0.0
+        cont_s = cont_busy = cont_up = 0.0
+        up_devs = n_dev
+        last_t = float(submit[0]) if n else 0.0
+        t_end = last_t
+        span = float(submit[-1] - submit[0]) if n else 0.0
+        res = max(span + float(np.median(w.duration)) if n else 1.0, 1.0) / max(cfg.samples, 10)
+        tl_t, tl_b, tl_p, tl_u = array("d"), array("d"), array("d"), array("d")
+        last_rec = -math.inf
+        ptr = 0
+        decide_calls = events = 0
+        done_jobs = 0
+        next_report = 0
+
+        def kill(jid: int, now: float) -> None:
+            """A failure under job ``jid``: the whole gang stops, loses the work since its last checkpoint and
+            goes back to the queue (its attained service keeps the lost run: the devices were used)."""
+            nonlocal busy, lost_ds
+            r = state.stop(jid, now)
+            pl = r.placement
+            busy -= pl.milli * pl.n_devices
+            ran = now - run_start[jid]
+            lost_t = ran % ckpt if ckpt < math.inf else ran
+            lost_ds += lost_t * r.job.devices_equiv
+            remaining[jid] = max(1e-9, remaining[jid] - (ran - lost_t) * speed[r.model])
+            n_fail[jid] += 1
+            epoch[jid] += 1
+            move(jid, REQUEUED)
+            state.submit(r.job)
+
+        def on_start(jid: int, model: int, milli_total: int, now: float, dev: float, attained: float) -> None:
+            nonlocal busy
+            busy += milli_total
+            move(jid, RUNNING)
+            if first_start[jid] != first_start[jid]:
+                first_start[jid] = now
+            run_start[jid] = now
+            e = int(epoch[jid])
+            push(heap, (now + float(remaining[jid]) / float(speed[model]), FINISH, jid, e))
+            if las and dev > 0:
+                for th in thresholds:
+                    if attained < th:
+                        push(heap, (now + (th - attained) / dev, TICK, jid, e))
+                        break
+
+        while True:
+            if ptr >= buf_at + len(buf) and ptr < n:
+                buf_at = ptr
+                buf = w.jobs(ptr, min(n, ptr + chunk), cfg.queue_by_tenant)
+                buf_t = submit[ptr : ptr + len(buf)].tolist()
+            t_arr = buf_t[ptr - buf_at] if ptr < n else math.inf
+            t_ev = heap[0][0] if heap else math.inf
+            now = t_arr if t_arr < t_ev else t_ev
+            if now == math.inf:
+                break
+            dt = now - last_t
+            if dt > 0:
+                b = busy / WHOLE
+                busy_ds += b * dt
+                if len(pending):
+                    cont_s += dt
+                    cont_busy += b * dt
+                    cont_up += up_devs * dt
+                last_t = now
+            dirty = False
+            # arrivals at this instant
+            while ptr < n and t_arr == now:
+                i = ptr
+                job = buf[i - buf_at]
+                ptr += 1
+                events += 1
+                if ptr < n:
+                    if ptr >= buf_at + len(buf):
+                        buf_at = ptr
+                        buf = w.jobs(ptr, min(n, ptr + chunk), cfg.queue_by_tenant)
+                        buf_t = submit[ptr : ptr + len(buf)].tolist()
+                    t_arr = buf_t[ptr - buf_at]
+                if not fits[i]:
+                    st[i] = FAILED
+                    continue
+                st[i] = PENDING
+                state.submit(job)
+                dirty = True
+            # other events at this instant
+            while heap and heap[0][0] == now:
+                _, kind, a, e = pop(heap)
+                events += 1
+                if kind == FINISH:
+                    if e != epoch[a] or a not in running.jobs:
+                        continue
+                    r = state.stop(a, now)
+                    busy -= r.placement.milli * r.placement.n_devices
+                    move(a, SUCCEEDED)
+                    finish[a] = now
+                    t_end = now
+                    done_jobs += 1
+                    dirty = True
+                elif kind == TICK:
+                    if e == epoch[a] and a in running.jobs:
+                        dirty = True
+                        r = running.jobs[a]
+                        att = r.attained(now)
+                        dev = r.job.devices_equiv
+                        for th in thresholds:
+                            if att + 1e-6 < th:
+                                push(heap, (now + (th - att) / dev, TICK, a, e))
+                                break
+                elif kind == FAIL_DEV or kind == FAIL_NODE:
+                    n_failures += 1
+                    if a < 0:  # a random failure: which device, and does it take the node down?
+                        d = int(rng.integers(n_dev))
+                        whole_node = rng.random() >= fc.device_share
+                        node = int(dev_node[d])
+                        rep = float(rng.exponential(fc.node_repair_s if whole_node else fc.device_repair_s))
+                        if ptr < n or len(running) or len(pending):
+                            push(heap, (now + float(rng.exponential(1.0 / fail_rate)), FAIL_DEV, -1, 0))
+                    else:
+                        whole_node = kind == FAIL_NODE
+                        d = -1 if whole_node else a
+                        node = a if whole_node else int(dev_node[a])
+                        rep = e / 1000.0
+                    if not whole_node:
+                        if alloc.dev_up[d] and alloc.node_up[node]:
+                            for j in list(running.node_jobs[node]):
+                                pl = running.jobs[j].placement
+                                if d in pl.devices[pl.nodes.index(node)]:
+                                    kill(int(j), now)
+                            alloc.set_device_up(d, False)
+                            up_devs -= 1
+                            push(heap, (now + rep, REPAIR_DEV, d, 0))
+                    elif alloc.node_up[node]:
+                        for j in list(running.node_jobs[node]):
+                            kill(int(j), now)
+                        up_devs -= int(alloc.dev_up[c.node_devices_ids(node)].sum())
+                        alloc.set_node_up(node, False)
+                        push(heap, (now + rep, REPAIR_NODE, node, 0))
+                    dirty = True
+                elif kind == REPAIR_DEV:
+                    alloc.set_device_up(a, True)
+                    if alloc.node_up[int(dev_node[a])]:
+                        up_devs += 1
+                    dirty = True
+                elif kind == REPAIR_NODE:
+                    alloc.set_node_up(a, True)
+                    up_devs += int(alloc.dev_up[c.node_devices_ids(a)].sum())
+                    dirty = True
+            if dirty and len(pending):
+                decide_calls += 1
+                d = sched.decide(state, now)
+                if d.preemptions or d.starts:
+                    for p in d.preemptions:
+                        jid = int(p.job_id)
+                        r = running.jobs[jid]
+                        busy -= r.placement.milli * r.placement.n_devices
+                        ran = now - float(run_start[jid])
+                        remaining[jid] = max(1e-9, remaining[jid] - ran * float(speed[r.model]))
+                        n_pre[jid] += 1
+                        epoch[jid] += 1
+                        move(jid, PREEMPTED)
+                        move(jid, REQUEUED)
+                    for r in state.apply(d, now):
+                        pl = r.placement
+                        jb = r.job
+                        on_start(int(jb.id), r.model, pl.milli * pl.n_devices, now, jb.devices_equiv, jb.attained)
+            if now - last_rec >= res:
+                last_rec = now
+                tl_t.append(now)
+                tl_b.append(busy / WHOLE)
+                tl_p.append(len(pending))
+                tl_u.append(up_devs)
+            if progress is not None and ptr >= next_report:
+                progress(ptr, n)
+                next_report = ptr + max(1, n // 200)
+        if progress is not None:
+            progress(n, n)
+        tl_t.append(last_t)
+        tl_b.append(busy / WHOLE)
+        tl_p.append(len(pending))
+        tl_u.append(up_devs)
+        return SimResult(
+            policy=sched.policy, workload=w, cluster=c, state=np.frombuffer(st, dtype=np.int8).copy(),
+            first_start=np.frombuffer(first_start).copy(), finish=np.frombuffer(finish).copy(),
+            preemptions=np.frombuffer(n_pre, dtype=np.int32).copy(),
+            failures=np.frombuffer(n_fail, dtype=np.int32).copy(),
+            rejected=~fits_np, busy_ds=busy_ds, lost_ds=lost_ds,
+            contended_s=cont_s, contended_busy_ds=cont_busy, contended_up_ds=cont_up, t_end=max(t_end, last_t),
+            timeline_t=np.frombuffer(tl_t), timeline_busy=np.frombuffer(tl_b), timeline_pending=np.frombuffer(tl_p),
+            timeline_up=np.frombuffer(tl_u), n_failures=n_failures, decide_calls=decide_calls, events=events,
+            wall_s=time.perf_counter() - t_wall, capacity=n_dev,
+        )
+

@@ -1,0 +1,213 @@
+"""A simulated workload: jobs as columns (numpy arrays), so a million jobs cost tens of MB, not gigabytes.
+
+The engine turns a row into a scheduler :class:`~suanli.workload.spec.Job` only when the job arrives.
+Durations are *work* in seconds on the reference accelerator (speed 1.0); a job running on a model with relative
+speed ``s`` finishes its work in ``duration / s`` seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from suanli.workload.spec import Job
+
+KINDS = ("batch", "train", "finetune", "eval", "dev", "serve")
+
+
+@dataclass(slots=True)
+class Workload:
+    """Jobs of a simulation, sorted by submit time. ``models[i] == -1``: any accelerator model."""
+
+    name: str
+    submit: np.ndarray  # float64 seconds
+    duration: np.ndarray  # float64 seconds of work
+    count: np.ndarray  # int32 devices (0 = CPU-only)
+    milli: np.ndarray  # int32 share of each device
+    per_node: np.ndarray  # int32, 0 = the node size
+    cpu_milli: np.ndarray  # int64, whole job
+    mem_mib: np.ndarray  # int64, whole job
+    models: np.ndarray  # int32 index into model_sets, -1 = any
+    tenant: np.ndarray  # int32 index into tenants
+    kind: np.ndarray  # int8 index into KINDS
+    priority: np.ndarray  # int16
+    preemptible: np.ndarray  # bool
+    estimate: np.ndarray  # float64 user runtime estimate, NaN = none
+    gang: np.ndarray  # bool
+    model_sets: list[tuple[str, ...]] = field(default_factory=list)
+    tenants: list[str] = field(default_factory=lambda: ["default"])
+    skipped: int = 0  # malformed rows skipped by the reader
+    dropped: int = 0  # rows the reader left out on purpose (e.g. CPU-only jobs of a GPU trace)
+    messages: list[str] = field(default_factory=list)  # the first few reader warnings (file:line: ...)
+
+    def __len__(self) -> int:
+        return int(self.submit.shape[0])
+
+    @property
+    def tenant_names(self) -> list[str]:
+        return self.tenants
+
+    def job(self, i: int, queue_by_tenant: bool = True) -> Job:
+        """The scheduler's record of job ``i`` (a fresh object: the engine owns it from arrival on)."""
+        ms = int(self.models[i])
+        est = float(self.estimate[i])
+        pn = int(self.per_node[i])
+        t = self.tenants[int(self.tenant[i])]
+        return Job(
+            id=i,
+            count=int(self.count[i]),
+            milli=int(self.milli[i]),
+            models=self.model_sets[ms] if ms >= 0 else None,
+            per_node=pn if pn > 0 else None,
+            cpu_milli=int(self.cpu_milli[i]),
+            mem_mib=int(self.mem_mib[i]),
+            gang=bool(self.gang[i]),
+            priority=int(self.priority[i]),
+            queue=t if queue_by_tenant else "default",
+            tenant=t,
+            submit_time=float(self.submit[i]),
+            expected_runtime=None if est != est else est,
+            kind=KINDS[int(self.kind[i])],
+            preemptible=bool(self.preemptible[i]),
+            seq=i,
+        )
+
+    def jobs(self, start: int, stop: int, queue_by_tenant: bool = True) -> list[Job]:
+        """Jobs ``start..stop-1`` (as :meth:`job`, converted a block at a time: much cheaper per job)."""
+        sl = slice(start, stop)
+        cols = [getattr(self, f)[sl].tolist() for f in ("count", "milli", "models", "per_node", "cpu_milli",
+                                                          "mem_mib", "gang", "priority", "tenant", "submit",
+                                                          "estimate", "kind", "preemptible")]
+        sets, tenants = self.model_sets, self.tenants
+        out = []
+        for k, (cnt, mi, ms, pn, cpu, mem, g, pr, t, sub, est, kd, pre) in enumerate(zip(*cols, strict=True)):
+            tn = tenants[t]
+            out.append(Job(id=start + k, count=cnt, milli=mi, models=sets[ms] if ms >= 0 else None,
+                           per_node=pn if pn > 0 else None, cpu_milli=cpu, mem_mib=mem, gang=g, priority=pr,
+                           queue=tn if queue_by_tenant else "default", tenant=tn, submit_time=sub,
+                           expected_runtime=None if est != est else est, kind=KINDS[kd], preemptible=pre,
+                           seq=start + k))
+        return out
+
+    def device_seconds(self) -> float:
+        """Total work in device-seconds (fractional shares counted as fractions)."""
+        return float((self.duration * self.count * self.milli / 1000.0).sum())
+
+    def offered_load(self, capacity_devices: int) -> float:
+        """Work / (capacity x arrival span): the load the trace offers this cluster (>1: more than it can do)."""
+        if len(self) == 0 or capacity_devices <= 0:
+            return 0.0
+        span = float(self.submit[-1] - self.submit[0])
+        if span <= 0:
+            span = float(np.median(self.duration)) or 1.0
+        return self.device_seconds() / (capacity_devices * span)
+
+    def take(self, idx: np.ndarray | slice) -> Workload:
+        """A sub-workload (rows ``idx``), sharing the name tables."""
+        cols = {f: getattr(self, f)[idx] for f in _COLS}
+        return Workload(name=self.name, model_sets=self.model_sets, tenants=self.tenants, skipped=self.skipped,
+                        dropped=self.dropped, messages=list(self.messages), **cols)
+
+    def scaled_to_load(self, load: float, capacity_devices: int) -> Workload:
+        """The same jobs with arrival times stretched or compressed so that the offered load is ``load``."""
+        cur = self.offered_load(capacity_devices)
+        if cur <= 0 or load <= 0:
+            return self
+        w = self.take(slice(None))
+        t0 = float(self.submit[0])
+        w.submit = t0 + (self.submit - t0) * (cur / load)
+        return w
+
+    def fix_estimates(self, noise: float = 0.0, seed: int = 0) -> Workload:
+        """Fill missing runtime estimates with the real duration (optionally x lognormal noise, sigma ``noise``)."""
+        w = self.take(slice(None))
+        est = np.where(np.isnan(self.estimate), self.duration, self.estimate)
+        if noise > 0:
+            est = est * np.random.default_rng(seed).lognormal(0.0, noise, len(est))
+        w.estimate = est.astype(np.float64)
+        return w
+
+
+_COLS = ("submit", "duration", "count", "milli", "per_node", "cpu_milli", "mem_mib", "models", "tenant", "kind",
+         "priority", "preemptible", "estimate", "gang")
+
+
+class WorkloadBuilder:
+    """Collects rows (plain Python lists, cheap to append) and freezes them into a sorted :class:`Workload`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.cols: dict[str, list[float | int | bool]] = {c: [] for c in _COLS}
+        self._model_ids: dict[tuple[str, ...], int] = {}
+        self._tenant_ids: dict[str, int] = {}
+        self.skipped = 0
+        self.dropped = 0
+        self.messages: list[str] = []
+
+    def tenant_id(self, name: str) -> int:
+        t = self._tenant_ids.get(name)
+        if t is None:
+            t = self._tenant_ids[name] = len(self._tenant_ids)
+        return t
+
+    def models_id(self, models: Sequence[str] | None) -> int:
+        if not models:
+            return -1
+        key = tuple(models)
+        m = self._model_ids.get(key)
+        if m is None:
+            m = self._model_ids[key] = len(self._model_ids)
+        return m
+
+    def add(self, *, submit: float, duration: float, count: int, milli: int = 1000, per_node: int = 0,
+            cpu_milli: int = 0, mem_mib: int = 0, models: int = -1, tenant: int = 0, kind: str = "batch",
+            priority: int = 0, preemptible: bool = True, estimate: float = float("nan"), gang: bool = True) -> None:
+        c = self.cols
+        c["submit"].append(submit)
+        c["duration"].append(duration)
+        c["count"].append(count)
+        c["milli"].append(milli)
+        c["per_node"].append(per_node)
+        c["cpu_milli"].append(cpu_milli)
+        c["mem_mib"].append(mem_mib)
+        c["models"].append(models)
+        c["tenant"].append(tenant)
+        c["kind"].append(KINDS.index(kind))
+        c["priority"].append(priority)
+        c["preemptible"].append(preemptible)
+        c["estimate"].append(estimate)
+        c["gang"].append(gang)
+
+    def warn(self, msg: str) -> None:
+        self.skipped += 1
+        if len(self.messages) < 20:
+            self.messages.append(msg)
+
+    def build(self, rebase: bool = True) -> Workload:
+        dt = {"submit": np.float64, "duration": np.float64, "count": np.int32, "milli": np.int32,
+              "per_node": np.int32, "cpu_milli": np.int64, "mem_mib": np.int64, "models": np.int32,
+              "tenant": np.int32, "kind": np.int8, "priority": np.int16, "preemptible": bool,
+              "estimate": np.float64, "gang": bool}
+        arrs = {c: np.asarray(v, dtype=dt[c]) for c, v in self.cols.items()}
+        order = np.argsort(arrs["submit"], kind="stable")
+        arrs = {c: a[order] for c, a in arrs.items()}
+        if rebase and len(order):
+            arrs["submit"] = arrs["submit"] - arrs["submit"][0]
+        tenants = list(self._tenant_ids) or ["default"]
+        return Workload(name=self.name, model_sets=list(self._model_ids), tenants=tenants, skipped=self.skipped,
+                        dropped=self.dropped, messages=self.messages, **arrs)
+
+
+def from_jobs(name: str, rows: Sequence[dict[str, object]]) -> Workload:
+    """A small workload from dicts (tests, examples): keys as :meth:`WorkloadBuilder.add`, plus ``tenant`` names
+    and ``models`` lists."""
+    b = WorkloadBuilder(name)
+    for r in rows:
+        kw = dict(r)
+        kw["tenant"] = b.tenant_id(str(kw.get("tenant", "default")))
+        ms = kw.get("models")
+        kw["models"] = b.models_id(list(ms)) if ms else -1  # type: ignore[call-overload]
+        b.add(**kw)  # type: ignore[arg-type]
+    return b.build(rebase=False)
