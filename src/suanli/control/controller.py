@@ -155,14 +155,14 @@ class Controller:
             pl, model = None, -1
         world = max(1, len(a.placement["local"][0])) if a.placement["local"] and a.placement["milli"] >= 1000 else 1
         h = self.ex.adopt(jid, a.id, a.n, a.procs, a.pgid, pids, world)
-        alive = any(self.ex._alive(p, t) for p, t in h.procs)
+        alive = any(self.ex._alive(p, t) for p, t in (*h.procs, *h.extra))
         if pl is None:
             if alive:
                 self.ex.kill_now(h)
                 self.ex.wait(h, 5.0)
             self._requeue_lost(job, a, now, "placement no longer matches this node's devices")
             return
-        if not alive and not h.procs and a.procs is None:
+        if not alive and a.procs is None and not any(f.exists() for f in h.exit_files):
             # recorded but never spawned (crash between the record and the spawn): requeue, no failure counted
             self._requeue_lost(job, a, now, "controller stopped before the processes were started")
             return
@@ -172,9 +172,8 @@ class Controller:
         with self.store.write() as c:
             self.store.event(c, jid, "adopted", f"attempt {a.n}: re-adopted after a controller restart "
                              f"({'alive' if alive else 'ended while the controller was down'})", now)
-            if a.procs is None and h.procs:
-                c.execute(job_attempts.update().where(job_attempts.c.id == a.id)
-                          .values(procs=[list(p) for p in h.procs], pgid=h.pgid))
+            if a.procs is None and h.extra:
+                c.execute(job_attempts.update().where(job_attempts.c.id == a.id).values(pgid=h.pgid))
 
     def _requeue_lost(self, job: Job, a: Any, now: float, why: str) -> None:
         with self.store.write() as c:
@@ -226,8 +225,8 @@ class Controller:
         self.stats.ticks += 1
         self._admit_new(now)
         self._apply_cancels(now)
+        self._apply_drains()
         if self.stats.ticks % 10 == 1:
-            self._apply_drains()
             self._reload_queues()
         self._observe_processes(now)
         for jid, (t, job) in list(self.delayed.items()):

@@ -87,6 +87,7 @@ class Handle:
     stopping: str | None = None  # why we are stopping it: cancel, preempt, shutdown
     kill_at: float | None = None  # when to send SIGKILL if it is still alive
     codes: dict[int, int | None] = field(default_factory=dict)  # rank -> exit code once ended (None: unknown)
+    extra: list[tuple[int, int]] = field(default_factory=list)  # other live members found by the scan (adopted)
 
 
 class LocalExecutor:
@@ -164,15 +165,16 @@ class LocalExecutor:
         exit_files = [att / f"rank-{r}.exit" for r in range(world)]
         ps: list[tuple[int, int]] = [(int(p), int(t)) for p, t in (procs or [])]
         known = {p for p, _ in ps}
-        for pid in found:
+        extra: list[tuple[int, int]] = []
+        for pid in found:  # the ranks' children, or ranks whose pids were never recorded
             if pid not in known:
                 t = proc_start_ticks(pid)
                 if t is not None:
-                    ps.append((pid, t))
-        if not pgid and ps:
+                    extra.append((pid, t))
+        if not pgid and (ps or extra):
             with contextlib.suppress(OSError):
-                pgid = os.getpgid(ps[0][0])
-        return Handle(job_id, attempt_id, n, pgid or 0, ps, exit_files, None)
+                pgid = os.getpgid((ps or extra)[0][0])
+        return Handle(job_id, attempt_id, n, pgid or 0, ps, exit_files, None, extra=extra)
 
     # -- observe -------------------------------------------------------------------------------------------
     @staticmethod
@@ -195,17 +197,10 @@ class LocalExecutor:
                     running = True
                 else:
                     h.codes[r] = rc
-        else:
-            running = False
-            for r, (pid, t) in enumerate(h.procs):
-                if r in h.codes:
-                    continue
-                if self._alive(pid, t):
-                    running = True
-                else:
-                    h.codes[r] = self._read_exit(h.exit_files[r]) if r < len(h.exit_files) else None
-            if len(h.procs) < len(h.exit_files):  # ranks that were never found: what their exit files say
-                for r in range(len(h.procs), len(h.exit_files)):
+        else:  # adopted: not our children; liveness from /proc, exit codes from the files the wrapper wrote
+            running = any(self._alive(pid, t) for pid, t in (*h.procs, *h.extra))
+            if not running:
+                for r in range(len(h.exit_files)):
                     h.codes.setdefault(r, self._read_exit(h.exit_files[r]))
         failed = [c for c in h.codes.values() if c != 0]
         if running and failed and h.stopping is None:
@@ -240,7 +235,7 @@ class LocalExecutor:
         except (ProcessLookupError, PermissionError):
             return False
         # killpg(0) also succeeds for zombies; look for a live member
-        return any(self._alive(pid, t) for pid, t in h.procs) or self._group_has_live_member(h.pgid)
+        return any(self._alive(pid, t) for pid, t in (*h.procs, *h.extra)) or self._group_has_live_member(h.pgid)
 
     @staticmethod
     def _group_has_live_member(pgid: int) -> bool:
@@ -262,7 +257,7 @@ class LocalExecutor:
         if h.pgid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(h.pgid, sig)
-        for pid, t in h.procs:
+        for pid, t in (*h.procs, *h.extra):
             if pid != h.pgid and self._alive(pid, t):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)

@@ -80,3 +80,30 @@ def fresh_database(server_url: str) -> str:
         c.execute(f'CREATE DATABASE "{name}"')
     head, _, _ = base.rpartition("/")
     return f"{head}/{name}"
+
+
+_server: TempPostgres | None = None
+_server_url: str | None = None
+
+
+def server_url_for_tests() -> tuple[str | None, str]:
+    """(URL, why not) of a PostgreSQL server for tests: ``SUANLI_TEST_PG_URL``, else one throw-away server per
+    process (stopped at exit)."""
+    global _server, _server_url
+    env = os.environ.get("SUANLI_TEST_PG_URL")
+    if env:
+        return env, ""
+    if _server_url is not None:
+        return _server_url, ""
+    if not pg_bin("initdb"):
+        return None, "no PostgreSQL server binaries (initdb) and SUANLI_TEST_PG_URL is not set"
+    import atexit
+
+    _server = TempPostgres()
+    try:
+        _server_url = _server.start()
+    except (subprocess.CalledProcessError, OSError) as e:
+        err = getattr(e, "stderr", b"") or b""
+        return None, f"could not start a PostgreSQL server: {e} {err.decode(errors='replace')[-300:]}"
+    atexit.register(_server.stop)
+    return _server_url, ""

@@ -182,7 +182,8 @@ def parse_declared(text: str) -> list[LocalDevice]:
             raise SpecError(f"--devices: {part.strip()!r}: count must be within 1..1024")
         key = resolve_accelerator(m.group(2))
         models.add(key)
-        out.extend(LocalDevice(len(out) + i, key, None, None, True) for i in range(n))
+        base = len(out)
+        out.extend([LocalDevice(base + i, key, None, None, True) for i in range(n)])
     if not out:
         raise SpecError("--devices: nothing declared (e.g. 8xBR100)")
     if len(models) > 1:
