@@ -1,0 +1,145 @@
+"""Recomputes the fitted calibration factors of :mod:`suanli.perf.calibration` from their calibration anchors.
+
+The calibration anchors are published measurements that are *not* part of the validation set
+(:mod:`suanli.perf.validation`):
+
+* serving: NVIDIA TensorRT-LLM's throughput table (``docs/source/performance/perf-overview.md`` of
+  NVIDIA/TensorRT-LLM at commit 00f37686aa854010d68bcbd0f4ab000221541ca6): output tokens/s of the TP group, fixed
+  input/output lengths, infinite request rate. Dense FP8 rows fit ``serve_eff``, dense FP4 rows ``serve_eff_fp4``,
+  the MoE rows (Qwen3-235B-A22B) ``moe_eff``.
+* training: BAAI FlagPerf ``training/nvidia/llama2_70B-megatron`` (FlagOpen/FlagPerf README): Llama 2 70B on 32
+  H800 (4 nodes x 8, InfiniBand 200 Gb/s), BF16, sequence 4,096, global batch 44 sequences, no recomputation:
+  791.37 tokens/s/GPU with TP4 PP8 and 641.93 with TP8 PP4. Fits ``train_eff``.
+
+Each factor is one number for the whole family (geometric-mean fit), never one per row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from suanli.perf.assumptions import Cluster
+from suanli.perf.calibration import NVIDIA, Calibration, with_factors
+from suanli.perf.hardware import chip
+from suanli.perf.serve import ServeJob, estimate_serve
+from suanli.perf.shape import shape
+from suanli.perf.train import Layout, TrainJob, step_estimate
+
+TRTLLM_SOURCE = ("NVIDIA/TensorRT-LLM docs/source/performance/perf-overview.md @ 00f37686aa85 "
+                 "(Total Output Throughput, tokens/s, trtllm-bench, PyTorch backend)")
+FLAGPERF_SOURCE = "FlagOpen/FlagPerf training/nvidia/llama2_70B-megatron/README.md (H800 4x8, amp)"
+
+ISL_OSL: tuple[tuple[int, int], ...] = ((128, 128), (128, 2048), (128, 4096), (500, 2000), (1000, 1000),
+                                        (1000, 2000), (2048, 128), (2048, 2048), (5000, 500), (20000, 2000))
+
+# (model, accelerator, precision, chips per TP group) -> output tokens/s per ISL_OSL row (None = not published)
+TRTLLM_TABLE: dict[tuple[str, str, str, int], tuple[int | None, ...]] = {
+    ("Llama-3.3-70B", "B200", "fp4", 1): (11147, 9922, 6831, 7762, 7007, 6271, 1339, 4783, 1459, 665),
+    ("Llama-3.3-70B", "H200", "fp8", 1): (3803, 4336, 2872, 3666, 2909, 2994, 442, 2003, 566, 283),
+    ("Llama-3.3-70B", "H100", "fp8", 2): (6378, 6651, 4199, 5222, 4205, 4146, 762, 3082, 898, 437),
+    ("Llama-3.1-405B", "B200", "fp4", 4): (6281, 8020, 6345, 6244, 5209, 4933, 749, 4212, 1048, 672),
+    ("Llama-3.1-405B", "H200", "fp8", 8): (3814, 5348, 4741, 4724, 3330, 3722, 456, 2948, 650, 505),
+    ("Llama-3.1-405B", "H100", "fp8", 8): (3627, 4340, 3116, 3994, 2919, 2895, 453, 2296, 610, 345),
+    ("Llama-3.1-8B", "H200", "fp8", 1): (27911, 26221, 18027, 20770, 17744, 16828, 3538, 12194, 3902, 1804),
+    ("Llama-3.1-8B", "H100", "fp8", 1): (28312, 22714, 14325, 17660, 15220, 13899, 3450, 9305, 3459, 1351),
+    ("Qwen3-235B-A22B", "B200", "fp4", 8): (63362, 66057, 39496, 57117, 42391, 34105, 7329, 26854, 8190, 4453),
+    ("Qwen3-235B-A22B", "H200", "fp8", 8): (30429, 42821, 26852, 28026, 23789, 22061, 3331, 16672, 3623, 1876),
+    ("Qwen3-235B-A22B", "H100", "fp8", 8): (None, 19658, 12447, 18351, 14898, 15136, None, 9924, 3225, None),
+}
+
+# (accelerator, chips, tp, pp, measured tokens/s per chip)
+FLAGPERF_LLAMA2_70B: tuple[tuple[str, int, int, int, float], ...] = (
+    ("H800", 32, 4, 8, 791.37),
+    ("H800", 32, 8, 4, 641.93),
+)
+FLAGPERF_CLUSTER = Cluster(scaleup_size=8, scaleout_gbps=25.0)  # InfiniBand 200 Gb/s per node link as stated
+
+
+@dataclass(frozen=True)
+class FitRow:
+    label: str
+    published: float
+    predicted: float
+
+    @property
+    def ratio(self) -> float:
+        return self.published / self.predicted
+
+
+def _geo(xs: list[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def serve_rows(cal: Calibration, *, moe: bool | None = None, precision: str | None = None) -> list[FitRow]:
+    """Model vs TensorRT-LLM table rows under calibration ``cal`` (filtered by MoE-ness / precision)."""
+    out = []
+    for (model, acc, prec, tp), values in TRTLLM_TABLE.items():
+        if precision is not None and prec != precision:
+            continue
+        if moe is not None and shape(model).is_moe != moe:
+            continue
+        for (isl, osl), pub in zip(ISL_OSL, values, strict=True):
+            if pub is None:
+                continue
+            # the table's MoE runs use attention data parallelism + expert parallelism (its MoE llm_options)
+            job = ServeJob(model=model, input_tokens=isl, output_tokens=osl, precision=prec, replica_chips=tp,
+                           expert_parallel=True if shape(model).is_moe else None)
+            est = estimate_serve(job, acc, calibration=cal)
+            if est.tokens_per_s is None:
+                continue
+            out.append(FitRow(f"{model} {acc} TP{tp} {prec} {isl}/{osl}", float(pub), est.tokens_per_s))
+    return out
+
+
+def fit_serve(base: Calibration = NVIDIA) -> dict[str, float]:
+    """``serve_eff`` (dense FP8 rows), ``serve_eff_fp4`` (dense FP4 rows), ``moe_eff`` (MoE rows)."""
+    unit = with_factors(base, serve_eff=1.0, serve_eff_fp4=1.0)
+    # throughput is proportional to the serve factor, so the geometric-mean ratio is the least-squares fit in log
+    eff8 = _geo([r.ratio for r in serve_rows(unit, moe=False, precision="fp8")])
+    eff4 = _geo([r.ratio for r in serve_rows(unit, moe=False, precision="fp4")])
+    dense = with_factors(base, serve_eff=eff8, serve_eff_fp4=eff4)
+
+    def moe_bias(m_half: float) -> float:
+        return math.log(_geo([r.ratio for r in serve_rows(with_factors(dense, expert_m_half=m_half), moe=True)]))
+
+    lo, hi = 0.0, 20000.0
+    for _ in range(40):  # bisection: the model slows (the ratio rises) as m_half grows
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if moe_bias(mid) > 0 else (mid, hi)
+    return {"serve_eff": eff8, "serve_eff_fp4": eff4, "expert_m_half": (lo + hi) / 2}
+
+
+def train_rows(cal: Calibration) -> list[FitRow]:
+    s = shape("Llama-2-70B")
+    out = []
+    for acc, chips, tp, pp, pub in FLAGPERF_LLAMA2_70B:
+        job = TrainJob(model="Llama-2-70B", tokens=1e9, seq=4096, global_batch_tokens=44 * 4096, chips=chips)
+        lay = Layout(tp=tp, pp=pp, dp=chips // (tp * pp), ep=1, v=1, recompute=0.0)
+        est = step_estimate(s, chip(acc), cal, FLAGPERF_CLUSTER, job, lay, check_memory=False)
+        assert est is not None
+        out.append(FitRow(f"Llama-2-70B {acc}x{chips} TP{tp} PP{pp}", pub, est.tokens_per_s / chips))
+    return out
+
+
+def fit_train(base: Calibration = NVIDIA) -> dict[str, float]:
+    """``train_eff`` such that the geometric-mean ratio over the FlagPerf rows is 1."""
+
+    def bias(e: float) -> float:
+        return math.log(_geo([r.ratio for r in train_rows(with_factors(base, train_eff=e))]))
+
+    lo, hi = 0.1, 1.5
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if bias(mid) > 0 else (lo, mid)
+    return {"train_eff": (lo + hi) / 2}
+
+
+def spread(rows: list[FitRow]) -> float:
+    """Largest |log ratio| of the rows, as a relative error (how far single rows sit from the family fit)."""
+    return math.exp(max(abs(math.log(r.ratio)) for r in rows)) - 1.0
+
+
+if __name__ == "__main__":  # pragma: no cover - helper for maintainers
+    print(fit_serve())
+    print(fit_train())
