@@ -9,6 +9,7 @@ import typer
 from suanli import __version__
 from suanli.cli import catalog
 from suanli.cli import client as client_cli
+from suanli.cli import plan as plan_cli
 from suanli.cli import sim as sim_cli
 from suanli.cli import up as up_cli
 from suanli.cli.common import err_console
@@ -23,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(plan_cli.app, name="plan")
 app.command("sim")(sim_cli.sim)
 app.command("up")(up_cli.up)
 client_cli.register(app)

@@ -1,0 +1,223 @@
+"""``suanli plan``: how many chips of which type, how fast, at what cost - for training and for serving an LLM."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from suanli.cli.common import console, fail, print_json
+from suanli.errors import SuanliError
+
+app = typer.Typer(help="Plan LLM training and serving across accelerator types (chips, speed, cost).",
+                  no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per accelerator.")]
+AccOpt = Annotated[str, typer.Option("--accelerator", "-a", help="Comma-separated accelerators, e.g. H200,910B,S4000.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model name or alias (see: suanli catalog models).")]
+ChipsOpt = Annotated[str | None, typer.Option("--chips", help="Fix the number of chips per accelerator type.")]
+YearsOpt = Annotated[float, typer.Option("--amortisation-years", help="Years over which the price is amortised.")]
+UtilOpt = Annotated[float, typer.Option("--utilisation", help="Share of its life a chip does paid work (0-1).")]
+KwhOpt = Annotated[float, typer.Option("--usd-per-kwh", help="Electricity price, USD per kWh.")]
+PueOpt = Annotated[float, typer.Option("--pue", help="Data-centre power usage effectiveness.")]
+NetOpt = Annotated[float, typer.Option("--scaleout-gbps", help="Per-chip scale-out bandwidth, GB/s each way.")]
+NodeOpt = Annotated[int, typer.Option("--scaleup-size", help="Chips per scale-up domain (NVLink/HCCS node).")]
+
+
+def _money_cluster(years: float, util: float, kwh: float, pue: float, net: float, node: int) -> tuple[Any, Any]:
+    from suanli.perf.assumptions import Cluster, Money
+    from suanli.perf.units import InvalidQuantity
+
+    if years <= 0 or not 0 < util <= 1 or kwh < 0 or pue < 1 or net <= 0 or node < 1:
+        raise InvalidQuantity("assumptions out of range: amortisation years > 0, 0 < utilisation <= 1, "
+                              "usd/kWh >= 0, PUE >= 1, scale-out GB/s > 0, scale-up size >= 1")
+    return Money(amortisation_years=years, utilisation=util, usd_per_kwh=kwh, pue=pue), Cluster(
+        scaleup_size=node, scaleout_gbps=net)
+
+
+def _chips(text: str | None) -> int | None:
+    from suanli.perf.units import parse_positive_int
+
+    return None if text is None else parse_positive_int(text, "--chips")
+
+
+def _n(v: float | None, fmt: str = "{:,.0f}") -> str:
+    return "[dim]unknown[/]" if v is None else fmt.format(v)
+
+
+def _assumptions(money: Any, cluster: Any) -> dict[str, Any]:
+    return {"amortisation_years": money.amortisation_years, "utilisation": money.utilisation,
+            "usd_per_kwh": money.usd_per_kwh, "pue": money.pue, "idle_power_frac": money.idle_power_frac,
+            "scaleup_size": cluster.scaleup_size, "scaleout_gbps": cluster.scaleout_gbps}
+
+
+def _footer(rows: list[Any], money: Any, cluster: Any) -> None:
+    console.print(f"Assumptions: {money.describe()}; {cluster.scaleup_size} chips per scale-up node, "
+                  f"{cluster.scaleout_gbps:g} GB/s scale-out per chip (override with --amortisation-years, "
+                  "--utilisation, --usd-per-kwh, --pue, --scaleup-size, --scaleout-gbps).", highlight=False)
+    fams = sorted({(r.family, r.confidence, r.uncertainty) for r in rows})
+    for fam, conf, unc in fams:
+        band = f" +-{unc:.0%}" if unc is not None else ""
+        console.print(f"Calibration {fam}: {conf}{band} (see docs/planner.md).", highlight=False)
+    for r in rows:
+        for msg in ([r.reason] if r.reason else []) + list(r.notes):
+            console.print(f"  {r.accelerator}: {msg}", highlight=False)
+
+
+@app.command("train")
+def train_cmd(
+    model: ModelOpt,
+    tokens: Annotated[str, typer.Option("--tokens", help="Training tokens, e.g. 14.8T, 500B, 1e12.")],
+    accelerator: AccOpt,
+    chips: ChipsOpt = None,
+    seq: Annotated[str, typer.Option("--seq", help="Sequence length (tokens).")] = "4096",
+    precision: Annotated[str, typer.Option("--precision", help="bf16 or fp8 (FP8 GEMMs).")] = "bf16",
+    global_batch: Annotated[str | None, typer.Option("--global-batch", help="Tokens per optimizer step "
+                                                     "(default 16M; 4M under 20B params).")] = None,
+    target_days: Annotated[str, typer.Option("--target-days", help="Without --chips: plan the smallest "
+                                             "power-of-two chip count that finishes within this.")] = "60",
+    json_out: JsonOpt = False,
+    years: YearsOpt = 4.0,
+    util: UtilOpt = 0.8,
+    kwh: KwhOpt = 0.10,
+    pue: PueOpt = 1.3,
+    net: NetOpt = 50.0,
+    node: NodeOpt = 8,
+) -> None:
+    """Chips, parallel layout, step time, MFU, days, chip-hours, energy and cost to train MODEL on TOKENS."""
+    try:
+        from suanli.perf.api import plan_train
+        from suanli.perf.units import InvalidQuantity, parse_accelerators, parse_positive_int, parse_tokens
+
+        money, cluster = _money_cluster(years, util, kwh, pue, net, node)
+        n_tokens = parse_tokens(tokens, "--tokens")
+        gbt = parse_tokens(global_batch, "--global-batch") if global_batch is not None else None
+        try:
+            days = float(target_days)
+        except ValueError:
+            raise InvalidQuantity(f"--target-days {target_days!r} is not a number") from None
+        if precision not in ("bf16", "fp8"):
+            raise InvalidQuantity(f"--precision must be bf16 or fp8, got {precision!r}")
+        rows = plan_train(model, parse_accelerators(accelerator), n_tokens, seq=parse_positive_int(seq, "--seq"),
+                          precision=precision, chips=_chips(chips), global_batch_tokens=gbt, target_days=days,
+                          cluster=cluster, money=money)
+    except SuanliError as e:
+        fail(str(e))
+    if json_out:
+        print_json([{**r.to_dict(), "assumptions": _assumptions(money, cluster)} for r in rows])
+        return
+    t = Table(title=f"Training {rows[0].model} on {n_tokens:.3g} tokens (seq {seq}, {precision})")
+    for col in ("accelerator", "min chips (mem)", "chips", "layout", "GB/chip", "tokens/s", "MFU", "days",
+                "chip-hours", "energy MWh", "cost $"):
+        t.add_column(col, justify="left" if col in ("accelerator", "layout") else "right",
+                     no_wrap=col == "accelerator")
+    for r in rows:
+        t.add_row(r.accelerator, _n(r.min_chips_memory), _n(r.chips), r.layout or "-",
+                  _n(r.memory_per_chip_gb, "{:.0f}"), _n(r.tokens_per_s), _n(r.mfu, "{:.1%}"), _n(r.days, "{:,.1f}"),
+                  _n(r.chip_hours), _n(None if r.energy_kwh is None else r.energy_kwh / 1000, "{:,.0f}"),
+                  _n(r.usd, "{:,.0f}"))
+    console.print(t)
+    _footer(rows, money, cluster)
+
+
+@app.command("serve")
+def serve_cmd(
+    model: ModelOpt,
+    accelerator: AccOpt,
+    input_tokens: Annotated[str, typer.Option("--input-tokens", help="Mean prompt length.")] = "2000",
+    output_tokens: Annotated[str, typer.Option("--output-tokens", help="Mean generated length.")] = "500",
+    qps: Annotated[str | None, typer.Option("--qps", help="Target requests per second (sizes the replicas).")] = None,
+    ttft_slo: Annotated[str | None, typer.Option("--ttft-slo", help="Time-to-first-token SLO, e.g. 2s.")] = None,
+    tpot_slo: Annotated[str | None, typer.Option("--tpot-slo", help="Time-per-output-token SLO, e.g. 100ms.")] = None,
+    chips: ChipsOpt = None,
+    precision: Annotated[str, typer.Option("--precision", help="auto, bf16, fp8 or fp4 (weights/GEMMs).")] = "auto",
+    max_batch: Annotated[str, typer.Option("--max-batch", help="Engine limit on sequences per replica.")] = "2048",
+    json_out: JsonOpt = False,
+    years: YearsOpt = 4.0,
+    util: UtilOpt = 0.8,
+    kwh: KwhOpt = 0.10,
+    pue: PueOpt = 1.3,
+    net: NetOpt = 50.0,
+    node: NodeOpt = 8,
+) -> None:
+    """Chips per replica, batch, prefill/decode throughput, TTFT/TPOT, replicas and $/M tokens to serve MODEL."""
+    try:
+        from suanli.perf.api import plan_serve
+        from suanli.perf.units import (
+            InvalidQuantity,
+            parse_accelerators,
+            parse_duration,
+            parse_positive_int,
+            parse_tokens,
+        )
+
+        money, cluster = _money_cluster(years, util, kwh, pue, net, node)
+        q = None
+        if qps is not None:
+            try:
+                q = float(qps)
+            except ValueError:
+                raise InvalidQuantity(f"--qps {qps!r} is not a number") from None
+            if not q > 0:
+                raise InvalidQuantity(f"--qps must be positive, got {qps!r}")
+        rows = plan_serve(
+            model, parse_accelerators(accelerator), input_tokens=parse_tokens(input_tokens, "--input-tokens"),
+            output_tokens=parse_tokens(output_tokens, "--output-tokens"), qps=q,
+            ttft_slo_s=parse_duration(ttft_slo, "--ttft-slo") if ttft_slo else None,
+            tpot_slo_s=parse_duration(tpot_slo, "--tpot-slo") if tpot_slo else None, precision=precision,
+            chips=_chips(chips), max_batch=parse_positive_int(max_batch, "--max-batch"), cluster=cluster,
+            money=money)
+    except SuanliError as e:
+        fail(str(e))
+    if json_out:
+        print_json([{**r.to_dict(), "assumptions": _assumptions(money, cluster)} for r in rows])
+        return
+    title = f"Serving {rows[0].model}: {input_tokens} in / {output_tokens} out tokens"
+    if q:
+        title += f", {q:g} req/s"
+    t = Table(title=title)
+    for col in ("accelerator", "prec", "replica", "replicas", "chips", "batch", "prefill tok/s", "decode tok/s",
+                "out tok/s", "tok/s/chip", "TTFT s", "TPOT ms", "$/M tok"):
+        t.add_column(col, justify="left" if col in ("accelerator", "replica", "prec") else "right",
+                     no_wrap=col == "accelerator")
+    for r in rows:
+        rep = "-"
+        if r.chips_per_replica:
+            par = f"EP{r.ep}" if r.ep and r.ep > 1 else f"TP{r.tp}" + (f"xPP{r.pp}" if r.pp and r.pp > 1 else "")
+            rep = f"{r.chips_per_replica} ({par})"
+        t.add_row(r.accelerator, r.precision or "-", rep, _n(r.replicas), _n(r.chips),
+                  f"{r.batch}/{r.max_batch}" if r.batch else "-", _n(r.prefill_tokens_per_s),
+                  _n(r.decode_tokens_per_s), _n(r.tokens_per_s), _n(r.tokens_per_s_per_chip), _n(r.ttft_s, "{:.2f}"),
+                  _n(None if r.tpot_s is None else r.tpot_s * 1e3, "{:.0f}"), _n(r.usd_per_million_tokens, "{:.3f}"))
+    console.print(t)
+    _footer(rows, money, cluster)
+
+
+@app.command("validate")
+def validate_cmd(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the docs table (markdown).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run the model against the published results it is checked on (predicted, published, error)."""
+    from suanli.perf.validation import markdown_table, run_all
+
+    results = run_all()
+    if json_out:
+        print_json([{"key": r.check.key, "what": r.check.what, "unit": r.check.unit, "predicted": r.predicted,
+                     "published": r.check.published, "error": r.error, "planner": r.detail,
+                     "source": r.check.source} for r in results])
+        return
+    if markdown:
+        typer.echo(markdown_table(results))
+        return
+    t = Table(title="Planner vs published results (no constant fitted on these rows)")
+    for col in ("check", "unit", "predicted", "published", "error", "planner's choice"):
+        t.add_column(col, justify="right" if col in ("predicted", "published", "error") else "left")
+    for r in results:
+        err = "-" if r.error is None else f"{r.error:+.1%}"
+        style = "" if r.error is not None and abs(r.error) <= 0.15 else "red"
+        pred = "unknown" if r.predicted is None else f"{r.predicted:,.3g}"
+        t.add_row(r.check.key, r.check.unit, pred, f"{r.check.published:,.3g}", f"[{style}]{err}[/]" if style else err,
+                  r.detail)
+    console.print(t)
