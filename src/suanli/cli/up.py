@@ -66,6 +66,8 @@ def up(
     server = uvicorn.Server(config)
     try:
         server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: we have stopped, that is the point
+        pass
     finally:
         svc.controller.stop()
         svc.store.close()
