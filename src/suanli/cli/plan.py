@@ -56,7 +56,7 @@ def _footer(rows: list[Any], money: Any, cluster: Any) -> None:
     console.print(f"Assumptions: {money.describe()}; {cluster.scaleup_size} chips per scale-up node, "
                   f"{cluster.scaleout_gbps:g} GB/s scale-out per chip (override with --amortisation-years, "
                   "--utilisation, --usd-per-kwh, --pue, --scaleup-size, --scaleout-gbps).", highlight=False)
-    fams = sorted({(r.family, r.confidence, r.uncertainty) for r in rows})
+    fams = sorted({(r.family, r.confidence, r.uncertainty) for r in rows}, key=str)
     for fam, conf, unc in fams:
         band = f" +-{unc:.0%}" if unc is not None else ""
         console.print(f"Calibration {fam}: {conf}{band} (see docs/planner.md).", highlight=False)

@@ -5,7 +5,8 @@ much of a rated peak real software reaches. There is **one set per vendor family
 
 * kernel efficiencies (``gemm_eff``, ``hbm_eff``, ``link_eff``) are *measured microbenchmarks* (BAAI FlagPerf, via
   ``shared/research/anchors.md``), not fitted;
-* the two end-to-end factors (``train_eff``, ``serve_eff``) cover what a roofline does not (kernel launch and
+* the end-to-end factors (``train_eff``, ``serve_eff``, ``serve_eff_fp4``, ``expert_m_half``) cover what a roofline
+  does not (kernel launch and
   scheduling gaps, non-GEMM kernels, imperfect overlap, stragglers). Each is fitted *once* on a calibration set that
   is disjoint from the validation set (:mod:`suanli.perf.fit` recomputes them; a test checks these numbers):
   - ``train_eff``: BAAI FlagPerf's Llama 2 70B Megatron case on 32 H800 (two parallel layouts, measured tokens/s);
@@ -40,7 +41,8 @@ class Calibration:
     kv_pool_frac: float  # share of memory left after weights that the serving engine gives the KV cache
     mem_reserve_gb: float  # per-chip memory the runtime keeps (context, workspace, fragmentation)
     confidence: str  # "calibrated" (end-to-end measurements behind it) or "low" (defaults only)
-    uncertainty: float  # relative band printed next to an estimate (e.g. 0.15 = +-15%)
+    uncertainty: float  # relative band printed next to an estimate of a dense model (e.g. 0.15 = +-15%)
+    uncertainty_moe: float  # the same for mixture-of-experts models (the least-constrained part of the model)
     sources: tuple[tuple[str, str], ...] = ()
 
 
@@ -70,8 +72,9 @@ NVIDIA = Calibration(
     # CUDA context + activation workspace + allocator slack, order of magnitude of what serving engines keep
     mem_reserve_gb=3.0,
     confidence="calibrated",
-    # spread of the calibration fits (see suanli.perf.fit) rounded up, and the 15% validation goal
+    # RMS error of the dense calibration rows (15.7%) and of the MoE rows (25.5%), see docs/planner.md
     uncertainty=0.15,
+    uncertainty_moe=0.25,
     sources=(
         ("gemm_eff/hbm_eff/link_eff", "BAAI FlagPerf A100 microbenchmarks, shared/research/anchors.md"),
         ("train_eff", "FlagOpen/FlagPerf training/nvidia/llama2_70B-megatron: 791.37 / 641.93 tokens/s/GPU, 32 H800"),
@@ -99,6 +102,7 @@ CN_DEFAULT = Calibration(
     mem_reserve_gb=3.0,
     confidence="low",
     uncertainty=0.40,
+    uncertainty_moe=0.50,
     sources=(
         ("gemm_eff/hbm_eff/link_eff", "BAAI FlagPerf lower-end measured efficiencies, shared/research/anchors.md"),
         ("train_eff/serve_eff/...",

@@ -299,7 +299,8 @@ def estimate_serve(job: ServeJob, accelerator: str, *, cluster: Cluster | None =
     s = shape(job.model)
     cal = calibration or calibration_for(c.vendor)
     row = ServeEstimate(accelerator=c.key, vendor=c.vendor, family=cal.family, model=s.key,
-                        confidence=cal.confidence, uncertainty=cal.uncertainty)
+                        confidence=cal.confidence,
+                        uncertainty=cal.uncertainty_moe if s.is_moe else cal.uncertainty)
     missing = c.missing("bf16_tflops", "memory_gb", "memory_bw_gbps")
     if missing:
         row.reason = f"unknown in the catalog: {', '.join(missing)}"

@@ -325,7 +325,8 @@ def estimate_train(job: TrainJob, accelerator: str, *, cluster: Cluster | None =
     s = shape(job.model)
     cal = calibration or calibration_for(c.vendor)
     row = TrainEstimate(accelerator=c.key, vendor=c.vendor, family=cal.family, model=s.key,
-                        confidence=cal.confidence, uncertainty=cal.uncertainty)
+                        confidence=cal.confidence,
+                        uncertainty=cal.uncertainty_moe if s.is_moe else cal.uncertainty)
     missing = c.missing("bf16_tflops", "memory_gb", "memory_bw_gbps")
     if missing:
         row.reason = f"unknown in the catalog: {', '.join(missing)}"

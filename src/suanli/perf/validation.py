@@ -135,4 +135,10 @@ def markdown_table(results: list[Result] | None = None) -> str:
         err = f"{r.error:+.1%}" if r.error is not None else "-"
         lines.append(f"| {c.what} | {c.unit} | {pred} | {_fmt(c.published, c.unit)} | {err} | {r.detail} | "
                      f"{c.source} |")
+    errs = [abs(r.error) for r in results if r.error is not None]
+    if errs:
+        within = sum(1 for e in errs if e < 0.15)
+        lines.append("")
+        lines.append(f"Mean absolute error {sum(errs) / len(errs):.1%} over {len(errs)} rows; "
+                     f"{within} of {len(errs)} within 15%; largest {max(errs):.1%}.")
     return "\n".join(lines)
