@@ -5,6 +5,8 @@
   then one interconnect domain if any can hold the job, else one rack, else the fewest racks and domains; inside
   the chosen group, best-fit nodes. Uses the per-domain counters of :class:`Allocation`, O(domains of the model).
 - A share of one device (milli < 1000): the fractional packer (best-fit by default, fragmentation-aware ``fgd``).
+  A packer with a ``choose_node`` method (``fgd``) also picks the node of a single-node whole-device job and of a
+  CPU-only job.
   On a multi-die package (BR100, B200, 910C) a share is rounded up to whole dies so a task never straddles the
   die-to-die link.
 - CPU-only jobs: best-fit by CPU, CPU-only nodes first.
@@ -145,6 +147,15 @@ class Placer:
         cpu, mem = job.cpu_milli, job.mem_mib
         ncpu, nmem = alloc.node_cpu, alloc.node_mem
         buckets = alloc.buckets[m]
+        choose_node = getattr(self.config.packer, "choose_node", None)
+        if choose_node is not None:  # a packer that also picks nodes for whole devices (fgd, random-fit)
+            cand = np.array([n for w in range(k, len(buckets)) for n in buckets[w]], dtype=np.int64)
+            if len(cand):
+                cand = cand[(ncpu[cand] >= cpu) & (nmem[cand] >= mem)]
+            if not len(cand):
+                return None
+            n = int(choose_node(alloc, job, cand, k))
+            return Placement((n,), (self._free_devs(alloc, n, k),), WHOLE, (cpu,), (mem,))
         for w in range(k, len(buckets)):
             for n in buckets[w]:
                 if ncpu[n] >= cpu and nmem[n] >= mem:
@@ -271,6 +282,10 @@ class Placer:
         cand = np.flatnonzero(ok)
         if not len(cand):
             return None
+        choose_node = getattr(self.config.packer, "choose_node", None)
+        if choose_node is not None:  # a node-choosing packer weighs what the CPU it takes costs GPU tasks
+            n = int(choose_node(alloc, job, cand, 0))
+            return Placement((n,), ((),), WHOLE, (job.cpu_milli,), (job.mem_mib,))
         key = (c.node_devices[cand] > 0).astype(np.int64) * (1 << 40) + alloc.node_cpu[cand]
         n = int(cand[int(np.argmin(key))])
         return Placement((n,), ((),), WHOLE, (job.cpu_milli,), (job.mem_mib,))

@@ -328,7 +328,7 @@ class Simulation:
                             if att + 1e-6 < th:
                                 push(heap, (now + (th - att) / dev, TICK, a, e))
                                 break
-                elif kind == FAIL_DEV or kind == FAIL_NODE:
+                elif kind in (FAIL_DEV, FAIL_NODE):
                     n_failures += 1
                     if a < 0:  # a random failure: which device, and does it take the node down?
                         d = int(rng.integers(n_dev))
