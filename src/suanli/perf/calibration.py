@@ -6,9 +6,9 @@ much of a rated peak real software reaches. There is **one set per vendor family
 * kernel efficiencies (``gemm_eff``, ``hbm_eff``, ``link_eff``) are *measured microbenchmarks* (BAAI FlagPerf, via
   ``shared/research/anchors.md``), not fitted;
 * the end-to-end factors (``train_eff``, ``serve_eff``, ``serve_eff_fp4``, ``expert_m_half``) cover what a roofline
-  does not (kernel launch and
-  scheduling gaps, non-GEMM kernels, imperfect overlap, stragglers). Each is fitted *once* on a calibration set that
-  is disjoint from the validation set (:mod:`suanli.perf.fit` recomputes them; a test checks these numbers):
+  does not (kernel launch and scheduling gaps, non-GEMM kernels, imperfect overlap, stragglers). Each is fitted
+  *once* on a calibration set that is disjoint from the validation set (:mod:`suanli.perf.fit` recomputes them; a
+  test checks these numbers):
   - ``train_eff``: BAAI FlagPerf's Llama 2 70B Megatron case on 32 H800 (two parallel layouts, measured tokens/s);
   - ``serve_eff`` / ``serve_eff_fp4`` / ``expert_m_half``: TensorRT-LLM's published throughput table (Llama 3.1 8B,
     Llama 3.3 70B, Llama 3.1 405B, Qwen3-235B-A22B on H100, H200 and B200 at ten input/output lengths;
