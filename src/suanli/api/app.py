@@ -6,6 +6,7 @@ at all (each is one store transaction).
 
 # no "from __future__ import annotations": FastAPI resolves the dependency aliases defined in create_app
 
+import asyncio
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from suanli.catalog.accelerators import resolve_accelerator
@@ -270,7 +272,7 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}},
             "application/yaml": {"schema": {"type": "string"}}}}})
-    async def submit_job(request: Request, p: Who) -> dict[str, Any]:
+    async def submit_job(request: Request, p: Who) -> JSONResponse:
         """Submit a job (JSON, or YAML with Content-Type application/yaml). A tenant submits as itself."""
         body = await request.body()
         ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
@@ -280,18 +282,19 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
                 raise HTTPException(403, f"body.tenant: you may only submit as tenant {p.tenant!r}")
             spec = spec.model_copy(update={"tenant": p.tenant})
         _check_runnable(spec)
-        from starlette.concurrency import run_in_threadpool
+        if ("t", spec.tenant) not in store._exists or ("q", spec.queue) not in store._exists:
+            await run_in_threadpool(_check_names, spec)
+        out = await batcher.submit(spec)
+        metrics.submissions.inc()
+        return JSONResponse(out, status_code=201)
 
-        return await run_in_threadpool(_submit, spec)
-
-    def _submit(spec: JobSpec) -> dict[str, Any]:
+    def _check_names(spec: JobSpec) -> None:
         if not store.tenant_exists(spec.tenant):
             raise HTTPException(422, f"body.tenant: no tenant {spec.tenant!r}")
         if not store.queue_exists(spec.queue):
             raise HTTPException(422, f"body.queue: no queue {spec.queue!r}")
-        out = store.submit(spec)
-        metrics.submissions.inc()
-        return out
+
+    batcher = _Batcher(store)
 
     @app.get("/v1/jobs", tags=["jobs"])
     def list_jobs(
@@ -442,6 +445,43 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
     return app
+
+
+class _Batcher:
+    """Group commit: submissions that arrive while a commit is in flight go together in the next transaction.
+    Each request is answered only after its job is committed."""
+
+    def __init__(self, store: Store, max_batch: int = 256) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.pending: list[tuple[JobSpec, asyncio.Future[dict[str, Any]]]] = []
+        self.running = False
+        self.task: asyncio.Future[None] | None = None
+
+    async def submit(self, spec: JobSpec) -> dict[str, Any]:
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending.append((spec, fut))
+        if not self.running:
+            self.running = True
+            self.task = asyncio.ensure_future(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
+                try:
+                    out = await run_in_threadpool(self.store.submit_many, [s for s, _ in batch])
+                except Exception as e:
+                    for _, f in batch:
+                        if not f.done():
+                            f.set_exception(e)
+                    continue
+                for (_, f), o in zip(batch, out, strict=True):
+                    if not f.done():
+                        f.set_result(o)
+        finally:
+            self.running = False
 
 
 def _tail(path: Path, n: int) -> str:

@@ -89,6 +89,7 @@ class Store:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
+        self._exists: set[tuple[str, str]] = set()
 
     @classmethod
     def open(cls, url: str, *, sync: str = "normal", migrate: bool = True) -> Store:
@@ -163,8 +164,13 @@ class Store:
         return {"name": name, "created_at": now}, tok
 
     def tenant_exists(self, name: str) -> bool:
+        if ("t", name) in self._exists:  # tenants and queues are never deleted: a positive answer stays true
+            return True
         with self.read() as c:
-            return c.execute(sa.select(tenants.c.id).where(tenants.c.name == name)).first() is not None
+            ok = c.execute(sa.select(tenants.c.id).where(tenants.c.name == name)).first() is not None
+        if ok:
+            self._exists.add(("t", name))
+        return ok
 
     def list_queues(self) -> list[dict[str, Any]]:
         with self.read() as c:
@@ -190,8 +196,13 @@ class Store:
         return next(q for q in self.list_queues() if q["name"] == name)
 
     def queue_exists(self, name: str) -> bool:
+        if ("q", name) in self._exists:
+            return True
         with self.read() as c:
-            return c.execute(sa.select(queues.c.id).where(queues.c.name == name)).first() is not None
+            ok = c.execute(sa.select(queues.c.id).where(queues.c.name == name)).first() is not None
+        if ok:
+            self._exists.add(("q", name))
+        return ok
 
     # -- nodes ---------------------------------------------------------------------------------------------
     def upsert_node(self, spec: dict[str, Any], devs: Sequence[dict[str, Any]]) -> None:
@@ -232,17 +243,26 @@ class Store:
     # -- jobs (API side) -----------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> dict[str, Any]:
         """Store a new job (state pending) and its first event, in one transaction."""
+        return self.submit_many([spec])[0]
+
+    def submit_many(self, specs: Sequence[JobSpec]) -> list[dict[str, Any]]:
+        """Store several new jobs and their events in one transaction (group commit of concurrent submissions):
+        all of them are stored or none."""
         now = time.time()
-        data = spec.model_dump(mode="json")
-        row = {"name": spec.name, "tenant": spec.tenant, "queue": spec.queue, "priority": spec.priority,
-               "state": JobState.PENDING.value, "spec": data, "sched": sched_view(spec), "submit_time": now,
-               "updated_at": now, "attempts": 0, "failures": 0, "not_before": None, "cancel_requested": False,
-               "exit_code": None, "reason": None}
+        rows = [{"name": sp.name, "tenant": sp.tenant, "queue": sp.queue, "priority": sp.priority,
+                 "state": JobState.PENDING.value, "spec": sp.model_dump(mode="json"), "sched": sched_view(sp),
+                 "submit_time": now, "updated_at": now, "attempts": 0, "failures": 0, "not_before": None,
+                 "cancel_requested": False, "exit_code": None, "reason": None} for sp in specs]
         with self.write() as c:
-            jid = c.execute(jobs.insert().values(**row)).inserted_primary_key[0]
-            c.execute(job_events.insert().values(job_id=jid, at=now, kind="submitted",
-                                                 message=f"queue {spec.queue}, tenant {spec.tenant}"))
-        return _job_out({**row, "id": jid}, spec=True)
+            if len(rows) == 1:
+                ids = [c.execute(jobs.insert().values(**rows[0])).inserted_primary_key[0]]
+            else:
+                res = c.execute(jobs.insert().returning(jobs.c.id, sort_by_parameter_order=True), rows)
+                ids = [r[0] for r in res]
+            c.execute(job_events.insert(), [{"job_id": i, "at": now, "kind": "submitted",
+                                             "message": f"queue {r['queue']}, tenant {r['tenant']}"}
+                                            for i, r in zip(ids, rows, strict=True)])
+        return [_job_out({**r, "id": i}, spec=True) for i, r in zip(ids, rows, strict=True)]
 
     def get_job(self, job_id: int, tenant: str | None = None) -> dict[str, Any]:
         q = sa.select(*JOB_COLS, jobs.c.spec).where(jobs.c.id == job_id)
