@@ -19,6 +19,7 @@ REQUIRED = [
     "DeepSeek-V3", "DeepSeek-R1", "DeepSeek-R1-Distill-Qwen-7B", "DeepSeek-R1-Distill-Qwen-32B",
     "Qwen2.5-7B", "Qwen2.5-14B", "Qwen2.5-32B", "Qwen2.5-72B", "Qwen3-8B", "Qwen3-32B", "Qwen3-235B-A22B",
     "Llama-3.1-8B", "Llama-3.1-70B", "Llama-3.1-405B", "Llama-3.3-70B", "Llama-2-70B", "Mixtral-8x7B",
+    "Qwen3-30B-A3B", "Llama-4-Maverick-17B-128E", "Llama-4-Scout-17B-16E",
 ]
 
 
@@ -48,6 +49,14 @@ def test_published_headline_sizes() -> None:
     assert llm("qwen3-235b-a22b").active_params_b == pytest.approx(22, rel=0.02)
     assert llm("mixtral-8x7b").total_params_b == pytest.approx(46.7, rel=0.01)
     assert llm("llama-3.1-405b").total_params_b == pytest.approx(405, rel=0.01)
+    # MoE models of the serving calibration set (the published totals include Llama 4's vision encoder; the
+    # catalog counts the text model only)
+    assert llm("qwen3-30b-a3b").total_params_b == pytest.approx(30.5, rel=0.01)
+    assert llm("qwen3-30b-a3b").active_params_b == pytest.approx(3.3, rel=0.02)
+    assert llm("llama-4-maverick").total_params_b == pytest.approx(400, rel=0.01)
+    assert llm("llama-4-maverick").active_params_b == pytest.approx(17, rel=0.015)
+    assert llm("llama-4-scout").total_params_b == pytest.approx(109, rel=0.015)
+    assert llm("llama-4-scout").active_params_b == pytest.approx(17, rel=0.015)
     ds = llm("deepseek-v3").architecture
     assert ds.moe is not None and ds.moe.dense_layers == 3 and ds.kv_lora_rank == 512 and ds.qk_rope_head_dim == 64
 
@@ -60,6 +69,20 @@ def test_published_headline_sizes() -> None:
 )
 def test_aliases_resolve_case_insensitively(alias: str, key: str) -> None:
     assert resolve_llm(alias) == key
+
+
+def test_llama4_interleaved_moe_layers() -> None:
+    # interleave_moe_layer_step 2: layers 1, 3, ..., 47 are MoE, the other 24 dense (intermediate_size_mlp);
+    # step 1 (Scout): every layer is MoE
+    mav = llm("llama-4-maverick").architecture
+    assert mav.moe is not None and mav.moe.moe_layer_step == 2
+    assert mav.moe_layers == 24 and mav.dense_layers == 24 and mav.intermediate == 16384
+    assert mav.moe.moe_intermediate == 8192 and mav.moe.shared_experts == 1
+    p = computed_params(mav)
+    assert p.dense_mlp == 24 * 3 * 5120 * 16384
+    assert p.shared_experts == 24 * 3 * 5120 * 8192
+    scout = llm("llama-4-scout").architecture
+    assert scout.moe_layers == 48 and scout.dense_layers == 0 and computed_params(scout).dense_mlp == 0
 
 
 def test_unknown_model_lists_the_known_ones() -> None:

@@ -27,6 +27,9 @@ class MoE(BaseModel):
     experts_per_token: int = Field(gt=0)
     moe_intermediate: int = Field(gt=0)
     dense_layers: int = Field(ge=0, description="leading dense (non-MoE) layers, e.g. DeepSeek first_k_dense_replace")
+    moe_layer_step: int = Field(
+        1, ge=1, description="of the layers after the leading dense ones, every k-th is MoE and the others dense "
+        "(Llama 4 interleave_moe_layer_step: MoE layers k-1, 2k-1, ...)")
 
 
 class Architecture(BaseModel):
@@ -69,7 +72,9 @@ class Architecture(BaseModel):
 
     @property
     def moe_layers(self) -> int:
-        return 0 if self.moe is None else self.layers - self.moe.dense_layers
+        if self.moe is None:
+            return 0
+        return (self.layers - self.moe.dense_layers) // self.moe.moe_layer_step
 
     @property
     def dense_layers(self) -> int:
