@@ -29,8 +29,8 @@ JsonOpt = typer.Option(False, "--json", help="JSON output")
 
 class Client:
     def __init__(self, server: str | None, token: str | None, data_dir: Path = Path(".suanli")) -> None:
-        server = server or os.environ.get("SUANLI_SERVER")
-        token = token or os.environ.get("SUANLI_TOKEN")
+        server = server or os.environ.get("SUANLI_SERVER") or None
+        token = token or os.environ.get("SUANLI_TOKEN") or None
         if server is None:
             f = data_dir / "server.json"
             try:
