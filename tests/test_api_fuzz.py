@@ -21,10 +21,13 @@ from suanli.control.service import Service, open_service  # noqa: E402
 EXAMPLES = int(os.environ.get("SUANLI_FUZZ_EXAMPLES", "40"))
 
 
-@pytest.fixture(scope="module")
-def fuzz_service(tmp_path_factory: pytest.TempPathFactory) -> Service:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fuzz_service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Service:
+    from test_control_store import pg_url_or_skip
+
     d: Path = tmp_path_factory.mktemp("fuzz")
-    svc = open_service(d / "data", devices="4xBR100", node="n1")
+    db = None if request.param == "sqlite" else pg_url_or_skip()
+    svc = open_service(d / "data", db=db, devices="4xBR100", node="n1")
     return svc
 
 

@@ -132,6 +132,13 @@ def test_malformed_bodies_and_limits(client: TestClient, svc: Service) -> None:
     assert client.get("/v1/jobs", params={"state": "sleeping"}, headers=h).status_code == 422
     assert client.get(f"/v1/jobs/{2**70}", headers=h).status_code == 422
     assert client.get("/v1/jobs/999999", headers=h).status_code == 404
+    # NUL characters (PostgreSQL cannot store them) are a 4xx wherever they come in
+    assert client.post("/v1/nodes/a%00b/drain", headers=h).status_code == 422
+    assert client.patch("/v1/queues/a%00b", json={"weight": 1}, headers=h).status_code == 422
+    assert client.post("/v1/queues", json={"name": "q", "quota": {"a\u0000": 1}}, headers=h).status_code == 422
+    assert client.get("/v1/jobs", params={"queue": "a\x00"}, headers=h).status_code == 422
+    r = client.post("/v1/jobs", json={"name": "x", "command": ["true"], "env": {"A": "\u0000"}}, headers=h)
+    assert r.status_code == 422 and "body.env.A" in r.json()["detail"]
     assert client.get("/v1/jobs", headers=h).json()["items"] == []
 
 

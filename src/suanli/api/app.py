@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,6 +43,7 @@ MAX_BODY = 256 * 1024
 MAX_ID = 2**63 - 1
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_NODE = r"^[^\x00-\x1f/]{1,255}$"  # host names: no control characters
 
 
 class BodyLimit:
@@ -189,6 +191,12 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
     @app.exception_handler(Conflict)
     async def _cf(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(sa_exc.DataError)
+    async def _data(_: Request, exc: sa_exc.DataError) -> JSONResponse:
+        # a value the database refuses (a safety net: input validation should have caught it first)
+        log.warning("database refused a value: %s", exc.orig)
+        return JSONResponse({"detail": f"a value was refused by the database: {exc.orig}"}, status_code=422)
 
     @app.exception_handler(Invalid)
     async def _iv(_: Request, exc: Invalid) -> JSONResponse:
@@ -385,12 +393,12 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
         return store.list_devices()
 
     @app.post("/v1/nodes/{name}/drain", tags=["nodes"])
-    def drain(name: Annotated[str, PathParam(max_length=255)], p: Admin) -> dict[str, Any]:
+    def drain(name: Annotated[str, PathParam(pattern=_NODE)], p: Admin) -> dict[str, Any]:
         """No new jobs start on the node; running ones go on."""
         return store.set_drained(name, True)
 
     @app.post("/v1/nodes/{name}/undrain", tags=["nodes"])
-    def undrain(name: Annotated[str, PathParam(max_length=255)], p: Admin) -> dict[str, Any]:
+    def undrain(name: Annotated[str, PathParam(pattern=_NODE)], p: Admin) -> dict[str, Any]:
         return store.set_drained(name, False)
 
     # -- queues and tenants ---------------------------------------------------------------------------------
