@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from suanli.perf.calibration import NVIDIA
-from suanli.perf.fit import fit_serve, fit_train, serve_rows, spread, train_rows
+from suanli.perf.calibration import NVIDIA, with_factors
+from suanli.perf.fit import (
+    TRTLLM_TABLE,
+    _geo,
+    fit_serve,
+    fit_train,
+    moe_fit,
+    rms_error,
+    serve_rows,
+    spread,
+    train_rows,
+)
+from suanli.perf.shape import shape
 from suanli.perf.validation import CHECKS
 
 
@@ -14,6 +25,28 @@ def test_serving_factors_reproduce() -> None:
     assert NVIDIA.serve_eff == pytest.approx(fit["serve_eff"], rel=0.01)
     assert NVIDIA.serve_eff_fp4 == pytest.approx(fit["serve_eff_fp4"], rel=0.01)
     assert NVIDIA.expert_m_half == pytest.approx(fit["expert_m_half"], rel=0.02)
+    assert NVIDIA.moe_eff == pytest.approx(fit["moe_eff"], rel=0.01)
+
+
+def test_moe_factors_rest_on_several_models() -> None:
+    # the MoE pair is fitted on four models of very different expert shapes, on three chip generations
+    moe_models = {m for (m, *_rest) in TRTLLM_TABLE if shape(m).is_moe}
+    assert moe_models >= {"Qwen3-235B-A22B", "Qwen3-30B-A3B", "Llama-4-Maverick-17B-128E", "Llama-4-Scout-17B-16E"}
+    rows = serve_rows(NVIDIA, moe=True)
+    assert len(rows) >= 90 and {r.label.split()[1] for r in rows} == {"H100", "H200", "B200"}
+    # no model sits far off the family fit on average (geometric mean within 35%)
+    for model in moe_models:
+        mine = [r.ratio for r in rows if r.label.split()[0] == model]
+        assert 1 / 1.35 < _geo(mine) < 1.35, model
+    # the fitted expert_m_half is a real minimum of the error, not an end of the search interval
+    base = with_factors(NVIDIA, moe_eff=1.0)
+    best = moe_fit(base, NVIDIA.expert_m_half)[1]
+    assert best < moe_fit(base, NVIDIA.expert_m_half / 2)[1] and best < moe_fit(base, NVIDIA.expert_m_half * 2)[1]
+
+
+def test_printed_bands_are_the_calibration_errors() -> None:
+    assert NVIDIA.uncertainty == pytest.approx(rms_error(serve_rows(NVIDIA, moe=False)), abs=0.02)
+    assert NVIDIA.uncertainty_moe == pytest.approx(rms_error(serve_rows(NVIDIA, moe=True)), abs=0.02)
 
 
 def test_training_factor_reproduces() -> None:
@@ -30,8 +63,6 @@ def test_calibration_rows_sit_close_to_the_family_fit() -> None:
 
 
 def test_calibration_and_validation_sets_are_disjoint() -> None:
-    from suanli.perf.fit import TRTLLM_TABLE
-
     calib_models = {m for m, *_ in TRTLLM_TABLE} | {"Llama-2-70B-FlagPerf-H800"}
     for c in CHECKS:
         if c.kind == "serve":

@@ -19,10 +19,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "planner.md"
 GOAL = 0.15
 # Rows the model misses by more than the goal, with the reason. Each is still asserted within a looser bound and
 # must be removed from here once it passes (strict xfail).
-KNOWN_MISSES: dict[str, str] = {
-    "mlperf-v4.1-mixtral-h100": "MoE serving is the least-constrained part of the model (grouped-GEMM efficiency "
-    "fitted on Qwen3-235B only) and the mixtral dataset's mean input length is an estimate (+-25%)",
-}
+KNOWN_MISSES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")

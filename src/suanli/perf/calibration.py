@@ -5,14 +5,18 @@ much of a rated peak real software reaches. There is **one set per vendor family
 
 * kernel efficiencies (``gemm_eff``, ``hbm_eff``, ``link_eff``) are *measured microbenchmarks* (BAAI FlagPerf, via
   ``shared/research/anchors.md``), not fitted;
-* the end-to-end factors (``train_eff``, ``serve_eff``, ``serve_eff_fp4``, ``expert_m_half``) cover what a roofline
-  does not (kernel launch and scheduling gaps, non-GEMM kernels, imperfect overlap, stragglers). Each is fitted
+* the end-to-end factors (``train_eff``, ``serve_eff``, ``serve_eff_fp4``, ``expert_m_half``, ``moe_eff``) cover
+  what a roofline does not (kernel launch and scheduling gaps, non-GEMM kernels, imperfect overlap, stragglers,
+  MoE routing and expert-parallel waits). Each is fitted
   *once* on a calibration set that is disjoint from the validation set (:mod:`suanli.perf.fit` recomputes them; a
   test checks these numbers):
   - ``train_eff``: BAAI FlagPerf's Llama 2 70B Megatron case on 32 H800 (two parallel layouts, measured tokens/s);
-  - ``serve_eff`` / ``serve_eff_fp4`` / ``expert_m_half``: TensorRT-LLM's published throughput table (Llama 3.1 8B,
-    Llama 3.3 70B, Llama 3.1 405B, Qwen3-235B-A22B on H100, H200 and B200 at ten input/output lengths;
-    NVIDIA/TensorRT-LLM docs/source/performance/perf-overview.md, commit 00f3768).
+  - ``serve_eff`` / ``serve_eff_fp4``: TensorRT-LLM's published throughput table, dense rows (Llama 3.1 8B,
+    Llama 3.3 70B, Llama 3.1 405B on H100, H200 and B200 at ten input/output lengths;
+    NVIDIA/TensorRT-LLM docs/source/performance/perf-overview.md, commit 00f3768);
+  - ``expert_m_half`` / ``moe_eff``: the MoE rows of the same table, four models of very different expert shapes
+    (Qwen3-235B-A22B 128 experts top-8, Qwen3-30B-A3B 128 top-8, Llama 4 Maverick 128 top-1 on every other layer,
+    Llama 4 Scout 16 top-1), fitted jointly.
   The validation (``suanli.perf.validation``: MLPerf Inference, DeepSeek-V3 GPU-hours, Llama 3 405B MFU) never
   feeds back into these numbers.
 
@@ -38,6 +42,7 @@ class Calibration:
     serve_eff: float  # end-to-end serving factor on top of the roofline terms (fitted, see module doc)
     serve_eff_fp4: float  # the same for FP4 GEMMs (4-bit tensor units reach a smaller share of their peak)
     expert_m_half: float  # tokens per expert per step at which a grouped expert GEMM reaches half its peak
+    moe_eff: float  # end-to-end factor of a MoE model's serving step on top of serve_eff (routing, EP waits)
     kv_pool_frac: float  # share of memory left after weights that the serving engine gives the KV cache
     mem_reserve_gb: float  # per-chip memory the runtime keeps (context, workspace, fragmentation)
     confidence: str  # "calibrated" (end-to-end measurements behind it) or "low" (defaults only)
@@ -65,21 +70,24 @@ NVIDIA = Calibration(
     serve_eff=0.665,
     # the same fit on the dense FP4 rows (B200)
     serve_eff_fp4=0.496,
-    # the same fit on the MoE rows (Qwen3-235B-A22B, expert parallel): grouped-GEMM half-efficiency point
-    expert_m_half=1939.0,
+    # fitted jointly by suanli.perf.fit.fit_serve() on the MoE rows of the same table (Qwen3-235B-A22B,
+    # Qwen3-30B-A3B, Llama 4 Maverick, Llama 4 Scout: 90 rows, H100/H200/B200, TP1 and expert parallel):
+    # grouped-GEMM half-efficiency point and the MoE step factor (least squares in log of the throughput)
+    expert_m_half=320.0,
+    moe_eff=0.704,
     # TensorRT-LLM's default kv_cache_free_gpu_mem_fraction (0.9 of the memory free after weights)
     kv_pool_frac=0.90,
     # CUDA context + activation workspace + allocator slack, order of magnitude of what serving engines keep
     mem_reserve_gb=3.0,
     confidence="calibrated",
-    # RMS error of the dense calibration rows (15.7%) and of the MoE rows (25.5%), see docs/planner.md
+    # RMS error of the calibration rows, dense (15.4%) and MoE (24.6%): suanli.perf.fit.rms_error, see docs/planner.md
     uncertainty=0.15,
     uncertainty_moe=0.25,
     sources=(
         ("gemm_eff/hbm_eff/link_eff", "BAAI FlagPerf A100 microbenchmarks, shared/research/anchors.md"),
         ("train_eff", "FlagOpen/FlagPerf training/nvidia/llama2_70B-megatron: 791.37 / 641.93 tokens/s/GPU, 32 H800"),
-        ("serve_eff/serve_eff_fp4/expert_m_half",
-         "NVIDIA/TensorRT-LLM docs/source/performance/perf-overview.md @ 00f3768 (106 rows, H100/H200/B200)"),
+        ("serve_eff/serve_eff_fp4/expert_m_half/moe_eff",
+         "NVIDIA/TensorRT-LLM docs/source/performance/perf-overview.md @ 00f3768 (170 rows, H100/H200/B200)"),
     ),
 )
 
@@ -98,6 +106,7 @@ CN_DEFAULT = Calibration(
     serve_eff=NVIDIA.serve_eff,
     serve_eff_fp4=NVIDIA.serve_eff_fp4,
     expert_m_half=NVIDIA.expert_m_half,
+    moe_eff=NVIDIA.moe_eff,
     kv_pool_frac=0.90,
     mem_reserve_gb=3.0,
     confidence="low",

@@ -6,7 +6,8 @@ The calibration anchors are published measurements that are *not* part of the va
 * serving: NVIDIA TensorRT-LLM's throughput table (``docs/source/performance/perf-overview.md`` of
   NVIDIA/TensorRT-LLM at commit 00f37686aa854010d68bcbd0f4ab000221541ca6): output tokens/s of the TP group, fixed
   input/output lengths, infinite request rate. Dense FP8 rows fit ``serve_eff``, dense FP4 rows ``serve_eff_fp4``,
-  the MoE rows (Qwen3-235B-A22B) ``moe_eff``.
+  the MoE rows of four models (Qwen3-235B-A22B, Qwen3-30B-A3B, Llama 4 Maverick, Llama 4 Scout) fit
+  ``expert_m_half`` and ``moe_eff`` jointly. No MLPerf row (the validation set) is in this table.
 * training: BAAI FlagPerf ``training/nvidia/llama2_70B-megatron`` (FlagOpen/FlagPerf README): Llama 2 70B on 32
   H800 (4 nodes x 8, InfiniBand 200 Gb/s), BF16, sequence 4,096, global batch 44 sequences, no recomputation:
   791.37 tokens/s/GPU with TP4 PP8 and 641.93 with TP8 PP4. Fits ``train_eff``.
@@ -46,6 +47,15 @@ TRTLLM_TABLE: dict[tuple[str, str, str, int], tuple[int | None, ...]] = {
     ("Qwen3-235B-A22B", "B200", "fp4", 8): (63362, 66057, 39496, 57117, 42391, 34105, 7329, 26854, 8190, 4453),
     ("Qwen3-235B-A22B", "H200", "fp8", 8): (30429, 42821, 26852, 28026, 23789, 22061, 3331, 16672, 3623, 1876),
     ("Qwen3-235B-A22B", "H100", "fp8", 8): (None, 19658, 12447, 18351, 14898, 15136, None, 9924, 3225, None),
+    ("Qwen3-30B-A3B", "B200", "fp4", 1): (39827, 37844, 24953, 27817, 25828, 22051, 6251, 17554, 6142, 2944),
+    ("Llama-4-Maverick-17B-128E", "B200", "fp4", 8): (124323, 112676, 68170, None, 79617, 63766, 18088, 52195, None,
+                                                      12678),
+    ("Llama-4-Maverick-17B-128E", "H200", "fp8", 8): (63994, 40572, 24616, 37835, 31782, 34734, 7307, 20957, 8456,
+                                                      4106),
+    ("Llama-4-Maverick-17B-128E", "H100", "fp8", 8): (None, 10829, 6744, 10108, 9677, 9151, None, 6916, 3457, None),
+    ("Llama-4-Scout-17B-16E", "B200", "fp4", 1): (25342, 14699, 8932, 11977, 10591, 9356, 3137, 7152, 2937, 1644),
+    ("Llama-4-Scout-17B-16E", "H200", "fp8", 4): (30354, 34316, 21332, 24630, 21636, 18499, 3699, 14949, 4605, 2105),
+    ("Llama-4-Scout-17B-16E", "H100", "fp8", 4): (None, 15130, 8603, 12399, 12129, 9838, 3253, 7972, 3342, None),
 }
 
 # (accelerator, chips, tp, pp, measured tokens/s per chip)
@@ -92,22 +102,39 @@ def serve_rows(cal: Calibration, *, moe: bool | None = None, precision: str | No
     return out
 
 
+def moe_fit(base: Calibration, m_half: float) -> tuple[float, float]:
+    """For a given ``expert_m_half``: the ``moe_eff`` that zeroes the mean log error of the MoE rows (throughput is
+    proportional to it, so it is their geometric-mean ratio at ``moe_eff = 1``) and the RMS log error left."""
+    ratios = [r.ratio for r in serve_rows(with_factors(base, expert_m_half=m_half, moe_eff=1.0), moe=True)]
+    eff = _geo(ratios)
+    return eff, math.sqrt(sum(math.log(x / eff) ** 2 for x in ratios) / len(ratios))
+
+
 def fit_serve(base: Calibration = NVIDIA) -> dict[str, float]:
-    """``serve_eff`` (dense FP8 rows), ``serve_eff_fp4`` (dense FP4 rows), ``moe_eff`` (MoE rows)."""
+    """``serve_eff`` (dense FP8 rows), ``serve_eff_fp4`` (dense FP4 rows), and (``expert_m_half``, ``moe_eff``)
+    jointly on the MoE rows (least squares in log throughput), all for the whole family."""
     unit = with_factors(base, serve_eff=1.0, serve_eff_fp4=1.0)
     # throughput is proportional to the serve factor, so the geometric-mean ratio is the least-squares fit in log
     eff8 = _geo([r.ratio for r in serve_rows(unit, moe=False, precision="fp8")])
     eff4 = _geo([r.ratio for r in serve_rows(unit, moe=False, precision="fp4")])
     dense = with_factors(base, serve_eff=eff8, serve_eff_fp4=eff4)
-
-    def moe_bias(m_half: float) -> float:
-        return math.log(_geo([r.ratio for r in serve_rows(with_factors(dense, expert_m_half=m_half), moe=True)]))
-
-    lo, hi = 0.0, 20000.0
-    for _ in range(40):  # bisection: the model slows (the ratio rises) as m_half grows
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if moe_bias(mid) > 0 else (mid, hi)
-    return {"serve_eff": eff8, "serve_eff_fp4": eff4, "expert_m_half": (lo + hi) / 2}
+    # expert_m_half: golden-section search of the RMS log error on [0, 4000] tokens (one minimum; see docs)
+    lo, hi = 0.0, 4000.0
+    inv = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = hi - inv * (hi - lo), lo + inv * (hi - lo)
+    fa, fb = moe_fit(dense, a)[1], moe_fit(dense, b)[1]
+    for _ in range(30):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - inv * (hi - lo)
+            fa = moe_fit(dense, a)[1]
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + inv * (hi - lo)
+            fb = moe_fit(dense, b)[1]
+    m_half = (lo + hi) / 2.0
+    moe_eff, rms = moe_fit(dense, m_half)
+    return {"serve_eff": eff8, "serve_eff_fp4": eff4, "expert_m_half": m_half, "moe_eff": moe_eff, "moe_rms_log": rms}
 
 
 def train_rows(cal: Calibration) -> list[FitRow]:
@@ -133,6 +160,11 @@ def fit_train(base: Calibration = NVIDIA) -> dict[str, float]:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if bias(mid) > 0 else (lo, mid)
     return {"train_eff": (lo + hi) / 2}
+
+
+def rms_error(rows: list[FitRow]) -> float:
+    """Root-mean-square relative error of the model on ``rows`` (predicted / published - 1): the printed band."""
+    return math.sqrt(sum((r.predicted / r.published - 1.0) ** 2 for r in rows) / len(rows))
 
 
 def spread(rows: list[FitRow]) -> float:

@@ -11,6 +11,10 @@ Model (one replica of ``n = tp x pp`` chips, continuous batching, steady state):
   + prompt attention FLOPs / (n peak gemm_eff)
   + decode attention max(FLOPs, KV bytes / (n BW hbm_eff))
   + tensor-parallel all-reduce bytes / (link BW link_eff) + pipeline hand-off ] / serve_eff;
+  a MoE model adds its routed experts ``max(FLOPs / (n peak gemm_eff g), touched expert bytes / (n BW hbm_eff))``
+  with the grouped-GEMM efficiency ``g = m / (m + expert_m_half)`` at ``m`` tokens per expert per step, the
+  expert-parallel all-to-all, and divides the whole step by ``moe_eff`` as well (routing, token permutation,
+  per-expert launches, and, under expert parallelism, ranks waiting for each other at every all-to-all);
 * TPOT = step time; output tokens/s per replica = B / step; TTFT = prefill of one prompt alone + one step.
 """
 
@@ -120,9 +124,10 @@ class ServeEstimate:
         return asdict(self)
 
 
-def serve_factor(cal: Calibration, precision: str) -> float:
-    """End-to-end serving factor of the family for GEMMs in ``precision``."""
-    return cal.serve_eff_fp4 if precision == "fp4" else cal.serve_eff
+def serve_factor(cal: Calibration, precision: str, moe: bool = False) -> float:
+    """End-to-end serving factor of the family for GEMMs in ``precision`` (times ``moe_eff`` for a MoE model)."""
+    eff = cal.serve_eff_fp4 if precision == "fp4" else cal.serve_eff
+    return eff * cal.moe_eff if moe else eff
 
 
 def _resolve_precision(requested: str, c: Chip) -> tuple[str, str | None]:
@@ -200,7 +205,7 @@ def step_time(s: Shape, c: Chip, cal: Calibration, cluster: Cluster, *, precisio
     if pp > 1:
         comm += tokens * s.hidden * 2.0 / (cluster.scaleout_gbps * 1e9 * cal.net_eff)
     raw = linear + attention + comm
-    eff = serve_factor(cal, precision)
+    eff = serve_factor(cal, precision, s.is_moe)
     step = raw / eff
     busy = (lin_flops / flops_rate + (prompt_attn_flops + decode_attn_flops) / attn_rate) / step
     return StepBreakdown(linear_s=linear / eff, attention_s=attention / eff, comm_s=comm / eff, step_s=step,
@@ -226,7 +231,7 @@ def prefill_time(s: Shape, c: Chip, cal: Calibration, cluster: Cluster, *, preci
             c.link_gbps_per_dir * 1e9 * cal.link_eff)
     if pp > 1:
         t += pp * tokens * s.hidden * 2.0 / (cluster.scaleout_gbps * 1e9 * cal.net_eff)
-    return t / serve_factor(cal, precision)
+    return t / serve_factor(cal, precision, s.is_moe)
 
 
 def max_batch(s: Shape, c: Chip, cal: Calibration, *, precision: str, kv_bpv: float, n: int, isl: float,
