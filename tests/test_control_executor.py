@@ -211,3 +211,31 @@ def test_clean_stop_requeues_running_jobs(tmp_path: Path) -> None:
     assert proc_start_ticks(pid) is None
     assert s.store.get_job(jid)["state"] == "requeued"
     assert os.path.isdir(tmp_path / "d" / "jobs" / str(jid) / "checkpoint")
+
+
+def test_a_stop_begun_before_a_crash_is_finished_after_it_not_counted_as_failure(tmp_path: Path) -> None:
+    import signal
+
+    d = tmp_path / "d"
+    s = make(d, keep_jobs_on_stop=True)
+    jid = submit(s, {"name": "victim", "command": ["sleep", "60"]})
+    wait(s, jid, {"running"})
+    pgid = s.controller.handles[jid].pgid
+    s.controller.stop()  # the "crash": the loop is gone, the process lives on
+    with s.store.write() as c:  # what the old controller did just before it died: record the intent, signal
+        s.store.event(c, jid, "preempting", "for job 99 (priority)", time.time())
+    os.killpg(pgid, signal.SIGTERM)
+    s.store.close()
+    s2 = make(d)
+    try:
+        end = time.monotonic() + 20
+        while True:  # requeued by the preemption, then started again
+            j = wait(s2, jid, {"running", "failed", "requeued", "pending"})
+            if j["attempts"] == 2 or j["state"] == "failed" or time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        j = wait(s2, jid, {"running", "failed"})
+        assert j["state"] == "running" and j["failures"] == 0, j
+        assert [a["outcome"] for a in j["attempt_list"]] == ["preempted", None]
+    finally:
+        s2.controller.stop()

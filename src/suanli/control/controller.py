@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from suanli.control.db import job_attempts, jobs, nodes
+from suanli.control.db import job_attempts, job_events, jobs, nodes
 from suanli.control.executor import Handle, LocalExecutor, scan_attempt_pids
 from suanli.control.store import Store, job_from_row
 from suanli.fleet.model import Cluster, NodeSpec, build_cluster
@@ -29,6 +29,8 @@ from suanli.workload.states import JobState
 log = logging.getLogger("suanli.controller")
 
 S = JobState
+_INTENT_KINDS = ("running", "preempting", "stopping")  # "running" starts an attempt: no intent yet
+_STOP_FOR = {"preempting": "preempt", "stopping": "shutdown"}
 
 
 @dataclass
@@ -118,11 +120,16 @@ class Controller:
             self.max_seen = int(c.execute(sa.select(sa.func.max(jobs.c.id))).scalar() or 0)
             running_ids = [r.id for r in live if r.state == S.RUNNING.value]
             attempts: dict[int, Any] = {}
+            intents: dict[int, str] = {}  # a stop the previous controller had started (preempting, stopping)
             for i in range(0, len(running_ids), 500):
                 chunk = running_ids[i : i + 500]
                 for a in c.execute(sa.select(job_attempts).where(job_attempts.c.job_id.in_(chunk))
                                    .order_by(job_attempts.c.n)).all():
                     attempts[a.job_id] = a  # the last one wins
+                for e in c.execute(sa.select(job_events.c.job_id, job_events.c.kind).where(
+                        job_events.c.job_id.in_(chunk), job_events.c.kind.in_(_INTENT_KINDS))
+                        .order_by(job_events.c.id)).all():
+                    intents[e.job_id] = e.kind  # the last one wins
         found = scan_attempt_pids(self.ex.key_prefix) if running_ids else {}
         self._seen_marks = [(time.monotonic(), self.max_seen)]
         for r in live:
@@ -133,7 +140,7 @@ class Controller:
                     Store.transition(c, r.id, S.PREEMPTED, S.REQUEUED, now, "requeued after restart")
                 st = S.REQUEUED
             if st == S.RUNNING:
-                self._recover_running(job, attempts.get(r.id), found, now)
+                self._recover_running(job, attempts.get(r.id), found, now, _STOP_FOR.get(intents.get(r.id, "")))
                 continue
             self.known.add(job.id)
             if r.not_before is not None and r.not_before > now:
@@ -142,7 +149,8 @@ class Controller:
                 self.state.submit(job)
         self._apply_drains()
 
-    def _recover_running(self, job: Job, a: Any, found: dict[str, list[int]], now: float) -> None:
+    def _recover_running(self, job: Job, a: Any, found: dict[str, list[int]], now: float,
+                         stopping: str | None = None) -> None:
         jid = int(job.id)
         self.known.add(jid)
         if a is None or a.ended_at is not None:  # no live attempt: cannot happen unless edited by hand; requeue
@@ -169,6 +177,8 @@ class Controller:
         self.state.running.add(RunningJob(job, pl, model, a.started_at))
         self.state.alloc.take(pl)
         self.handles[jid] = h
+        if stopping is not None:  # the previous controller was stopping it: carry on (and do not count a failure)
+            self.ex.stop(h, stopping)
         with self.store.write() as c:
             self.store.event(c, jid, "adopted", f"attempt {a.n}: re-adopted after a controller restart "
                              f"({'alive' if alive else 'ended while the controller was down'})", now)
@@ -213,7 +223,10 @@ class Controller:
             self._thread.join(timeout)
         if self.keep_jobs_on_stop or not self.handles:
             return
-        for h in self.handles.values():
+        now = time.time()
+        for jid, h in self.handles.items():
+            with self.store.write() as c:  # recorded first: a crash during the stop does not count as a failure
+                self.store.event(c, jid, "stopping", "controller stopping; the job will be requeued", now)
             self.ex.stop(h, "shutdown")
         end = time.monotonic() + self.ex.grace_s + 2
         while self.handles and time.monotonic() < end + 5:
