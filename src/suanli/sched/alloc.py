@@ -11,7 +11,7 @@ back exactly, which keeps ``decide`` a pure function without copying 100,000-dev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,14 +29,14 @@ class Placement:
     milli: int  # share of each device (1000 = whole device)
     cpu_milli: tuple[int, ...]  # per node
     mem_mib: tuple[int, ...]  # per node
+    n_devices: int = field(init=False, compare=False, repr=False)  # devices in all (computed once: read very often)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_devices", sum(map(len, self.devices)))
 
     @property
     def device_ids(self) -> tuple[int, ...]:
         return tuple(d for ds in self.devices for d in ds)
-
-    @property
-    def n_devices(self) -> int:
-        return sum(map(len, self.devices))
 
 
 class Allocation:
@@ -54,7 +54,8 @@ class Allocation:
         self.node_up = np.ones(c.n_nodes, dtype=bool)
         nm = len(c.models)
         self.model_free = np.zeros(max(nm, 1), dtype=np.int64)
-        self.dom_ge = np.zeros((len(c.domains), self.maxd + 1), dtype=np.int32)
+        self._dom_ge = np.zeros((len(c.domains), self.maxd + 1), dtype=np.int32)
+        self._dom_delta: dict[tuple[int, int], int] = {}  # (domain, p) -> change not yet in _dom_ge
         # buckets[m][w]: nodes of model m with exactly w free whole devices (w >= 1); dicts keep insertion order
         self.buckets: list[list[dict[int, None]]] = [[{} for _ in range(self.maxd + 1)] for _ in range(nm)]
         self._node_model = c.node_model.tolist()
@@ -66,6 +67,22 @@ class Allocation:
         self._dev_journal: dict[int, int] | None = None
 
     # -- index maintenance --------------------------------------------------------------------------------
+    @property
+    def dom_ge(self) -> np.ndarray:
+        """[domain, p]: nodes of the domain (up) with at least ``p`` free whole devices. Changes are collected in
+        a dict (a few dict updates per change instead of a numpy slice update) and folded in when it is read."""
+        dd = self._dom_delta
+        if dd:
+            keys = np.fromiter((k for kk in dd for k in kk), dtype=np.int64, count=2 * len(dd)).reshape(-1, 2)
+            np.add.at(self._dom_ge, (keys[:, 0], keys[:, 1]), np.fromiter(dd.values(), dtype=np.int32, count=len(dd)))
+            dd.clear()
+        return self._dom_ge
+
+    @dom_ge.setter
+    def dom_ge(self, value: np.ndarray) -> None:
+        self._dom_ge = value
+        self._dom_delta = {}
+
     def _index(self, n: int, w: int, sign: int) -> None:
         """Add (sign=+1) or remove (-1) node ``n`` with ``w`` free whole devices to/from the index."""
         m = self._node_model[n]
@@ -77,7 +94,11 @@ class Allocation:
             else:
                 del self.buckets[m][w][n]
             self.model_free[m] += sign * w
-        self.dom_ge[self._node_domain[n], : w + 1] += sign
+        dd = self._dom_delta
+        dom = self._node_domain[n]
+        for p in range(w + 1):
+            k = (dom, p)
+            dd[k] = dd.get(k, 0) + sign
 
     def _set_whole(self, n: int, w: int) -> None:
         old = int(self.node_whole[n])
@@ -94,10 +115,16 @@ class Allocation:
         if w > 0:
             b[w][n] = None
         self.model_free[m] += w - old
+        dd = self._dom_delta
+        dom = self._node_domain[n]
         if w > old:
-            self.dom_ge[self._node_domain[n], old + 1 : w + 1] += 1
+            for p in range(old + 1, w + 1):
+                k = (dom, p)
+                dd[k] = dd.get(k, 0) + 1
         else:
-            self.dom_ge[self._node_domain[n], w + 1 : old + 1] -= 1
+            for p in range(w + 1, old + 1):
+                k = (dom, p)
+                dd[k] = dd.get(k, 0) - 1
 
     def _touch(self, n: int) -> None:
         j = self._journal
@@ -109,55 +136,65 @@ class Allocation:
         """Allocate ``p``; raises ValueError (and changes nothing) if it does not fit."""
         self._check_fits(p)
         dj = self._dev_journal
+        df = self.dev_free
+        milli = p.milli
         for n, ds, cpu, mem in zip(p.nodes, p.devices, p.cpu_milli, p.mem_mib, strict=True):
             self._touch(n)
             lost = 0
             for d in ds:
-                f = int(self.dev_free[d])
+                f = int(df[d])
                 if dj is not None and d not in dj:
                     dj[d] = f
                 if f == WHOLE:
                     lost += 1
-                self.dev_free[d] = f - p.milli
-            self.node_cpu[n] -= cpu
-            self.node_mem[n] -= mem
+                df[d] = f - milli
+            if cpu:
+                self.node_cpu[n] -= cpu
+            if mem:
+                self.node_mem[n] -= mem
             if lost:
                 self._set_whole(n, int(self.node_whole[n]) - lost)
 
     def give(self, p: Placement) -> None:
         """Release ``p`` (the inverse of :meth:`take`)."""
         dj = self._dev_journal
+        df, du = self.dev_free, self.dev_up
+        milli = p.milli
         for n, ds, cpu, mem in zip(p.nodes, p.devices, p.cpu_milli, p.mem_mib, strict=True):
             self._touch(n)
             gained = 0
             for d in ds:
-                f = int(self.dev_free[d])
+                f = int(df[d])
                 if dj is not None and d not in dj:
                     dj[d] = f
-                nf = f + p.milli
+                nf = f + milli
                 if nf > WHOLE:
                     raise ValueError(f"device {d} released more than it had allocated")
-                self.dev_free[d] = nf
-                if nf == WHOLE and self.dev_up[d]:
+                df[d] = nf
+                if nf == WHOLE and du[d]:
                     gained += 1
-            self.node_cpu[n] += cpu
-            self.node_mem[n] += mem
+            if cpu:
+                self.node_cpu[n] += cpu
+            if mem:
+                self.node_mem[n] += mem
             if gained:
                 self._set_whole(n, int(self.node_whole[n]) + gained)
 
     def _check_fits(self, p: Placement) -> None:
+        dn, df, du = self._dev_node, self.dev_free, self.dev_up
+        milli = p.milli
         for n, ds, cpu, mem in zip(p.nodes, p.devices, p.cpu_milli, p.mem_mib, strict=True):
             if not self.node_up[n]:
                 raise ValueError(f"node {n} is down")
-            if self.node_cpu[n] < cpu or self.node_mem[n] < mem:
+            if (cpu and self.node_cpu[n] < cpu) or (mem and self.node_mem[n] < mem):  # free CPU/memory never < 0
                 raise ValueError(f"node {n} lacks CPU or memory")
-            if len(set(ds)) != len(ds):
+            if len(ds) > 1 and len(set(ds)) != len(ds):
                 raise ValueError("a device appears twice in one placement")
             for d in ds:
-                if self._dev_node[d] != n:
+                if dn[d] != n:
                     raise ValueError(f"device {d} is not on node {n}")
-                if self.dev_free[d] < p.milli or not self.dev_up[d]:
-                    raise ValueError(f"device {d} has {self.dev_free[d]} milli free, {p.milli} needed")
+                if df[d] < milli or not du[d]:
+                    raise ValueError(f"device {d} has {df[d]} milli free, {milli} needed")
 
     def set_node_up(self, n: int, up: bool) -> None:
         """Take a node out of placement (failure, drain) or put it back; allocations on it stay accounted."""
