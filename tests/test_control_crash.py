@@ -27,15 +27,16 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data: Path, port: int) -> None:
-        self.data, self.port = data, port
+    def __init__(self, data: Path, port: int, db: str | None = None) -> None:
+        self.data, self.port, self.db = data, port, db
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{port}"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "suanli.cli.main", "up", "--data-dir", str(self.data), "--port", str(self.port),
-             "--devices", "4xBR100", "--node", "n1", "--retry-backoff", "0.05"],
+             "--devices", "4xBR100", "--node", "n1", "--retry-backoff", "0.05",
+             *(["--db", self.db] if self.db else [])],
             stdout=subprocess.DEVNULL, stderr=open(self.data.parent / "server.log", "ab"))  # noqa: SIM115
         end = time.monotonic() + 30
         while time.monotonic() < end:
@@ -54,11 +55,16 @@ class Server:
         self.proc.wait()
 
 
-def test_sigkill_loop_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_sigkill_loop_loses_nothing_and_runs_nothing_twice(tmp_path: Path, store: str) -> None:
+    from test_control_store import pg_url_or_skip
+
+    db = pg_url_or_skip() if store == "postgresql" else None
+    cycles = CYCLES if store == "sqlite" else max(1, CYCLES // 2)
     data = tmp_path / "data"
     marks = tmp_path / "marks"
     marks.mkdir()
-    srv = Server(data, free_port())
+    srv = Server(data, free_port(), db)
     srv.start()
     token = (data / "admin.token").read_text().strip()
     h = {"Authorization": f"Bearer {token}"}
@@ -88,7 +94,7 @@ def test_sigkill_loop_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> No
     t = threading.Thread(target=submitter, daemon=True)
     t.start()
     try:
-        for _ in range(CYCLES):
+        for _ in range(cycles):
             time.sleep(rng.uniform(0.3, 0.8))
             srv.kill()
             time.sleep(rng.uniform(0.0, 0.3))
@@ -128,7 +134,8 @@ def test_sigkill_loop_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> No
                         runs = f.read_text().split()
                         assert runs == spawned, f"job {jid} rank {rank}: started as attempts {runs}, store: {att}"
             adopted = sum("adopted" in [e["kind"] for e in c.get(f"/v1/jobs/{j}/events").json()] for j in states)
-            print(f"{len(accepted)} accepted, {len(states)} stored, {adopted} re-adopted across {CYCLES} SIGKILLs")
+            print(f"{store}: {len(accepted)} accepted, {len(states)} stored, {adopted} re-adopted "
+                  f"across {cycles} SIGKILLs")
     finally:
         assert srv.proc is not None
         srv.proc.send_signal(signal.SIGINT)  # Ctrl-C: clean stop

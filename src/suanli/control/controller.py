@@ -254,19 +254,27 @@ class Controller:
 
     # -- observe --------------------------------------------------------------------------------------------
     def _admit_new(self, now: float) -> None:
-        # Re-read a few seconds of ids: with PostgreSQL an id can become visible after a larger one.
-        mono = time.monotonic()
-        horizon = self.max_seen
-        for t, m in self._seen_marks:
-            if mono - t < 5.0:
-                horizon = min(horizon, m)
-        self._seen_marks = [(t, m) for t, m in self._seen_marks if mono - t < 10.0]
-        if not self.store.is_sqlite:
-            horizon = min((m for t, m in self._seen_marks), default=horizon)
+        """New pending jobs into the scheduler. SQLite commits ids in order (one writer at a time), so reading past
+        the largest id seen is enough; with PostgreSQL an id can become visible after a larger one, so the ids of
+        the last few seconds are read again (ids only; rows only for the ones not seen yet)."""
+        cols = (jobs.c.id, jobs.c.priority, jobs.c.queue, jobs.c.tenant, jobs.c.submit_time, jobs.c.sched)
         with self.store.read() as c:
-            rows = c.execute(sa.select(jobs.c.id, jobs.c.priority, jobs.c.queue, jobs.c.tenant, jobs.c.submit_time,
-                                       jobs.c.sched).where(jobs.c.id > horizon, jobs.c.state == S.PENDING.value)
-                             .order_by(jobs.c.id).limit(20000)).all()
+            if self.store.is_sqlite:
+                rows = c.execute(sa.select(*cols).where(jobs.c.id > self.max_seen, jobs.c.state == S.PENDING.value)
+                                 .order_by(jobs.c.id).limit(20000)).all()
+            else:
+                mono = time.monotonic()
+                self._seen_marks = [(t, m) for t, m in self._seen_marks if mono - t < 5.0]
+                horizon = min((m for _, m in self._seen_marks), default=self.max_seen)
+                self._seen_marks.append((mono, self.max_seen))
+                ids = c.execute(sa.select(jobs.c.id).where(jobs.c.id > horizon, jobs.c.state == S.PENDING.value)
+                                .order_by(jobs.c.id).limit(50000)).scalars().all()
+                new = [i for i in ids if i not in self.known][:20000]
+                rows = []
+                for k in range(0, len(new), 1000):
+                    rows += c.execute(sa.select(*cols).where(jobs.c.id.in_(new[k : k + 1000]),
+                                                             jobs.c.state == S.PENDING.value)).all()
+                rows.sort(key=lambda r: r.id)
         for r in rows:
             if r.id in self.known:
                 continue
@@ -274,7 +282,6 @@ class Controller:
             self.state.submit(job_from_row(r._mapping))
             self._dirty = True
             self.max_seen = max(self.max_seen, int(r.id))
-        self._seen_marks.append((mono, self.max_seen))
 
     def _apply_cancels(self, now: float) -> None:
         with self.store.read() as c:
@@ -337,8 +344,8 @@ class Controller:
         return s
 
     def _finish(self, jid: int, h: Handle, code: int | None, now: float) -> None:
-        """Record the end of an attempt and the job's next state, in one transaction; then update the scheduler."""
-        del self.handles[jid]
+        """Record the end of an attempt and the job's next state, in one transaction; then update the scheduler.
+        If the transaction fails, nothing changed: the handle stays and the next tick tries again."""
         r = self.state.running.jobs[jid]
         job = r.job
         why = h.stopping
@@ -380,6 +387,7 @@ class Controller:
                                      exit_code=code, failures=failures, reason=f"exit {codestr}")
             c.execute(job_attempts.update().where(job_attempts.c.id == h.attempt_id)
                       .values(ended_at=now, exit_code=code, outcome=outcome))
+        del self.handles[jid]
         self.state.stop(jid, now)
         self.stats.finished += 1
         self._dirty = True
