@@ -206,6 +206,9 @@ def test_clean_stop_requeues_running_jobs(tmp_path: Path) -> None:
     s = make(tmp_path / "d")
     jid = submit(s, {"name": "r", "command": ["sleep", "60"]})
     wait(s, jid, {"running"})
+    end = time.monotonic() + 10
+    while jid not in s.controller.handles and time.monotonic() < end:  # recorded first, spawned right after
+        time.sleep(0.01)
     pid = s.controller.handles[jid].pgid
     s.controller.stop()
     assert proc_start_ticks(pid) is None
@@ -220,6 +223,9 @@ def test_a_stop_begun_before_a_crash_is_finished_after_it_not_counted_as_failure
     s = make(d, keep_jobs_on_stop=True)
     jid = submit(s, {"name": "victim", "command": ["sleep", "60"]})
     wait(s, jid, {"running"})
+    end = time.monotonic() + 10
+    while jid not in s.controller.handles and time.monotonic() < end:
+        time.sleep(0.01)
     pgid = s.controller.handles[jid].pgid
     s.controller.stop()  # the "crash": the loop is gone, the process lives on
     with s.store.write() as c:  # what the old controller did just before it died: record the intent, signal
