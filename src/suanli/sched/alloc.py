@@ -55,7 +55,9 @@ class Allocation:
         nm = len(c.models)
         self.model_free = np.zeros(max(nm, 1), dtype=np.int64)
         self._dom_ge = np.zeros((len(c.domains), self.maxd + 1), dtype=np.int32)
-        self._dom_delta: dict[tuple[int, int], int] = {}  # (domain, p) -> change not yet in _dom_ge
+        # changes not yet in _dom_ge, as a difference along p: +v at (domain, a) and -v at (domain, b) adds v to
+        # the counts for a <= p < b
+        self._dom_delta: dict[tuple[int, int], int] = {}
         # buckets[m][w]: nodes of model m with exactly w free whole devices (w >= 1); dicts keep insertion order
         self.buckets: list[list[dict[int, None]]] = [[{} for _ in range(self.maxd + 1)] for _ in range(nm)]
         self._node_model = c.node_model.tolist()
@@ -74,7 +76,10 @@ class Allocation:
         dd = self._dom_delta
         if dd:
             keys = np.fromiter((k for kk in dd for k in kk), dtype=np.int64, count=2 * len(dd)).reshape(-1, 2)
-            np.add.at(self._dom_ge, (keys[:, 0], keys[:, 1]), np.fromiter(dd.values(), dtype=np.int32, count=len(dd)))
+            doms, inv = np.unique(keys[:, 0], return_inverse=True)
+            diff = np.zeros((len(doms), self.maxd + 2), dtype=np.int32)
+            np.add.at(diff, (inv, keys[:, 1]), np.fromiter(dd.values(), dtype=np.int32, count=len(dd)))
+            self._dom_ge[doms] += np.cumsum(diff, axis=1, dtype=np.int32)[:, : self.maxd + 1]
             dd.clear()
         return self._dom_ge
 
@@ -96,9 +101,10 @@ class Allocation:
             self.model_free[m] += sign * w
         dd = self._dom_delta
         dom = self._node_domain[n]
-        for p in range(w + 1):
-            k = (dom, p)
-            dd[k] = dd.get(k, 0) + sign
+        k = (dom, 0)
+        dd[k] = dd.get(k, 0) + sign
+        k = (dom, w + 1)
+        dd[k] = dd.get(k, 0) - sign
 
     def _set_whole(self, n: int, w: int) -> None:
         old = int(self.node_whole[n])
@@ -117,14 +123,11 @@ class Allocation:
         self.model_free[m] += w - old
         dd = self._dom_delta
         dom = self._node_domain[n]
-        if w > old:
-            for p in range(old + 1, w + 1):
-                k = (dom, p)
-                dd[k] = dd.get(k, 0) + 1
-        else:
-            for p in range(w + 1, old + 1):
-                k = (dom, p)
-                dd[k] = dd.get(k, 0) - 1
+        sign = 1 if w > old else -1  # counts for p in (min, max] change by sign
+        k = (dom, min(old, w) + 1)
+        dd[k] = dd.get(k, 0) + sign
+        k = (dom, max(old, w) + 1)
+        dd[k] = dd.get(k, 0) - sign
 
     def _touch(self, n: int) -> None:
         j = self._journal

@@ -81,6 +81,10 @@ class Placer:
         self.model_domains = [np.flatnonzero(np.bincount(c.node_domain[c.model_nodes[m]],
                                                          minlength=len(c.domains)) > 0) for m in range(nm)]
         self.model_devs = [np.flatnonzero(c.dev_model == m) for m in range(nm)]
+        self.model_all_domains = [len(d) == len(c.domains) for d in self.model_domains]  # sorted, unique
+        self.model_dom_rack = [c.domain_rack[d] for d in self.model_domains]
+        self.model_dom_max_nodes = [max((len(c.domain_nodes[int(x)]) for x in d), default=0)
+                                    for d in self.model_domains]
         self.model_maxd = [int(c.node_devices[c.model_nodes[m]].max()) if len(c.model_nodes[m]) else 0
                            for m in range(nm)]
         self.cpu_nodes = np.flatnonzero(c.node_devices == 0)
@@ -206,11 +210,15 @@ class Placer:
         if ge_per < full or ge_per + sum(len(bk[w]) for w in range(low, per)) < k:
             return None
         doms = self.model_domains[m]
-        ge_p = alloc.dom_ge[doms, per]
-        ge_r = alloc.dom_ge[doms, low]
+        dg = alloc.dom_ge
+        if self.model_all_domains[m]:  # the model spans every domain, in order: column views, no gathers
+            ge_p, ge_r = dg[:, per], dg[:, low]
+        else:
+            ge_p, ge_r = dg[doms, per], dg[doms, low]
         up = alloc.node_up
         # 1) one interconnect domain: the tightest that holds the whole job
-        ok = np.flatnonzero((ge_p >= full) & (ge_r >= k))
+        # (a domain of fewer nodes than the job needs cannot hold it: skip the scan)
+        ok = np.flatnonzero((ge_p >= full) & (ge_r >= k)) if self.model_dom_max_nodes[m] >= k else ()
         if len(ok):
             order = ok[np.lexsort((doms[ok], ge_p[ok]))]
             for di in order[:8].tolist():
@@ -221,36 +229,36 @@ class Placer:
                 if p is not None:
                     return p
         # 2) one rack; 3) the fewest racks - nodes ordered rack by rack, fullest domains first, best-fit inside
-        drack = c.domain_rack[doms]
+        drack = self.model_dom_rack[m]
         nr = len(c.racks)
         rack_p = np.bincount(drack, weights=ge_p, minlength=nr)
         rack_r = np.bincount(drack, weights=ge_r, minlength=nr)
         if rack_r.sum() < k or rack_p.sum() < full:
             return None
-        nodes = c.model_nodes[m]
-        nodes = nodes[up[nodes] & (alloc.node_whole[nodes] >= low)]
-        nrack = c.node_rack[nodes]
         fit_rack = (rack_p >= full) & (rack_r >= k)
         if fit_rack.any():
             # tightest single rack first, then the others by capacity
             rack_rank = np.where(fit_rack, rack_p, rack_p.max() + 1 + (rack_p.max() - rack_p))
+            lead_racks = [int(np.argmin(rack_rank))]  # it holds the job alone
         else:
             rack_rank = -rack_p  # largest racks first: fewest racks
+            rorder = np.argsort(rack_rank, kind="stable")  # rank, then rack id
+            enough = (np.cumsum(rack_p[rorder]) >= full) & (np.cumsum(rack_r[rorder]) >= k)
+            lead_racks = rorder[: int(np.argmax(enough)) + 1].tolist()
         # The order is rack by rack (rank, then rack id). First try only the leading racks that can hold the job:
         # their nodes are a prefix of the full order, so a pick that succeeds there is the pick of the full order,
         # for a sort of a few racks' nodes instead of all of the model's.
-        rorder = np.lexsort((np.arange(nr), rack_rank))
-        enough = (np.cumsum(rack_p[rorder]) >= full) & (np.cumsum(rack_r[rorder]) >= k)
-        cut = int(np.argmax(enough)) + 1
-        if cut < nr:
-            lead = np.zeros(nr, dtype=bool)
-            lead[rorder[:cut]] = True
-            sub = lead[nrack]
-            if not sub.all():
-                p = self._pick(alloc, job, self._rack_order(alloc, nodes[sub], nrack[sub], rack_rank, low), reqs)
-                if p is not None:
-                    return p
-        return self._pick(alloc, job, self._rack_order(alloc, nodes, nrack, rack_rank, low), reqs)
+        wh = alloc.node_whole
+        if len(lead_racks) < nr:
+            rn = c.rack_nodes
+            sub = rn[lead_racks[0]] if len(lead_racks) == 1 else np.concatenate([rn[r] for r in lead_racks])
+            sub = sub[(c.node_model[sub] == m) & up[sub] & (wh[sub] >= low)]
+            p = self._pick(alloc, job, self._rack_order(alloc, sub, c.node_rack[sub], rack_rank, low), reqs)
+            if p is not None:
+                return p
+        nodes = c.model_nodes[m]
+        nodes = nodes[up[nodes] & (wh[nodes] >= low)]
+        return self._pick(alloc, job, self._rack_order(alloc, nodes, c.node_rack[nodes], rack_rank, low), reqs)
 
     def _rack_order(self, alloc: Allocation, nodes: np.ndarray, nrack: np.ndarray, rack_rank: np.ndarray,
                     low: int) -> np.ndarray:
