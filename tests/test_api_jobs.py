@@ -188,3 +188,36 @@ def test_openapi_is_served(client: TestClient) -> None:
     s = client.get("/openapi.json").json()
     assert "/v1/jobs" in s["paths"] and "JobSpec" in s["components"]["schemas"]
     assert client.get("/docs").status_code == 200
+
+
+def test_logs_follow_streams_a_running_job_to_its_end(client: TestClient, svc: Service) -> None:
+    h = admin_h(svc)
+    jid = client.post("/v1/jobs", json={"name": "talk", "command": [
+        "sh", "-c", "for i in 1 2 3 4 5; do echo line $i; sleep 0.15; done"]}, headers=h).json()["id"]
+    wait_state(client, h, jid, {"running"})
+    t0 = time.monotonic()
+    with client.stream("GET", f"/v1/jobs/{jid}/logs", params={"follow": True}, headers=h) as r:
+        chunks = [c for c in r.iter_text() if c]
+    assert "".join(chunks).split() == [w for i in range(1, 6) for w in ("line", str(i))]
+    assert time.monotonic() - t0 > 0.2  # it waited for the output, it did not just read a finished file
+    assert client.get(f"/v1/jobs/{jid}/logs", params={"tail": 2}, headers=h).text == "line 4\nline 5\n"
+
+
+def test_fair_policy_quota_from_the_queues_table(tmp_path: Path) -> None:
+    s = open_service(tmp_path / "d", devices="4xBR100", node="n1", tick_s=0.02, policy="fair", grace_s=1.0)
+    s.store.create_queue("prod", 1.0, {"BR100": 3}, False)  # no borrowing: at most 3 devices
+    s.controller.start()
+    try:
+        assert s.controller.ready.wait(10)
+        c, h = TestClient(s.app), admin_h(s)
+        ids = [c.post("/v1/jobs", json={"name": f"p{i}", "queue": "prod", "resources": {"accelerators": 1},
+                                        "command": ["sleep", "30"]}, headers=h).json()["id"] for i in range(4)]
+        time.sleep(0.8)
+        states = [c.get(f"/v1/jobs/{i}", headers=h).json()["state"] for i in ids]
+        assert sorted(states) == ["pending", "running", "running", "running"]
+        for i in ids:
+            c.post(f"/v1/jobs/{i}/cancel", headers=h)
+        for i in ids:
+            wait_state(c, h, i, {"cancelled"})
+    finally:
+        s.controller.stop()
