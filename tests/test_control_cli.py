@@ -138,3 +138,17 @@ def test_cli_errors_are_one_line_without_traceback(server: tuple[Path, str, str]
     assert code == 2 and "no server" in out
     code, out = cli(cwd, "jobs", "--server", "http://127.0.0.1:1", "--token", "x")
     assert code == 2 and "cannot reach" in out
+
+
+def test_second_up_on_the_same_data_dir_or_port_is_refused(server: tuple[Path, str, str], tmp_path: Path) -> None:
+    cwd, url, _ = server
+    port = url.rsplit(":", 1)[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        other_port = str(s.getsockname()[1])
+    r = subprocess.run([sys.executable, "-m", "suanli.cli.main", "up", "--port", other_port], cwd=cwd,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "in use by another" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "suanli.cli.main", "up", "--port", port, "--data-dir",
+                        str(tmp_path / "d")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cannot listen" in r.stderr and "Traceback" not in r.stderr

@@ -42,10 +42,17 @@ def up(
         raise SuanliError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
     if sync not in ("normal", "full", "off"):
         raise SuanliError("--sync: choose normal or full")
+    import socket
+
+    with socket.socket() as probe:  # fail before starting anything if the port is taken
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise SuanliError(f"cannot listen on {host}:{port}: {e.strerror or e} (use --port)") from None
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         svc = open_service(data_dir, db=db, devices=devices, node=node, policy=policy, sync=sync,
-                           keep_jobs_on_stop=keep_jobs, retry_base_s=retry_backoff)
+                           keep_jobs_on_stop=keep_jobs, retry_base_s=retry_backoff, lock=True)
     except SuanliError:
         raise
     except Exception as e:  # a database that cannot be reached, a data directory that cannot be written...

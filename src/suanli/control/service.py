@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from suanli.control.executor import LocalExecutor
 from suanli.control.metrics import Metrics
 from suanli.control.store import Store, hash_token
 from suanli.devices import LocalDevice, discover, host_cpu_memory, parse_declared
+from suanli.errors import SuanliError
 
 ADMIN_TOKEN_FILE = "admin.token"
 SERVER_FILE = "server.json"
@@ -60,14 +62,34 @@ def register_node(store: Store, name: str, devs: list[LocalDevice]) -> None:
     store.upsert_node(spec, rows)
 
 
+class DataDirLocked(SuanliError):
+    pass
+
+
+def lock_data_dir(dd: Path) -> int:
+    """Hold an exclusive lock on ``dd/lock`` for the life of this process (the kernel drops it when the process
+    dies, SIGKILL included): two controllers on one data directory would both run its jobs."""
+    fd = os.open(dd / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirLocked(f"{dd} is in use by another `suanli up` (lock {dd / 'lock'})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, devices: str | None = None,
                  node: str | None = None, policy: str = "fifo", tick_s: float = 0.1, retry_base_s: float = 2.0,
                  grace_s: float = 5.0, sync: str = "normal", keep_jobs_on_stop: bool = False,
-                 with_app: bool = True) -> Service:
+                 with_app: bool = True, lock: bool = False) -> Service:
     """Open (creating if needed) the data directory and database, register this machine, build the controller and
     the API. Nothing runs yet: call ``service.controller.start()`` and serve ``service.app``."""
     dd = Path(data_dir).resolve()
     dd.mkdir(parents=True, exist_ok=True)
+    if lock:
+        lock_data_dir(dd)
     store = Store.open(db or sqlite_url(dd / "suanli.db"), sync=sync)
     store.ensure_defaults()
     devs = parse_declared(devices) if devices else discover()
