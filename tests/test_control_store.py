@@ -130,3 +130,20 @@ def test_cancel_request_is_a_flag_for_the_loop_and_refused_when_final(store: Sto
         Store.transition(c, jid, JobState.PENDING, JobState.CANCELLED, 1.0)
     with pytest.raises(Conflict):
         store.request_cancel(jid)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_one_controller_per_database(kind: str, tmp_path: Path) -> None:
+    from suanli.control.service import DataDirLocked, open_service
+
+    db = None if kind == "sqlite" else pg_url_or_skip()
+    a = open_service(tmp_path / "a", db=db, devices="1xBR100", node="n1", lock=True, with_app=False)
+    shared = db or db_url_of(a.store)
+    with pytest.raises(DataDirLocked):  # another data directory, the same database
+        open_service(tmp_path / "b", db=shared, devices="1xBR100", node="n2", lock=True, with_app=False)
+    with pytest.raises(DataDirLocked):  # the same data directory
+        open_service(tmp_path / "a", db=db, devices="1xBR100", node="n1", lock=True, with_app=False)
+
+
+def db_url_of(s: Store) -> str:
+    return f"sqlite:///{s.engine.url.database}"

@@ -45,6 +45,7 @@ def up(
     import socket
 
     with socket.socket() as probe:  # fail before starting anything if the port is taken
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no obstacle
         try:
             probe.bind((host, port))
         except OSError as e:

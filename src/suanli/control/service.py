@@ -80,6 +80,33 @@ def lock_data_dir(dd: Path) -> int:
     return fd
 
 
+_PG_LOCK_KEY = 0x5375616E6C69  # "Suanli"
+_held: list[object] = []  # what keeps the database lock alive for the life of the process
+
+
+def lock_database(store: Store) -> None:
+    """One controller per database (each admits every pending job). PostgreSQL: a session advisory lock held on a
+    dedicated connection; SQLite: a lock file next to the database file."""
+    if store.is_sqlite:
+        path = store.engine.url.database
+        if path and path != ":memory:":
+            fd = os.open(path + ".controller-lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise DataDirLocked(f"database {path} is in use by another `suanli up`") from None
+            _held.append(fd)
+        return
+    conn = store.engine.connect()
+    got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({_PG_LOCK_KEY})").scalar()
+    conn.commit()
+    if not got:
+        conn.close()
+        raise DataDirLocked("the PostgreSQL database is in use by another `suanli up` (advisory lock held)")
+    _held.append(conn)
+
+
 def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, devices: str | None = None,
                  node: str | None = None, policy: str = "fifo", tick_s: float = 0.1, retry_base_s: float = 2.0,
                  grace_s: float = 5.0, sync: str = "normal", keep_jobs_on_stop: bool = False,
@@ -91,6 +118,8 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
     if lock:
         lock_data_dir(dd)
     store = Store.open(db or sqlite_url(dd / "suanli.db"), sync=sync)
+    if lock:
+        lock_database(store)
     store.ensure_defaults()
     devs = parse_declared(devices) if devices else discover()
     name = node or socket.gethostname() or "local"
