@@ -11,6 +11,7 @@ back exactly, which keeps ``decide`` a pure function without copying 100,000-dev
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,13 @@ class Placement:
         return tuple(d for ds in self.devices for d in ds)
 
 
+def _shared(typecode: str, values: np.ndarray) -> tuple[array, np.ndarray]:
+    """An array.array holding ``values`` and a numpy view of the same memory."""
+    a = array(typecode)
+    a.frombytes(np.ascontiguousarray(values).tobytes())
+    return a, np.frombuffer(a, dtype=values.dtype)
+
+
 class Allocation:
     """Mutable free-capacity state of one cluster, with the placement index."""
 
@@ -46,14 +54,17 @@ class Allocation:
         c = cluster
         self.cluster = c
         self.maxd = max(1, c.max_devices_per_node)
-        self.dev_free = np.full(c.n_devices, WHOLE, dtype=np.int32)
-        self.dev_up = np.ones(c.n_devices, dtype=bool)
-        self.node_whole = c.node_devices.astype(np.int32).copy()
-        self.node_cpu = c.node_cpu.copy()
-        self.node_mem = c.node_mem.copy()
-        self.node_up = np.ones(c.n_nodes, dtype=bool)
+        # Each mutable per-device / per-node array is one buffer seen two ways: the numpy array (public, for
+        # vectorized reads) and an array.array (private ``_df``...), whose element access is several times cheaper
+        # than numpy scalar indexing in the per-device loops below. Both always show the same values.
+        self._df, self.dev_free = _shared("i", np.full(c.n_devices, WHOLE, dtype=np.int32))
+        self._du, self.dev_up = _shared("b", np.ones(c.n_devices, dtype=bool))
+        self._nw, self.node_whole = _shared("i", c.node_devices.astype(np.int32))
+        self._ncpu, self.node_cpu = _shared("q", c.node_cpu.astype(np.int64))
+        self._nmem, self.node_mem = _shared("q", c.node_mem.astype(np.int64))
+        self._nup, self.node_up = _shared("b", np.ones(c.n_nodes, dtype=bool))
         nm = len(c.models)
-        self.model_free = np.zeros(max(nm, 1), dtype=np.int64)
+        self._mf, self.model_free = _shared("q", np.zeros(max(nm, 1), dtype=np.int64))
         self._dom_ge = np.zeros((len(c.domains), self.maxd + 1), dtype=np.int32)
         # changes not yet in _dom_ge, as a difference along p: +v at (domain, a) and -v at (domain, b) adds v to
         # the counts for a <= p < b
@@ -63,6 +74,7 @@ class Allocation:
         self._node_model = c.node_model.tolist()
         self._node_domain = c.node_domain.tolist()
         self._dev_node = c.dev_node
+        self._dev_node_list = c.dev_node.tolist()
         for n in range(c.n_nodes):
             self._index(n, int(self.node_whole[n]), +1)
         self._journal: dict[int, tuple[int, int, int]] | None = None
@@ -91,14 +103,14 @@ class Allocation:
     def _index(self, n: int, w: int, sign: int) -> None:
         """Add (sign=+1) or remove (-1) node ``n`` with ``w`` free whole devices to/from the index."""
         m = self._node_model[n]
-        if m < 0 or not self.node_up[n]:
+        if m < 0 or not self._nup[n]:
             return
         if w > 0:
             if sign > 0:
                 self.buckets[m][w][n] = None
             else:
                 del self.buckets[m][w][n]
-            self.model_free[m] += sign * w
+            self._mf[m] += sign * w
         dd = self._dom_delta
         dom = self._node_domain[n]
         k = (dom, 0)
@@ -107,12 +119,13 @@ class Allocation:
         dd[k] = dd.get(k, 0) - sign
 
     def _set_whole(self, n: int, w: int) -> None:
-        old = int(self.node_whole[n])
+        nw = self._nw
+        old = nw[n]
         if old == w:
             return
-        self.node_whole[n] = w
+        nw[n] = w
         m = self._node_model[n]
-        if m < 0 or not self.node_up[n]:
+        if m < 0 or not self._nup[n]:
             return
         # same as _index(n, old, -1) then _index(n, w, +1), with one numpy update per array
         b = self.buckets[m]
@@ -120,7 +133,7 @@ class Allocation:
             del b[old][n]
         if w > 0:
             b[w][n] = None
-        self.model_free[m] += w - old
+        self._mf[m] += w - old
         dd = self._dom_delta
         dom = self._node_domain[n]
         sign = 1 if w > old else -1  # counts for p in (min, max] change by sign
@@ -132,42 +145,42 @@ class Allocation:
     def _touch(self, n: int) -> None:
         j = self._journal
         if j is not None and n not in j:
-            j[n] = (int(self.node_whole[n]), int(self.node_cpu[n]), int(self.node_mem[n]))
+            j[n] = (self._nw[n], self._ncpu[n], self._nmem[n])
 
     # -- changes ------------------------------------------------------------------------------------------
     def take(self, p: Placement) -> None:
         """Allocate ``p``; raises ValueError (and changes nothing) if it does not fit."""
         self._check_fits(p)
         dj = self._dev_journal
-        df = self.dev_free
+        df = self._df
         milli = p.milli
         for n, ds, cpu, mem in zip(p.nodes, p.devices, p.cpu_milli, p.mem_mib, strict=True):
             self._touch(n)
             lost = 0
             for d in ds:
-                f = int(df[d])
+                f = df[d]
                 if dj is not None and d not in dj:
                     dj[d] = f
                 if f == WHOLE:
                     lost += 1
                 df[d] = f - milli
             if cpu:
-                self.node_cpu[n] -= cpu
+                self._ncpu[n] -= cpu
             if mem:
-                self.node_mem[n] -= mem
+                self._nmem[n] -= mem
             if lost:
-                self._set_whole(n, int(self.node_whole[n]) - lost)
+                self._set_whole(n, self._nw[n] - lost)
 
     def give(self, p: Placement) -> None:
         """Release ``p`` (the inverse of :meth:`take`)."""
         dj = self._dev_journal
-        df, du = self.dev_free, self.dev_up
+        df, du = self._df, self._du
         milli = p.milli
         for n, ds, cpu, mem in zip(p.nodes, p.devices, p.cpu_milli, p.mem_mib, strict=True):
             self._touch(n)
             gained = 0
             for d in ds:
-                f = int(df[d])
+                f = df[d]
                 if dj is not None and d not in dj:
                     dj[d] = f
                 nf = f + milli
@@ -177,19 +190,19 @@ class Allocation:
                 if nf == WHOLE and du[d]:
                     gained += 1
             if cpu:
-                self.node_cpu[n] += cpu
+                self._ncpu[n] += cpu
             if mem:
-                self.node_mem[n] += mem
+                self._nmem[n] += mem
             if gained:
-                self._set_whole(n, int(self.node_whole[n]) + gained)
+                self._set_whole(n, self._nw[n] + gained)
 
     def _check_fits(self, p: Placement) -> None:
-        dn, df, du = self._dev_node, self.dev_free, self.dev_up
+        dn, df, du = self._dev_node_list, self._df, self._du
         milli = p.milli
         for n, ds, cpu, mem in zip(p.nodes, p.devices, p.cpu_milli, p.mem_mib, strict=True):
-            if not self.node_up[n]:
+            if not self._nup[n]:
                 raise ValueError(f"node {n} is down")
-            if (cpu and self.node_cpu[n] < cpu) or (mem and self.node_mem[n] < mem):  # free CPU/memory never < 0
+            if (cpu and self._ncpu[n] < cpu) or (mem and self._nmem[n] < mem):  # free CPU/memory never < 0
                 raise ValueError(f"node {n} lacks CPU or memory")
             if len(ds) > 1 and len(set(ds)) != len(ds):
                 raise ValueError("a device appears twice in one placement")
@@ -234,11 +247,12 @@ class Allocation:
         if j is None or dj is None:
             raise RuntimeError("no trial is open")
         self._journal = self._dev_journal = None
+        df, ncpu, nmem = self._df, self._ncpu, self._nmem
         for d, f in dj.items():
-            self.dev_free[d] = f
+            df[d] = f
         for n, (w, cpu, mem) in j.items():
-            self.node_cpu[n] = cpu
-            self.node_mem[n] = mem
+            ncpu[n] = cpu
+            nmem[n] = mem
             self._set_whole(n, w)
 
     def commit(self) -> None:
@@ -271,8 +285,8 @@ class Allocation:
         ref = Allocation.__new__(Allocation)
         ref.cluster = c
         ref.maxd = self.maxd
-        ref.node_up = self.node_up
-        ref.model_free = np.zeros_like(self.model_free)
+        ref.node_up, ref._nup = self.node_up, self._nup
+        ref._mf, ref.model_free = _shared("q", np.zeros_like(self.model_free))
         ref.dom_ge = np.zeros_like(self.dom_ge)
         ref.buckets = [[{} for _ in range(self.maxd + 1)] for _ in c.models]
         ref._node_model, ref._node_domain = self._node_model, self._node_domain

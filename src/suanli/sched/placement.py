@@ -90,6 +90,8 @@ class Placer:
         self.cpu_nodes = np.flatnonzero(c.node_devices == 0)
         self.node_dev_start = c.node_dev_start
         self.node_devices = c.node_devices
+        self._dev_start = c.node_dev_start.tolist()
+        self._ndev = c.node_devices.tolist()
 
     # -- model choice ------------------------------------------------------------------------------------
     def candidate_models(self, job: Job, order: Sequence[str] | None = None) -> list[int]:
@@ -136,10 +138,10 @@ class Placer:
 
     # -- helpers ------------------------------------------------------------------------------------------
     def _free_devs(self, alloc: Allocation, n: int, k: int) -> tuple[int, ...]:
-        s = int(self.node_dev_start[n])
+        s = self._dev_start[n]
         out: list[int] = []
-        df, du = alloc.dev_free, alloc.dev_up
-        for d in range(s, s + int(self.node_devices[n])):
+        df, du = alloc._df, alloc._du  # the array.array views: cheap element access
+        for d in range(s, s + self._ndev[n]):
             if df[d] == WHOLE and du[d]:
                 out.append(d)
                 if len(out) == k:
@@ -151,6 +153,7 @@ class Placer:
         cpu, mem = job.cpu_milli, job.mem_mib
         ncpu, nmem = alloc.node_cpu, alloc.node_mem
         buckets = alloc.buckets[m]
+        ncpu_l, nmem_l = alloc._ncpu, alloc._nmem
         choose_node = getattr(self.config.packer, "choose_node", None)
         if choose_node is not None:  # a packer that also picks nodes for whole devices (fgd, random-fit)
             cand = np.array([n for w in range(k, len(buckets)) for n in buckets[w]], dtype=np.int64)
@@ -162,13 +165,13 @@ class Placer:
             return Placement((n,), (self._free_devs(alloc, n, k),), WHOLE, (cpu,), (mem,))
         for w in range(k, len(buckets)):
             for n in buckets[w]:
-                if ncpu[n] >= cpu and nmem[n] >= mem:
+                if ncpu_l[n] >= cpu and nmem_l[n] >= mem:
                     return Placement((n,), (self._free_devs(alloc, n, k),), WHOLE, (cpu,), (mem,))
         return None
 
     def _node_fits(self, alloc: Allocation, job: Job, n: int, k: int) -> bool:
-        return (alloc.node_cpu[n] >= _share(job.cpu_milli, k, job.count)
-                and alloc.node_mem[n] >= _share(job.mem_mib, k, job.count))
+        return (alloc._ncpu[n] >= _share(job.cpu_milli, k, job.count)
+                and alloc._nmem[n] >= _share(job.mem_mib, k, job.count))
 
     def _pick(self, alloc: Allocation, job: Job, cand: np.ndarray, reqs: list[int]) -> Placement | None:
         """Assign ``reqs`` (devices per node, descending) to distinct nodes of ``cand`` (already in preference
