@@ -128,13 +128,23 @@ def main() -> None:
     a = ap.parse_args()
     results = [run_one("sqlite", None, a.jobs, a.concurrency, a.sync)]
     if a.pg:
-        from suanli.control.pgtest import fresh_database, server_url_for_tests
+        import os
 
-        url, why = server_url_for_tests()
-        if url is None:
-            print(f"PostgreSQL skipped: {why}", file=sys.stderr)
-        else:
-            results.append(run_one("postgresql", fresh_database(url), a.jobs, a.concurrency, a.sync))
+        from suanli.control.pgtest import TempPostgres, fresh_database
+
+        server = None
+        url = os.environ.get("SUANLI_TEST_PG_URL")
+        if not url:  # a local server with fsync and synchronous commits on: durable like SQLite --sync full
+            server = TempPostgres(durable=True)
+            url = server.start()
+        try:
+            if url is None:
+                print("PostgreSQL skipped: no server binaries and SUANLI_TEST_PG_URL is not set", file=sys.stderr)
+            else:
+                results.append(run_one("postgresql", fresh_database(url), a.jobs, a.concurrency, a.sync))
+        finally:
+            if server is not None:
+                server.stop()
     if a.json:
         print(json.dumps(results, indent=2))
     else:

@@ -147,3 +147,12 @@ def test_one_controller_per_database(kind: str, tmp_path: Path) -> None:
 
 def db_url_of(s: Store) -> str:
     return f"sqlite:///{s.engine.url.database}"
+
+
+def test_head_constant_matches_the_migrations() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == db.HEAD

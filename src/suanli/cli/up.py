@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from pathlib import Path
 
 import typer
@@ -68,10 +70,18 @@ def up(
     console.print(f"  admin token: {svc.admin_token_path} (the CLI uses it from this directory)")
     console.print("  submit a first job:  suanli submit examples/hello-cpu.yaml && suanli jobs")
     console.print("  Ctrl-C stops" + (" (running jobs keep running)" if keep_jobs else " (running jobs are requeued)"))
-    svc.controller.start()
     config = uvicorn.Config(svc.app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
+
+    def start_controller() -> None:  # once the API answers: rebuilding a big scheduler state must not delay it
+        end = time.monotonic() + 10
+        while not server.started and time.monotonic() < end and not server.should_exit:
+            time.sleep(0.01)
+        if not server.should_exit:
+            svc.controller.start()
+
+    threading.Thread(target=start_controller, name="suanli-controller-start", daemon=True).start()
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: we have stopped, that is the point

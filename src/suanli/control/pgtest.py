@@ -28,7 +28,8 @@ def pg_bin(name: str) -> str | None:
 class TempPostgres:
     """Start with :meth:`start` (returns a server URL), stop with :meth:`stop`."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable  # fsync and synchronous commits on (benchmarks); off by default (tests)
         self.dir: Path | None = None
         self.url: str | None = None
         self._as: list[str] = []
@@ -52,8 +53,9 @@ class TempPostgres:
         run = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "cwd": "/"}
         subprocess.run([*self._as, initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E",
                         "UTF8"], **run)
-        opts = (f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
-                "-c full_page_writes=off -c max_connections=200")
+        opts = f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not self.durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run([*self._as, pg_ctl, "-D", str(data), "-o", opts, "-l", str(self.dir / "log"), "-w", "-t",
                         "30", "start"], **run)
         self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
