@@ -71,7 +71,9 @@ class SimConfig:
     seed: int = 0
     failures: FailureConfig = field(default_factory=FailureConfig)
     speed: Mapping[str, float] | None = None  # relative speed per model (work per second), default 1.0
-    queue_by_tenant: bool = True  # each tenant its own queue (the fair policy shares among queues)
+    # each tenant its own queue: what the fair policy shares among; None = only for fair (the other policies order
+    # all queues alike, so one queue gives the same order without merging queues on every pass)
+    queue_by_tenant: bool | None = None
     sched_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to Scheduler (packer, queues, window...)
     samples: int = 2000  # points of the utilization / queue-length timeline
 
@@ -190,6 +192,9 @@ class Simulation:
         fits_np = self._fits_ever()
         fits = fits_np.tolist()
         chunk = 4096
+        by_tenant = cfg.queue_by_tenant if cfg.queue_by_tenant is not None else sched.policy == "fair"
+        pjobs = pending.jobs  # the dicts behind len(pending) / running membership (cheaper than the methods)
+        rjobs = running.jobs
         buf: list[Any] = []
         buf_t: list[float] = []
         buf_at = 0
@@ -254,7 +259,9 @@ class Simulation:
         def on_start(jid: int, model: int, milli_total: int, now: float, dev: float, attained: float) -> None:
             nonlocal busy
             busy += milli_total
-            move(jid, RUNNING)
+            if (st[jid], RUNNING) not in ok_tr:
+                move(jid, RUNNING)  # raises
+            st[jid] = RUNNING
             if first_start[jid] != first_start[jid]:
                 first_start[jid] = now
             run_start[jid] = now
@@ -269,7 +276,7 @@ class Simulation:
         while True:
             if ptr >= buf_at + len(buf) and ptr < n:
                 buf_at = ptr
-                buf = w.jobs(ptr, min(n, ptr + chunk), cfg.queue_by_tenant)
+                buf = w.jobs(ptr, min(n, ptr + chunk), by_tenant)
                 buf_t = submit[ptr : ptr + len(buf)].tolist()
             t_arr = buf_t[ptr - buf_at] if ptr < n else math.inf
             t_ev = heap[0][0] if heap else math.inf
@@ -280,7 +287,7 @@ class Simulation:
             if dt > 0:
                 b = busy / WHOLE
                 busy_ds += b * dt
-                if len(pending):
+                if pjobs:
                     cont_s += dt
                     cont_busy += b * dt
                     cont_up += up_devs * dt
@@ -295,7 +302,7 @@ class Simulation:
                 if ptr < n:
                     if ptr >= buf_at + len(buf):
                         buf_at = ptr
-                        buf = w.jobs(ptr, min(n, ptr + chunk), cfg.queue_by_tenant)
+                        buf = w.jobs(ptr, min(n, ptr + chunk), by_tenant)
                         buf_t = submit[ptr : ptr + len(buf)].tolist()
                     t_arr = buf_t[ptr - buf_at]
                 if not fits[i]:
@@ -309,11 +316,13 @@ class Simulation:
                 _, kind, a, e = pop(heap)
                 events += 1
                 if kind == FINISH:
-                    if e != epoch[a] or a not in running.jobs:
+                    if e != epoch[a] or a not in rjobs:
                         continue
                     r = state.stop(a, now)
                     busy -= r.placement.milli * r.placement.n_devices
-                    move(a, SUCCEEDED)
+                    if (st[a], SUCCEEDED) not in ok_tr:
+                        move(a, SUCCEEDED)
+                    st[a] = SUCCEEDED
                     finish[a] = now
                     t_end = now
                     done_jobs += 1
@@ -367,7 +376,7 @@ class Simulation:
                     alloc.set_node_up(a, True)
                     up_devs += int(alloc.dev_up[c.node_devices_ids(a)].sum())
                     dirty = True
-            if dirty and len(pending):
+            if dirty and pjobs:
                 decide_calls += 1
                 d = sched.decide(state, now)
                 if d.preemptions or d.starts:
