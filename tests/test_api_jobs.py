@@ -221,3 +221,19 @@ def test_fair_policy_quota_from_the_queues_table(tmp_path: Path) -> None:
             wait_state(c, h, i, {"cancelled"})
     finally:
         s.controller.stop()
+
+
+def test_logs_follow_waits_for_the_start_and_follows_retries(client: TestClient, svc: Service) -> None:
+    h = admin_h(svc)
+    client.post("/v1/nodes/n1/drain", headers=h)  # it waits in the queue first
+    jid = client.post("/v1/jobs", json={"name": "retry", "max_retries": 1, "resources": {"accelerators": 1},
+                                        "command": ["sh", "-c", "echo try $SUANLI_ATTEMPT; [ $SUANLI_ATTEMPT = 2 ]"]},
+                      headers=h).json()["id"]
+    import threading
+
+    threading.Timer(0.5, lambda: client.post("/v1/nodes/n1/undrain", headers=h)).start()
+    with client.stream("GET", f"/v1/jobs/{jid}/logs", params={"follow": True}, headers=h) as r:
+        text = "".join(r.iter_text())
+    assert text == "try 1\n--- attempt 2 ---\ntry 2\n"
+    assert client.get(f"/v1/jobs/{jid}/logs", params={"attempt": 3}, headers=h).status_code == 404
+    assert client.get(f"/v1/jobs/{jid}/logs", params={"attempt": 1}, headers=h).text == "try 1\n"

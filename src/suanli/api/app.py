@@ -344,38 +344,52 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
     ) -> Response:
         """The job's output (stdout and stderr) of one attempt (default: the latest) and rank (default 0)."""
         job = store.get_job(job_id, None if p.admin else p.tenant)
+        if attempt is not None and attempt > job["attempts"] and not follow:
+            raise HTTPException(404, f"job {job_id} has no attempt {attempt}")
         n = attempt or job["attempts"]
-        if root is None or n == 0:
+        if root is None:
             return PlainTextResponse("")
-        path = root / "jobs" / str(job_id) / "logs" / f"attempt-{n}.rank-{rank}.log"
-        if not path.exists():
-            if attempt is not None and attempt > job["attempts"]:
-                raise HTTPException(404, f"job {job_id} has no attempt {attempt}")
-            return PlainTextResponse("")
+
+        def log_path(k: int) -> Path:
+            return root / "jobs" / str(job_id) / "logs" / f"attempt-{k}.rank-{rank}.log"
+
         if not follow:
-            return PlainTextResponse(_tail(path, tail))
+            return PlainTextResponse(_tail(log_path(n), tail) if n and log_path(n).exists() else "")
 
         def gen() -> Iterator[bytes]:
-            data = _tail(path, tail).encode()
-            pos = path.stat().st_size
-            yield data
+            """Stream the log as it grows; without ``attempt``, wait for the first attempt and go on to the next
+            ones (retries, requeues) until the job is final."""
+            cur, pos = n, 0
+            if cur and log_path(cur).exists():
+                data = log_path(cur).read_bytes()
+                pos = len(data)
+                yield _tail_bytes(data, tail)
             idle_since = time.monotonic()
             while True:
-                with open(path, "rb") as f:
-                    f.seek(pos)
-                    chunk = f.read(1 << 16)
-                if chunk:
-                    pos += len(chunk)
-                    idle_since = time.monotonic()
-                    yield chunk
-                    continue
-                st = store.get_job(job_id)
-                if JobState(st["state"]) in TERMINAL or st["attempts"] != n:
-                    with open(path, "rb") as f:
+                if cur and log_path(cur).exists():
+                    with open(log_path(cur), "rb") as f:
                         f.seek(pos)
-                        rest = f.read()
-                    if rest:
-                        yield rest
+                        chunk = f.read(1 << 16)
+                    if chunk:
+                        pos += len(chunk)
+                        idle_since = time.monotonic()
+                        yield chunk
+                        continue
+                st = store.get_job(job_id)
+                if attempt is None and st["attempts"] > cur:  # the next attempt, one by one
+                    if cur:
+                        if log_path(cur).exists():  # what it wrote between our last read and its end
+                            with open(log_path(cur), "rb") as f:
+                                f.seek(pos)
+                                yield f.read()
+                        yield f"--- attempt {cur + 1} ---\n".encode()
+                    cur, pos = cur + 1, 0
+                    continue
+                if JobState(st["state"]) in TERMINAL or (attempt is not None and st["attempts"] != attempt):
+                    if cur and log_path(cur).exists():
+                        with open(log_path(cur), "rb") as f:
+                            f.seek(pos)
+                            yield f.read()
                     return
                 if time.monotonic() - idle_since > 3600:
                     return
@@ -492,12 +506,12 @@ class _Batcher:
             self.running = False
 
 
+def _tail_bytes(data: bytes, n: int) -> bytes:
+    return b"".join(data.splitlines(keepends=True)[-n:]) if n > 0 else data
+
+
 def _tail(path: Path, n: int) -> str:
-    data = path.read_bytes()
-    if n > 0:
-        lines = data.splitlines(keepends=True)
-        data = b"".join(lines[-n:])
-    return data.decode("utf-8", "replace")
+    return _tail_bytes(path.read_bytes(), n).decode("utf-8", "replace")
 
 
 CleanUp = Callable[[], None]
