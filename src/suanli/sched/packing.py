@@ -159,7 +159,7 @@ class FragmentationPacker:
         after = self._frag(s - k * WHOLE, part, q, full - k, cpu - job.cpu_milli, mem - job.mem_mib)
         # least increase; then the node with the least free GPU share left (best fit: for a CPU-only task, a node
         # whose GPUs are taken anyway), then the fewest free whole GPUs
-        order = np.lexsort((nodes, full, s, np.round(after - before, 6)))
+        order = np.lexsort((nodes, cpu, full, s, np.round(after - before, 6)))
         return int(nodes[order[0]])
 
 
@@ -177,3 +177,35 @@ class RandomFitPacker:
 
     def choose_node(self, alloc: Allocation, job: Job, nodes: np.ndarray, k: int) -> int:
         return int(nodes[int(self.rng.integers(len(nodes)))])
+
+
+class BestFitNodePacker:
+    """Multi-resource best-fit for every task (the BestFit baseline of the FGD evaluation): the node left with the
+    least free resources - free GPU share and free CPU, each as a fraction of the node's capacity, summed - and on
+    it the GPU left with the least free share. The scheduler's own ``best-fit`` packer only chooses GPUs for shared
+    tasks and leaves whole-GPU and CPU-only tasks to the placer's defaults."""
+
+    name = "best-fit-node"
+
+    def _left(self, alloc: Allocation, nodes: np.ndarray, gpu_take: np.ndarray | int, cpu_take: int) -> np.ndarray:
+        c = alloc.cluster
+        starts = c.node_dev_start[nodes]
+        ndev = c.node_devices[nodes].astype(np.int64)
+        g = int(ndev.max()) if len(ndev) else 0
+        idx = starts[:, None] + np.arange(max(g, 1))[None, :]
+        valid = np.arange(max(g, 1))[None, :] < ndev[:, None]
+        free = np.where(valid, alloc.dev_free[np.where(valid, idx, 0)], 0).sum(axis=1) - gpu_take
+        gcap = np.maximum(ndev * WHOLE, 1)
+        ccap = np.maximum(c.node_cpu[nodes], 1)
+        return free / gcap + (alloc.node_cpu[nodes] - cpu_take) / ccap
+
+    def choose(self, alloc: Allocation, job: Job, devs: np.ndarray, need: int) -> int:
+        nodes = alloc.cluster.dev_node[devs]
+        left = self._left(alloc, nodes, need, job.cpu_milli)
+        order = np.lexsort((devs, alloc.dev_free[devs], left))
+        return int(devs[order[0]])
+
+    def choose_node(self, alloc: Allocation, job: Job, nodes: np.ndarray, k: int) -> int:
+        left = self._left(alloc, nodes, k * WHOLE, job.cpu_milli)
+        order = np.lexsort((nodes, left))
+        return int(nodes[order[0]])

@@ -7,8 +7,9 @@ allocation ratio = allocated milli-GPU / capacity after all arrivals.
 
 Each pod goes through the unmodified scheduler (``Scheduler.decide`` / ``SchedState.apply``), exactly as in the
 simulator; only the packer differs between runs. Packers: ``random`` (random-fit for every task), ``best-fit``
-(the scheduler's default) and ``fgd`` (:class:`suanli.sched.packing.FragmentationPacker`, given the pod list's
-task distribution as FGD is).
+(multi-resource best-fit node for every task, :class:`suanli.sched.packing.BestFitNodePacker`, the paper's
+baseline), ``sched-best-fit`` (the scheduler's default packer as it is) and ``fgd``
+(:class:`suanli.sched.packing.FragmentationPacker`, given the pod list's task distribution as FGD is).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from suanli.fleet.model import Cluster
 from suanli.sched import Scheduler
 from suanli.sched.alloc import WHOLE
 from suanli.sched.core import make_packer
-from suanli.sched.packing import FragmentationPacker, RandomFitPacker
+from suanli.sched.packing import BestFitNodePacker, FragmentationPacker, RandomFitPacker
 from suanli.sched.placement import Packer
 from suanli.sim.run import SimError
 from suanli.sim.traces import read_trace
@@ -64,7 +65,9 @@ def _packer(name: str, seed: int, jobs: list[Job]) -> Packer:
         return RandomFitPacker(seed)
     if name == "fgd":
         return FragmentationPacker().fit(jobs)
-    return make_packer(name, seed)
+    if name == "best-fit":
+        return BestFitNodePacker()
+    return make_packer("best-fit", seed)  # "sched-best-fit": the scheduler's default packer
 
 
 def replay_once(cluster: Cluster, w: Workload, order: np.ndarray, packer: str, seed: int) -> dict[str, Any]:
@@ -96,8 +99,9 @@ def placement_replay(pods: str | Path, nodes: str | Path, *, packers: list[str] 
     """Mean allocation ratio over ``seeds`` seeds for each packer: ``[{"policy", "alloc_ratio", "seeds", ...}]``."""
     packers = packers or ["random", "best-fit", "fgd"]
     for p in packers:
-        if p not in ("random", "best-fit", "fgd"):
-            raise SimError(f"unknown packer {p!r} for the placement replay; choose random, best-fit or fgd")
+        if p not in ("random", "best-fit", "fgd", "sched-best-fit"):
+            raise SimError(f"unknown packer {p!r} for the placement replay; choose random, best-fit, fgd or "
+                           "sched-best-fit")
     if inflation <= 0:
         raise SimError("--inflation must be positive")
     cluster = load_cluster(nodes)
