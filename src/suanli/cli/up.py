@@ -59,7 +59,8 @@ def up(
     except SuanliError:
         raise
     except Exception as e:  # a database that cannot be reached, a data directory that cannot be written...
-        raise SuanliError(f"cannot start: {type(e).__name__}: {e}") from None
+        detail = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise SuanliError(f"cannot start: {detail}") from None
     url = f"http://{host}:{port}"
     (svc.data_dir / SERVER_FILE).write_text(json.dumps({"url": url}) + "\n")
     inv = (f"{len(svc.devices)}x {svc.devices[0].model}" + (" (declared)" if svc.devices[0].declared else

@@ -443,7 +443,7 @@ class Controller:
         local = pl_json["local"][0] if pl_json["local"] else []
         try:
             h = self.ex.start(jid, int(aid), n, spec, pl_json["model"], list(local), s.placement.milli)
-        except OSError as e:
+        except Exception as e:  # OSError, or a command the OS refuses (ValueError): the attempt fails, recorded
             with self.store.write() as c:
                 c.execute(job_attempts.update().where(job_attempts.c.id == aid)
                           .values(ended_at=now, exit_code=None, outcome="spawn-failed"))
