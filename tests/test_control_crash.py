@@ -126,13 +126,15 @@ def test_sigkill_loop_loses_nothing_and_runs_nothing_twice(tmp_path: Path, store
                 # every attempt the store records as spawned ran exactly once (per rank), and nothing else ran;
                 # several attempts only come from preemptions (priorities differ), never from a restart
                 att = c.get(f"/v1/jobs/{jid}").json()["attempt_list"]
-                spawned = [str(a["n"]) for a in att if a["outcome"] != "lost"]
-                assert all(a["outcome"] in ("succeeded", "preempted", "lost") for a in att), att
+                assert all(a["outcome"] in ("succeeded", "preempted", "lost", "aborted") for a in att), att
+                must = {str(a["n"]) for a in att if a["outcome"] not in ("lost", "aborted")}
+                may = {str(a["n"]) for a in att if a["outcome"] == "aborted"}  # killed while its ranks started
                 for rank in range(2):
                     f = marks / f"{jid}.{rank}"
                     if rank == 0 or f.exists():
                         runs = f.read_text().split()
-                        assert runs == spawned, f"job {jid} rank {rank}: started as attempts {runs}, store: {att}"
+                        assert len(runs) == len(set(runs)) and must <= set(runs) <= must | may, \
+                            f"job {jid} rank {rank}: started as attempts {runs}, store: {att}"
             adopted = sum("adopted" in [e["kind"] for e in c.get(f"/v1/jobs/{j}/events").json()] for j in states)
             print(f"{store}: {len(accepted)} accepted, {len(states)} stored, {adopted} re-adopted "
                   f"across {cycles} SIGKILLs")

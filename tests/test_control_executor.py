@@ -245,3 +245,45 @@ def test_a_stop_begun_before_a_crash_is_finished_after_it_not_counted_as_failure
         assert [a["outcome"] for a in j["attempt_list"]] == ["preempted", None]
     finally:
         s2.controller.stop()
+
+
+def test_restart_after_a_crash_while_spawning_ranks_stops_the_partial_gang_and_requeues(tmp_path: Path) -> None:
+    import signal
+
+    d = tmp_path / "d"
+    s = make(d, keep_jobs_on_stop=True)
+    s.controller.stop()  # no loop: we play the controller that dies half-way through a spawn
+    st: Store = s.store
+    from suanli.workload.spec import JobSpec
+
+    spec = JobSpec(name="gang", resources={"accelerators": 2}, command=["sleep", "60"])
+    jid = st.submit(spec)["id"]
+    now = time.time()
+    with st.write() as c:
+        Store.transition(c, jid, JobState.PENDING, JobState.RUNNING, now, "attempt 1", attempts=1)
+        aid = c.execute(job_attempts.insert().values(job_id=jid, n=1, started_at=now, placement={
+            "nodes": ["n1"], "local": [[0, 1]], "milli": 1000, "cpu_milli": [0], "mem_mib": [0],
+            "model": "BR100"})).inserted_primary_key[0]
+    h = s.executor.start(jid, aid, 1, spec.model_dump(mode="json"), "BR100", [0, 1], 1000)
+    from suanli.control.executor import proc_rank, scan_attempt_pids
+
+    time.sleep(0.3)  # let the wrappers start their commands
+    for pid in scan_attempt_pids(s.executor.key_prefix).get(s.executor.attempt_key(aid), []):
+        if proc_rank(pid) == 1:  # as if rank 1 had never been spawned: no process, no exit file
+            os.kill(pid, signal.SIGKILL)
+    h.popens[1].wait()
+    rank0 = h.procs[0][0]
+    st.close()
+    s2 = make(d)
+    try:
+        end = time.monotonic() + 20
+        while True:
+            j = s2.store.get_job(jid)
+            if j["attempts"] == 2 or time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        assert j["attempt_list"][0]["outcome"] == "aborted" and j["failures"] == 0, j
+        h.popens[0].wait(5)  # the partial gang's rank 0 was stopped
+        assert proc_start_ticks(rank0) is None
+    finally:
+        s2.controller.stop()

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from suanli.control.db import job_attempts, job_events, jobs, nodes
-from suanli.control.executor import Handle, LocalExecutor, scan_attempt_pids
+from suanli.control.executor import Handle, LocalExecutor, proc_rank, scan_attempt_pids
 from suanli.control.store import Store, job_from_row
 from suanli.fleet.model import Cluster, NodeSpec, build_cluster
 from suanli.sched import Placement, QueueConfig, RunningJob, Scheduler, Start
@@ -170,10 +170,22 @@ class Controller:
                 self.ex.wait(h, 5.0)
             self._requeue_lost(job, a, now, "placement no longer matches this node's devices")
             return
-        if not alive and a.procs is None and not any(f.exists() for f in h.exit_files):
-            # recorded but never spawned (crash between the record and the spawn): requeue, no failure counted
-            self._requeue_lost(job, a, now, "controller stopped before the processes were started")
-            return
+        if a.procs is None:
+            # The controller died between recording the attempt and recording its pids: some, all or none of the
+            # ranks were spawned. All of them (alive, or ended with an exit file): adopt. None: requeue. Some: the
+            # attempt cannot work without the others; stop what exists and requeue. No failure is counted.
+            ranks = {r for r in (proc_rank(p) for p, _ in h.extra) if r is not None}
+            ranks |= {r for r, f in enumerate(h.exit_files) if f.exists()}
+            if len(ranks) < world:
+                if alive:
+                    self.ex.kill_now(h)
+                    self.ex.wait(h, 5.0)
+                if not ranks:
+                    self._requeue_lost(job, a, now, "controller stopped before the processes were started")
+                else:
+                    self._requeue_lost(job, a, now, f"controller stopped while starting the ranks ({len(ranks)} "
+                                       f"of {world} started; stopped)", outcome="aborted")
+                return
         self.state.running.add(RunningJob(job, pl, model, a.started_at))
         self.state.alloc.take(pl)
         self.handles[jid] = h
@@ -185,11 +197,11 @@ class Controller:
             if a.procs is None and h.extra:
                 c.execute(job_attempts.update().where(job_attempts.c.id == a.id).values(pgid=h.pgid))
 
-    def _requeue_lost(self, job: Job, a: Any, now: float, why: str) -> None:
+    def _requeue_lost(self, job: Job, a: Any, now: float, why: str, outcome: str = "lost") -> None:
         with self.store.write() as c:
             if a is not None and a.ended_at is None:
                 c.execute(job_attempts.update().where(job_attempts.c.id == a.id)
-                          .values(ended_at=now, outcome="lost"))
+                          .values(ended_at=now, outcome=outcome))
             Store.transition(c, int(job.id), S.RUNNING, S.REQUEUED, now, why)
         self.state.submit(job)
 

@@ -67,6 +67,22 @@ def scan_attempt_pids(prefix: str) -> dict[str, list[int]]:
     return out
 
 
+def proc_rank(pid: int) -> int | None:
+    """The ``RANK`` a process was started with (its environment), or None."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read()
+    except OSError:
+        return None
+    for item in env.split(b"\0"):
+        if item.startswith(b"RANK="):
+            try:
+                return int(item[5:])
+            except ValueError:
+                return None
+    return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
