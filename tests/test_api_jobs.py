@@ -237,3 +237,15 @@ def test_logs_follow_waits_for_the_start_and_follows_retries(client: TestClient,
     assert text == "try 1\n--- attempt 2 ---\ntry 2\n"
     assert client.get(f"/v1/jobs/{jid}/logs", params={"attempt": 3}, headers=h).status_code == 404
     assert client.get(f"/v1/jobs/{jid}/logs", params={"attempt": 1}, headers=h).text == "try 1\n"
+
+
+def test_tail_of_a_large_log_reads_backwards(tmp_path: Path) -> None:
+    from suanli.api.app import _file_chunks, _last_lines
+
+    p = tmp_path / "log"
+    p.write_bytes(b"".join(b"line %d\n" % i for i in range(200_000)))
+    assert _last_lines(p, 3) == b"line 199997\nline 199998\nline 199999\n"
+    assert _last_lines(p, 1, end=14) == b"line 1\n"
+    assert b"".join(_file_chunks(p)) == p.read_bytes()
+    p.write_bytes(b"no newline at the end")
+    assert _last_lines(p, 5) == b"no newline at the end"

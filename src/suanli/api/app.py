@@ -354,16 +354,22 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
             return root / "jobs" / str(job_id) / "logs" / f"attempt-{k}.rank-{rank}.log"
 
         if not follow:
-            return PlainTextResponse(_tail(log_path(n), tail) if n and log_path(n).exists() else "")
+            if not n or not log_path(n).exists():
+                return PlainTextResponse("")
+            if tail:
+                return PlainTextResponse(_tail(log_path(n), tail))
+            return StreamingResponse(_file_chunks(log_path(n)), media_type="text/plain; charset=utf-8")
 
         def gen() -> Iterator[bytes]:
             """Stream the log as it grows; without ``attempt``, wait for the first attempt and go on to the next
             ones (retries, requeues) until the job is final."""
             cur, pos = n, 0
             if cur and log_path(cur).exists():
-                data = log_path(cur).read_bytes()
-                pos = len(data)
-                yield _tail_bytes(data, tail)
+                pos = log_path(cur).stat().st_size
+                if tail:
+                    yield _last_lines(log_path(cur), tail, pos)
+                else:
+                    yield from _file_chunks(log_path(cur), pos)
             idle_since = time.monotonic()
             while True:
                 if cur and log_path(cur).exists():
@@ -506,12 +512,34 @@ class _Batcher:
             self.running = False
 
 
-def _tail_bytes(data: bytes, n: int) -> bytes:
-    return b"".join(data.splitlines(keepends=True)[-n:]) if n > 0 else data
+def _last_lines(path: Path, n: int, end: int | None = None) -> bytes:
+    """The last ``n`` lines of the first ``end`` bytes of a file, reading backwards (logs can be large)."""
+    with open(path, "rb") as f:
+        size = end if end is not None else f.seek(0, 2)
+        pos, data = size, b""
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(pos, 1 << 16)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    lines = data.splitlines(keepends=True)
+    return b"".join(lines[-n:]) if n > 0 else data
 
 
 def _tail(path: Path, n: int) -> str:
-    return _tail_bytes(path.read_bytes(), n).decode("utf-8", "replace")
+    return _last_lines(path, n).decode("utf-8", "replace")
+
+
+def _file_chunks(path: Path, end: int | None = None) -> Iterator[bytes]:
+    """A file (its first ``end`` bytes) in chunks, without reading it all into memory."""
+    left = end if end is not None else path.stat().st_size
+    with open(path, "rb") as f:
+        while left > 0:
+            chunk = f.read(min(left, 1 << 16))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
 
 
 CleanUp = Callable[[], None]
