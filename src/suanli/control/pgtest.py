@@ -108,4 +108,6 @@ def server_url_for_tests() -> tuple[str | None, str]:
         err = getattr(e, "stderr", b"") or b""
         return None, f"could not start a PostgreSQL server: {e} {err.decode(errors='replace')[-300:]}"
     atexit.register(_server.stop)
+    if _server_url is None:
+        return None, "PostgreSQL binaries found but no 'postgres' user to run the server as (it refuses root)"
     return _server_url, ""
