@@ -156,3 +156,19 @@ def test_head_constant_matches_the_migrations() -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(db.MIGRATIONS))
     assert ScriptDirectory.from_config(cfg).get_current_head() == db.HEAD
+
+
+def test_without_postgresql_tests_skip_with_a_reason_but_fail_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from suanli.control import pgtest
+
+    monkeypatch.delenv("SUANLI_TEST_PG_URL", raising=False)
+    monkeypatch.setattr(pgtest, "_server_url", None)
+    monkeypatch.setattr(pgtest, "pg_bin", lambda name: None)
+    url, why = pgtest.server_url_for_tests()
+    assert url is None and "initdb" in why
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        pg_url_or_skip()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception):
+        pg_url_or_skip()
