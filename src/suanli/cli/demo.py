@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
-from rich.progress import Progress
-from rich.table import Table
 
-from suanli.catalog.accelerators import resolve_accelerator
 from suanli.cli.common import console, err_console, print_json
 from suanli.errors import SuanliError
-from suanli.fleet import generate_cluster, load_cluster
-from suanli.fleet.model import Cluster
-from suanli.sched import POLICIES, QueueConfig, Scheduler
-from suanli.workload.mix import sample_jobs
 
+if TYPE_CHECKING:
+    from suanli.fleet.model import Cluster
+
+# numpy, the scheduler and the catalog are imported inside the command, so that `suanli up` and the other
+# commands do not pay for them at start-up.
 DEFAULT_MODELS = "H100,910B,BR100,H20"
+POLICY_HELP = "Scheduling policy: fifo, backfill, sjf, las, fair."
 
 
 def build_cluster_arg(cluster: str | None, chips: int, models: str, per_node: int) -> Cluster:
+    from suanli.catalog.accelerators import resolve_accelerator
+    from suanli.fleet import generate_cluster, load_cluster
+
     if cluster:
         return load_cluster(cluster)
     if chips <= 0:
@@ -41,13 +42,20 @@ def demo(
     cluster: Annotated[str | None, typer.Option(help="Cluster YAML or node-list CSV instead of a generated one.")]
     = None,
     jobs: Annotated[int, typer.Option(help="Jobs in the generated mix (Philly size mix).")] = 5000,
-    policy: Annotated[str, typer.Option(help=f"Scheduling policy: {', '.join(POLICIES)}.")] = "backfill",
+    policy: Annotated[str, typer.Option(help=POLICY_HELP)] = "backfill",
     rounds: Annotated[int, typer.Option(help="Scheduling rounds; between rounds the earliest-ending jobs finish.")]
     = 12,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same decisions).")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Schedule a generated job mix on a cluster, round by round, and show what the scheduler decided."""
+    import numpy as np
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from suanli.sched import QueueConfig, Scheduler
+    from suanli.workload.mix import sample_jobs
+
     if jobs <= 0 or rounds <= 0:
         raise SuanliError("--jobs and --rounds must be positive")
     c = build_cluster_arg(cluster, chips, models, per_node)
