@@ -151,3 +151,13 @@ def test_las_preempts_long_running_jobs_for_new_ones() -> None:
     assert r.finish[1] == pytest.approx(5100.0)  # the newcomer preempts the job that has attained more service
     assert r.preemptions[0] >= 1
     assert r.finish[0] == pytest.approx(100100.0)  # preempted work is kept (checkpoint on preemption)
+
+
+def test_job_that_no_single_node_can_host_is_rejected() -> None:
+    # 8 GPUs fit the cluster in total, but no node has 200 cores: placed by the real placer on an empty cluster,
+    # the shape never fits, so it is rejected instead of blocking the FIFO head forever
+    w = from_jobs("t", [{"submit": 0.0, "duration": 10.0, "count": 8, "per_node": 8, "cpu_milli": 200_000},
+                        {"submit": 1.0, "duration": 10.0, "count": 8, "per_node": 8, "cpu_milli": 64_000}])
+    r = run(w)
+    s = summarize(r)
+    assert s["rejected"] == 1 and s["completed"] == 1 and s["unfinished"] == 0

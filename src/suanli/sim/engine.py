@@ -29,8 +29,10 @@ import numpy as np
 
 from suanli.fleet.model import Cluster
 from suanli.sched import Scheduler
-from suanli.sched.alloc import WHOLE
+from suanli.sched.alloc import WHOLE, Allocation
+from suanli.sched.placement import Placer
 from suanli.sim.workload import Workload
+from suanli.workload.spec import Job
 from suanli.workload.states import TRANSITIONS, JobState, check_transition
 
 # event kinds, in the order they are handled at one instant
@@ -135,28 +137,31 @@ class Simulation:
 
     # -- admission: a job that can never fit is rejected at arrival (an admission controller would) ------------
     def _fits_ever(self) -> np.ndarray:
+        """Jobs that fit the empty cluster: each distinct job shape is placed once by the scheduler's own placer
+        on an empty allocation (exact: CPU, memory, models, node sizes, gangs); the others are rejected."""
         w, c = self.w, self.cluster
         n = len(w)
-        ok = np.ones(n, dtype=bool)
-        per_model = {m: (c.devices_of_model(m), int(c.node_devices[c.model_nodes[i]].max()) if
-                         len(c.model_nodes[i]) else 0) for i, m in enumerate(c.models)}
-        sets: list[tuple[str, ...]] = [*w.model_sets, tuple(c.models)]
-        cap = np.zeros(len(sets), dtype=np.int64)
-        maxd = np.zeros(len(sets), dtype=np.int64)
-        for i, s in enumerate(sets):
-            vals = [per_model[m] for m in s if m in per_model]
-            cap[i] = max((v[0] for v in vals), default=0)
-            maxd[i] = max((v[1] for v in vals), default=0)
-        ms = np.where(w.models < 0, len(sets) - 1, w.models)
-        gpu = w.count > 0
-        ok &= ~gpu | (w.count <= cap[ms])
-        ok &= ~gpu | (w.per_node <= maxd[ms])
-        ok &= ~gpu | (cap[ms] > 0)
-        cpu_max = int(c.node_cpu.max()) if c.n_nodes else 0
-        mem_max = int(c.node_mem.max()) if c.n_nodes else 0
-        single = (w.count <= 1) | (w.per_node >= w.count)
-        ok &= ~single | ((w.cpu_milli <= cpu_max) & (w.mem_mib <= mem_max))
-        return ok
+        if n == 0:
+            return np.ones(0, dtype=bool)
+        # one int64 key per shape: small columns packed in bits, CPU and memory as codes of their distinct values
+        k1 = (((w.count.astype(np.int64) * 1001 + w.milli) * 2049 + w.per_node) * 2 + w.gang) * 1_000_003 + (
+            w.models.astype(np.int64) + 1)
+        _, c1 = np.unique(k1, return_inverse=True)
+        ucpu, ccpu = np.unique(w.cpu_milli, return_inverse=True)
+        umem, cmem = np.unique(w.mem_mib, return_inverse=True)
+        key = (c1.reshape(-1).astype(np.int64) * len(ucpu) + ccpu.reshape(-1)) * len(umem) + cmem.reshape(-1)
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        uniq = np.stack([w.count[first].astype(np.int64), w.milli[first].astype(np.int64),
+                         w.per_node[first].astype(np.int64), w.cpu_milli[first], w.mem_mib[first],
+                         w.models[first].astype(np.int64), w.gang[first].astype(np.int64)], axis=1)
+        placer = Placer(c)  # the default packer: feasibility does not depend on which feasible spot is chosen
+        empty = Allocation(c)
+        ok_shape = np.zeros(len(uniq), dtype=bool)
+        for k, (cnt, milli, per, cpu, mem, ms, gang) in enumerate(uniq.tolist()):
+            job = Job(id=-1 - k, count=cnt, milli=milli, per_node=per or None, cpu_milli=cpu, mem_mib=mem,
+                      models=w.model_sets[ms] if ms >= 0 else None, gang=bool(gang), seq=-1)
+            ok_shape[k] = placer.place(empty, job, placer.candidate_models(job)) is not None
+        return ok_shape[inv.reshape(-1)]
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> SimResult:
         """Simulate to the end. The cyclic garbage collector is paused meanwhile (the engine makes no cycles; the
