@@ -182,6 +182,14 @@ class _Pass:
         self.started: dict[int | str, RunningJob] = {}
         self.preempt_tries = 0
         self.usage_delta: dict[tuple[str, int], int] = {}
+        self._las_q: dict[int | str, int] = {}  # LAS queue of running jobs at ``now`` (fixed within a pass)
+
+    def las_queue_of(self, r: RunningJob) -> int:
+        """LAS queue of a running job at this pass's time, computed once per pass (victim searches ask often)."""
+        v = self._las_q.get(r.job.id)
+        if v is None:
+            v = self._las_q[r.job.id] = self.s.las_queue(r.attained(self.now))
+        return v
 
     # -- basic moves ----------------------------------------------------------------------------------------
     def try_place(self, job: Job) -> tuple[Placement, int] | None:
@@ -288,11 +296,10 @@ class _Pass:
             res = self.try_preempt(job, self.priority_victim(job), "priority")
         if res is None and self.s.policy == "las" and self.s.preemption and running.preemptible_by_priority:
             q = self.s.las_queue(job.attained)
-            now = self.now
+            lq = self.las_queue_of
             res = self.try_preempt(
                 job,
-                lambda r: r.job.preemptible and r.job.priority <= job.priority
-                and self.s.las_queue(r.attained(now)) > q,
+                lambda r: r.job.preemptible and r.job.priority <= job.priority and lq(r) > q,
                 "las",
             )
         if res is None:
