@@ -161,3 +161,15 @@ def test_job_that_no_single_node_can_host_is_rejected() -> None:
     r = run(w)
     s = summarize(r)
     assert s["rejected"] == 1 and s["completed"] == 1 and s["unfinished"] == 0
+
+
+def test_checkpoint_interval_per_job_kind() -> None:
+    # same failure (node 0 at 700 s) under two kinds: "train" checkpoints every 300 s (loses 100 s),
+    # "dev" never checkpoints (loses all 700 s)
+    for kind, end, lost in (("train", 1100.0, 100.0), ("dev", 1700.0, 700.0)):
+        w = from_jobs("t", [{"submit": 0.0, "duration": 1000.0, "count": 8, "kind": kind}])
+        fc = FailureConfig(checkpoint_s=300.0, checkpoint_by_kind={"dev": math.inf},
+                           script=((700.0, "node", 0, 3600.0),))
+        r = run(w, failures=fc)
+        assert r.finish[0] == pytest.approx(end)
+        assert summarize(r)["lost_chip_hours"] == pytest.approx(lost * 8 / 3600)

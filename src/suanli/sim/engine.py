@@ -62,6 +62,8 @@ class FailureConfig:
     device_repair_s: float = 4 * 3600.0  # mean (exponential): swap a GPU
     node_repair_s: float = 2 * 3600.0  # mean (exponential): reboot / re-cable a host
     checkpoint_s: float = 1800.0  # checkpoint interval of every job (inf: never)
+    # per job kind (train, finetune, eval, dev, serve, batch), overriding checkpoint_s: e.g. {"dev": inf}
+    checkpoint_by_kind: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     # scripted failures, with or without the random ones: (time, "device" | "node", index, repair seconds)
     script: tuple[tuple[float, str, int, float], ...] = ()
@@ -208,6 +210,7 @@ class Simulation:
         thresholds = sched.las_thresholds
         fc = cfg.failures
         ckpt = fc.checkpoint_s if fc.checkpoint_s and fc.checkpoint_s > 0 else math.inf
+        ckpt_kind = {k: (v if v and v > 0 else math.inf) for k, v in fc.checkpoint_by_kind.items()}
         ok_tr = _OK
 
         def move(i: int, dst: int) -> None:
@@ -253,7 +256,8 @@ class Simulation:
             pl = r.placement
             busy -= pl.milli * pl.n_devices
             ran = now - run_start[jid]
-            lost_t = ran % ckpt if ckpt < math.inf else ran
+            ck = ckpt_kind.get(r.job.kind, ckpt)
+            lost_t = ran % ck if ck < math.inf else ran
             lost_ds += lost_t * r.job.devices_equiv
             remaining[jid] = max(1e-9, remaining[jid] - (ran - lost_t) * speed[r.model])
             n_fail[jid] += 1
