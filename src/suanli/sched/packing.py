@@ -164,48 +164,68 @@ class FragmentationPacker:
 
 
 class RandomFitPacker:
-    """Random-fit for every task: a random feasible device for a shared-GPU task and a random feasible node for a
-    whole-GPU one (the Random baseline of the FGD evaluation). ``RandomPacker`` randomizes only shared tasks."""
+    """Random-fit for every task, as the FGD artifact's ``RandomScore`` with ``gpuSelMethod: random``: a feasible node
+    drawn uniformly, then on it a feasible device drawn uniformly for a shared-GPU task (whole devices: the node's
+    first free ones). ``RandomPacker`` randomizes only shared tasks."""
 
     name = "random-fit"
+    pool_models = False  # the replay sets it: one draw over the nodes of every GPU model
 
     def __init__(self, seed: int = 0) -> None:
         self.rng = np.random.default_rng(seed)
 
     def choose(self, alloc: Allocation, job: Job, devs: np.ndarray, need: int) -> int:
-        return int(devs[int(self.rng.integers(len(devs)))])
+        nodes = alloc.cluster.dev_node[devs]
+        un = np.unique(nodes)
+        n = un[int(self.rng.integers(len(un)))]
+        on = devs[nodes == n]
+        return int(on[int(self.rng.integers(len(on)))])
 
     def choose_node(self, alloc: Allocation, job: Job, nodes: np.ndarray, k: int) -> int:
         return int(nodes[int(self.rng.integers(len(nodes)))])
 
 
+MAX_SPEC_CPU = 128_000  # milli-CPU: the FGD artifact's normalizers for BestFit (open-gpu-share utils/const.go)
+MAX_SPEC_GPU = 8 * WHOLE
+
+
 class BestFitNodePacker:
-    """Multi-resource best-fit for every task (the BestFit baseline of the FGD evaluation): the node left with the
-    least free resources - free GPU share and free CPU, each as a fraction of the node's capacity, summed - and on
-    it the GPU left with the least free share. The scheduler's own ``best-fit`` packer only chooses GPUs for shared
-    tasks and leaves whole-GPU and CPU-only tasks to the placer's defaults."""
+    """Best-fit for every task, as the FGD artifact's ``BestFitScore`` plugin: a node scores
+    ``int(100 * (1 - (0.5 (free CPU - asked) / 128 CPU + 0.5 (free GPU share - asked) / 8 GPU)))`` (the int
+    truncation included), the highest score wins and ties are drawn at random (kube-scheduler's ``selectHost``); on
+    the node, a shared task takes the GPU with the least free share that fits (first index on ties) and whole
+    devices are the node's first free ones. Memory is not scored. The scheduler's own ``best-fit`` packer only
+    chooses GPUs for shared tasks and leaves whole-GPU and CPU-only tasks to the placer's defaults."""
 
     name = "best-fit-node"
+    pool_models = False  # the replay sets it: one choice over the nodes of every GPU model
 
-    def _left(self, alloc: Allocation, nodes: np.ndarray, gpu_take: np.ndarray | int, cpu_take: int) -> np.ndarray:
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def _score(self, alloc: Allocation, nodes: np.ndarray, gpu_take: int, cpu_take: int) -> np.ndarray:
         c = alloc.cluster
         starts = c.node_dev_start[nodes]
         ndev = c.node_devices[nodes].astype(np.int64)
-        g = int(ndev.max()) if len(ndev) else 0
-        idx = starts[:, None] + np.arange(max(g, 1))[None, :]
-        valid = np.arange(max(g, 1))[None, :] < ndev[:, None]
-        free = np.where(valid, alloc.dev_free[np.where(valid, idx, 0)], 0).sum(axis=1) - gpu_take
-        gcap = np.maximum(ndev * WHOLE, 1)
-        ccap = np.maximum(c.node_cpu[nodes], 1)
-        return free / gcap + (alloc.node_cpu[nodes] - cpu_take) / ccap
+        g = max(int(ndev.max()) if len(ndev) else 0, 1)
+        idx = starts[:, None] + np.arange(g)[None, :]
+        valid = np.arange(g)[None, :] < ndev[:, None]
+        free = np.where(valid, alloc.dev_free[np.where(valid, idx, 0)], 0).sum(axis=1)
+        left = (0.5 * (alloc.node_cpu[nodes] - cpu_take) / MAX_SPEC_CPU
+                + 0.5 * (free - gpu_take) / MAX_SPEC_GPU)
+        return ((1.0 - left) * 100).astype(np.int64)
+
+    def _pick_node(self, alloc: Allocation, nodes: np.ndarray, gpu_take: int, cpu_take: int) -> int:
+        score = self._score(alloc, nodes, gpu_take, cpu_take)
+        best = nodes[score == score.max()]
+        return int(best[int(self.rng.integers(len(best)))])
 
     def choose(self, alloc: Allocation, job: Job, devs: np.ndarray, need: int) -> int:
         nodes = alloc.cluster.dev_node[devs]
-        left = self._left(alloc, nodes, need, job.cpu_milli)
-        order = np.lexsort((devs, alloc.dev_free[devs], left))
-        return int(devs[order[0]])
+        n = self._pick_node(alloc, np.unique(nodes), need, job.cpu_milli)
+        on = devs[nodes == n]
+        order = np.lexsort((on, alloc.dev_free[on]))
+        return int(on[order[0]])
 
     def choose_node(self, alloc: Allocation, job: Job, nodes: np.ndarray, k: int) -> int:
-        left = self._left(alloc, nodes, k * WHOLE, job.cpu_milli)
-        order = np.lexsort((nodes, left))
-        return int(nodes[order[0]])
+        return self._pick_node(alloc, nodes, k * WHOLE, job.cpu_milli)

@@ -120,6 +120,10 @@ class Placer:
         if job.count == 0:
             p = self._place_cpu(alloc, job)
             return (p, -1) if p is not None else None
+        if len(models) > 1 and getattr(self.config.packer, "pool_models", False):
+            pooled = self._place_pooled(alloc, job, models)
+            if pooled is not None:
+                return pooled
         for m in models:
             if job.milli < WHOLE:
                 p = self._place_fraction(alloc, job, m)
@@ -135,6 +139,41 @@ class Placer:
             if p is not None:
                 return p, m
         return None
+
+    def _place_pooled(self, alloc: Allocation, job: Job, models: Sequence[int]) -> tuple[Placement, int] | None:
+        """One choice over the nodes of every candidate model at once (a packer with ``pool_models``, as a
+        kube-scheduler scores all feasible nodes whatever their GPU model): a share of one device, or whole devices
+        on one node with a node-choosing packer. None leaves the job to the per-model loop."""
+        c = self.cluster
+        if job.milli < WHOLE:
+            parts = [self.fraction_candidates(alloc, job, m) for m in models]
+            if len({need for _, need in parts}) != 1:
+                return None
+            devs = np.concatenate([d for d, _ in parts])
+            if not len(devs):
+                return None
+            need = parts[0][1]
+            d = self.config.packer.choose(alloc, job, devs, need)
+            n = int(c.dev_node[d])
+            return Placement((n,), ((d,),), need, (job.cpu_milli,), (job.mem_mib,)), int(c.node_model[n])
+        choose_node = getattr(self.config.packer, "choose_node", None)
+        if choose_node is None or not job.gang or (job.per_node and job.per_node < job.count):
+            return None
+        k = job.count
+        cand_l: list[int] = []
+        for m in models:
+            if k > alloc.model_free[m] or k > self.model_maxd[m]:
+                continue
+            buckets = alloc.buckets[m]
+            cand_l.extend(n for w in range(k, len(buckets)) for n in buckets[w])
+        cand = np.array(cand_l, dtype=np.int64)
+        if len(cand):
+            cand = cand[(alloc.node_cpu[cand] >= job.cpu_milli) & (alloc.node_mem[cand] >= job.mem_mib)]
+        if not len(cand):
+            return None
+        n = int(choose_node(alloc, job, cand, k))
+        p = Placement((n,), (self._free_devs(alloc, n, k),), WHOLE, (job.cpu_milli,), (job.mem_mib,))
+        return p, int(c.node_model[n])
 
     # -- helpers ------------------------------------------------------------------------------------------
     def _free_devs(self, alloc: Allocation, n: int, k: int) -> tuple[int, ...]:

@@ -36,44 +36,51 @@ PUBLISHED = {"random": 0.8747, "best-fit": 0.9308, "fgd": 0.9539}  # FGD artifac
 
 
 def inflate(w: Workload, capacity_milli: int, inflation: float, seed: int) -> np.ndarray:
-    """Row indices of the inflated, shuffled workload."""
+    """Row indices of the inflated workload, in arrival order, as the FGD artifact builds it
+    (``pkg/simulator/simulator.go``: ``SortClusterPods`` with ``shufflePod``, then ``tuneUpPods``): every pod of the
+    list, shuffled, then copies drawn uniformly with replacement and appended in draw order, until a drawn pod
+    would take the total past ``inflation`` x capacity. Like the artifact, the stop test adds the pod's milli-GPU
+    *per GPU* (``podRes.MilliGpu``) while the total grows by all its GPUs, so the last multi-GPU copy may pass the
+    target by a few GPUs."""
     rng = np.random.default_rng(seed)
-    gpu = (w.count.astype(np.int64) * w.milli).astype(np.int64)
+    per_gpu = np.where(w.count > 0, w.milli, 0).astype(np.int64)
+    total_gpu = w.count.astype(np.int64) * per_gpu
     target = inflation * capacity_milli
-    total = int(gpu.sum())
-    extra: list[int] = []
+    total = int(total_gpu.sum())
     n = len(w)
+    base = rng.permutation(n)
+    extra: list[int] = []
     while True:
         draws = rng.integers(n, size=1024)
         stop = False
         for i in draws.tolist():
-            g = int(gpu[i])
-            if total + g > target:
+            if total + int(per_gpu[i]) > target:
                 stop = True
                 break
-            total += g
+            total += int(total_gpu[i])
             extra.append(i)
         if stop:
             break
-    idx = np.concatenate([np.arange(n), np.array(extra, dtype=np.int64)])
-    rng.shuffle(idx)
-    return idx
+    return np.concatenate([base, np.array(extra, dtype=np.int64)])
 
 
 def _packer(name: str, seed: int, jobs: list[Job]) -> Packer:
     if name == "random":
-        return RandomFitPacker(seed)
-    if name == "fgd":
-        return FragmentationPacker().fit(jobs)
-    if name == "best-fit":
-        return BestFitNodePacker()
-    return make_packer("best-fit", seed)  # "sched-best-fit": the scheduler's default packer
+        pk: Any = RandomFitPacker(seed)
+    elif name == "fgd":
+        pk = FragmentationPacker().fit(jobs)
+    elif name == "best-fit":
+        pk = BestFitNodePacker(seed)
+    else:
+        return make_packer("best-fit", seed)  # "sched-best-fit": the scheduler's default packer, per model
+    pk.pool_models = True  # one choice over the feasible nodes of every GPU model, as kube-scheduler scores them
+    return pk
 
 
 def replay_once(cluster: Cluster, w: Workload, order: np.ndarray, packer: str, seed: int) -> dict[str, Any]:
     jobs = w.jobs(0, len(w), queue_by_tenant=False)
     seq = [jobs[i] for i in order.tolist()]
-    pk = _packer(packer, seed, seq)
+    pk = _packer(packer, seed, jobs)  # fgd learns the pod list's distribution (the artifact's typical pods)
     sched = Scheduler(cluster, "fifo", packer=pk, preemption=False, seed=seed)
     state = sched.new_state()
     placed = skipped = 0
