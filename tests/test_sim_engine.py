@@ -173,3 +173,30 @@ def test_checkpoint_interval_per_job_kind() -> None:
         r = run(w, failures=fc)
         assert r.finish[0] == pytest.approx(end)
         assert summarize(r)["lost_chip_hours"] == pytest.approx(lost * 8 / 3600)
+
+
+class _Pods:
+    """The two columns :func:`suanli.sim.replay.inflate` reads."""
+
+    def __init__(self, count, milli) -> None:
+        self.count, self.milli = count, milli
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+
+def test_replay_inflation_keeps_the_artifact_order() -> None:
+    import numpy as np
+
+    from suanli.sim.replay import inflate
+
+    n = 50
+    count = np.array([i % 3 for i in range(n)], dtype=np.int32)  # 0, 1, 2 GPUs
+    milli = np.where(count == 1, 500, 1000).astype(np.int32)
+    cap = 40 * 1000
+    idx = inflate(_Pods(count, milli), cap, 1.3, seed=3)  # type: ignore[arg-type]
+    assert sorted(idx[:n].tolist()) == list(range(n))  # every pod of the list once, shuffled, first
+    assert idx[:n].tolist() != list(range(n))
+    assert len(idx) > n
+    total = int((count[idx] * milli[idx]).sum())
+    assert 1.3 * cap - 2000 < total <= 1.3 * cap + 1000  # stops at the first copy that would pass the target

@@ -59,3 +59,32 @@ def test_node_choosing_packers_place_cpu_only_and_whole_tasks() -> None:
         assert place(s, st, Job(id=3, count=1, milli=300)) is not None
         assert place(s, st, Job(id=4, count=1, milli=900, cpu_milli=64_000)) is None  # no node has that CPU
         st.alloc.check_consistency()
+
+
+def test_pooled_packer_scores_the_nodes_of_every_model_at_once() -> None:
+    # a 4-GPU T4 node listed first and a 1-GPU A10 node: per model, a 1-GPU task lands on the first model's node;
+    # pooled (the replay, as kube-scheduler scores every feasible node), best-fit takes the node it fills
+    c = build_cluster("t", [NodeSpec("n0", "T4", 4, 32_000, 131072, "n0", "r0"),
+                            NodeSpec("n1", "A10", 1, 32_000, 131072, "n1", "r0")])
+    for pooled, want in ((False, 0), (True, 1)):
+        pk = BestFitNodePacker(0)
+        pk.pool_models = pooled
+        s = Scheduler(c, "fifo", packer=pk)
+        st = s.new_state()
+        p = place(s, st, Job(id=1, count=1, cpu_milli=1000))
+        assert p is not None and p.nodes[0] == want
+        q = place(s, st, Job(id=2, count=1, milli=400, cpu_milli=1000))
+        assert q is not None
+        st.alloc.check_consistency()
+
+
+def test_best_fit_node_packer_scores_like_the_artifact() -> None:
+    # score = int(100 (1 - 0.5 free CPU left / 128 CPU - 0.5 free GPU left / 8 GPU)): the fuller node wins
+    s = Scheduler(cluster(2, 8, 64_000), "fifo", packer=BestFitNodePacker(0))
+    st = s.new_state()
+    a = place(s, st, Job(id=1, count=2, per_node=2, cpu_milli=8000))
+    b = place(s, st, Job(id=2, count=1, cpu_milli=8000))
+    assert a is not None and b is not None and a.nodes == b.nodes
+    d = place(s, st, Job(id=3, count=1, milli=300))
+    e = place(s, st, Job(id=4, count=1, milli=500))
+    assert d is not None and e is not None and d.devices == e.devices  # the tightest GPU that fits
