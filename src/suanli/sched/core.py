@@ -181,6 +181,7 @@ class _Pass:
         self.gone: set[int | str] = set()  # running jobs preempted in this pass
         self.started: dict[int | str, RunningJob] = {}
         self.preempt_tries = 0
+        self.preempt_failed: set[tuple[object, ...]] = set()
         self.usage_delta: dict[tuple[str, int], int] = {}
         self._las_q: dict[int | str, int] = {}  # LAS queue of running jobs at ``now`` (fixed within a pass)
 
@@ -224,7 +225,20 @@ class _Pass:
         devices preempted, number of victims); the result is checked by a real placement."""
         if job.count == 0 or self.preempt_tries >= self.s.max_preempt_tries:
             return None
+        # the victims a job may take depend only on its shape, priority, queue and LAS queue: a search that
+        # failed for that combination fails again until a preemption in this pass changes the running set
+        key = (_shape(job), reason, job.priority, job.queue, self.s.las_queue(job.attained),
+               tuple(models) if models is not None else None)
+        if key in self.preempt_failed:
+            return None
         self.preempt_tries += 1
+        res = self._preempt(job, is_victim, reason, models)
+        if res is None:
+            self.preempt_failed.add(key)
+        return res
+
+    def _preempt(self, job: Job, is_victim: Callable[[RunningJob], bool], reason: str,
+                 models: Sequence[int] | None) -> tuple[Placement, int] | None:
         placer = self.s.placer
         running = self.state.running
         alloc = self.alloc
@@ -278,6 +292,7 @@ class _Pass:
                         alloc.take(r.placement)
                     continue
                 self.failed.clear()  # capacity grew: shapes that failed may fit now
+                self.preempt_failed.clear()
                 for vid, r in victims.items():
                     self.gone.add(vid)
                     self.out.preemptions.append(Preempt(vid, job.id, reason))
