@@ -23,6 +23,7 @@ FIGURE_FIELDS: tuple[str, ...] = (
     "memory_bw_gbps",
     "bf16_tflops",
     "fp8_tflops",
+    "fp4_tflops",
     "int8_tops",
     "interconnect",
     "interconnect_bw_gbps",
@@ -60,6 +61,7 @@ class Accelerator(BaseModel):
     memory_bw_gbps: Figure
     bf16_tflops: Figure
     fp8_tflops: Figure
+    fp4_tflops: Figure = Field(default_factory=Figure)  # dense FP4 peak, where the chip has FP4 tensor units
     int8_tops: Figure
     interconnect: Figure
     interconnect_bw_gbps: Figure

@@ -1,7 +1,6 @@
 """The planner's view of an accelerator: the catalog figures it needs, per precision, with unknowns kept unknown.
 
-Everything comes from the accelerator catalog (``suanli.catalog``) except :data:`SUPPLEMENT`: figures the catalog
-does not carry yet (FP4 peaks), each with its public source. A figure that is unknown stays ``None``; the
+Everything comes from the accelerator catalog (``suanli.catalog``). A figure that is unknown stays ``None``; the
 estimators then answer ``None`` for what depends on it and say why.
 """
 
@@ -18,16 +17,6 @@ BYTES_PER_PARAM: dict[str, float] = {
     "bf16": 2.0,
     "fp8": 1.0,
     "fp4": 0.5625,  # 4-bit values + one 8-bit scale per 16 values (NVFP4 block scaling)
-}
-
-# Figures the accelerator catalog does not carry (yet). key -> field -> (value, source).
-SUPPLEMENT: dict[str, dict[str, tuple[float, str]]] = {
-    "B200": {
-        "fp4_tflops": (
-            9000.0,
-            "NVIDIA DGX B200 datasheet: 144 PFLOPS FP4 (with sparsity) for 8 GPUs = 9,000 TFLOPS dense per GPU",
-        ),
-    },
 }
 
 # Host-link fallback when a chip has no device-to-device link figure: PCIe x16, GB/s per direction.
@@ -70,12 +59,8 @@ def _num(acc: Accelerator, name: str) -> float | None:
 def chip(name: str) -> Chip:
     """The planner's view of catalog accelerator ``name`` (key or alias); raises UnknownName."""
     acc = accelerator(name)
-    sup = SUPPLEMENT.get(acc.key, {})
-    sources = {f: s for f in ("bf16_tflops", "fp8_tflops", "memory_bw_gbps", "memory_gb", "interconnect_bw_gbps",
-                              "tdp_w", "price_usd") if (s := acc.source_of(f))}
-    fp4 = sup["fp4_tflops"][0] if "fp4_tflops" in sup else None
-    if "fp4_tflops" in sup:
-        sources["fp4_tflops"] = sup["fp4_tflops"][1]
+    sources = {f: s for f in ("bf16_tflops", "fp8_tflops", "fp4_tflops", "memory_bw_gbps", "memory_gb",
+                              "interconnect_bw_gbps", "tdp_w", "price_usd") if (s := acc.source_of(f))}
     link = _num(acc, "interconnect_bw_gbps")
     if link is not None:
         # catalog link figures are bidirectional aggregates per device (NVLink 900 GB/s = 450 each way)
@@ -86,7 +71,7 @@ def chip(name: str) -> Chip:
         kind = "pcie" if link_dir is not None else "none"
     return Chip(
         key=acc.key, vendor=acc.vendor, name=acc.name,
-        bf16_tflops=_num(acc, "bf16_tflops"), fp8_tflops=_num(acc, "fp8_tflops"), fp4_tflops=fp4,
+        bf16_tflops=_num(acc, "bf16_tflops"), fp8_tflops=_num(acc, "fp8_tflops"), fp4_tflops=_num(acc, "fp4_tflops"),
         memory_gb=_num(acc, "memory_gb"), memory_bw_gbps=_num(acc, "memory_bw_gbps"),
         link_gbps_per_dir=link_dir, link_kind=kind,
         tdp_w=_num(acc, "tdp_w"), price_usd=_num(acc, "price_usd"), sources=sources,
