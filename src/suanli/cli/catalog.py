@@ -45,7 +45,8 @@ def accelerators_cmd(
         return
     t = Table(title="Accelerators (dense peaks; unknown = no credible public figure)")
     for col, just in [("key", "left"), ("vendor", "left"), ("dies", "right"), ("mem GB", "right"),
-                      ("mem type", "left"), ("mem BW GB/s", "right"), ("BF16 TF", "right"), ("FP8 TF", "right"), ("FP4 TF", "right"),
+                      ("mem type", "left"), ("mem BW GB/s", "right"), ("BF16 TF", "right"), ("FP8 TF", "right"),
+                      ("FP4 TF", "right"),
                       ("INT8 TOPS", "right"), ("link", "left"), ("link GB/s", "right"), ("PCIe", "right"),
                       ("TDP W", "right"), ("price $", "right")]:
         t.add_column(col, justify=just, no_wrap=col in ("key", "vendor"))  # type: ignore[arg-type]
