@@ -1,14 +1,17 @@
 """Placement replay: the inflation experiment of the FGD paper (Weng et al., USENIX ATC'23) on the openb trace.
 
-The workload is every pod of the list plus copies of pods drawn uniformly at random *with replacement*, added
-until their total GPU request (milli-GPU) would pass ``inflation`` x the cluster's GPU capacity; it is shuffled
-and placed one by one in order; nothing departs; a pod that fits nowhere is skipped. The metric is the GPU
-allocation ratio = allocated milli-GPU / capacity after all arrivals.
+The protocol follows the paper's artifact (hkust-adsl/kubernetes-scheduler-simulator, run with ``-tune 1.3
+--shuffle-pod=true``): the pod list, shuffled, then copies of pods drawn uniformly at random *with replacement*,
+appended until a drawn pod would take the GPU request (milli-GPU) past ``inflation`` x the cluster's GPU capacity
+(:func:`inflate`); pods are placed one by one in that order; nothing departs; a pod that fits nowhere (CPU,
+memory, GPU count, GPU model, milli-GPU on one GPU for shared tasks) is skipped. Each choice is made over the
+feasible nodes of *every* GPU model at once, as kube-scheduler scores all nodes (the packers' ``pool_models``).
+The metric is the GPU allocation ratio = allocated milli-GPU / capacity after all arrivals.
 
 Each pod goes through the unmodified scheduler (``Scheduler.decide`` / ``SchedState.apply``), exactly as in the
-simulator; only the packer differs between runs. Packers: ``random`` (random-fit for every task), ``best-fit``
-(multi-resource best-fit node for every task, :class:`suanli.sched.packing.BestFitNodePacker`, the paper's
-baseline), ``sched-best-fit`` (the scheduler's default packer as it is) and ``fgd``
+simulator; only the packer differs between runs. Packers: ``random`` (random node, then random GPU on it, as the
+artifact's ``RandomScore``), ``best-fit`` (the artifact's ``BestFitScore``, :class:`suanli.sched.packing.
+BestFitNodePacker`), ``sched-best-fit`` (the scheduler's default packer as it is, model by model) and ``fgd``
 (:class:`suanli.sched.packing.FragmentationPacker`, given the pod list's task distribution as FGD is).
 """
 
