@@ -270,3 +270,16 @@ def test_decide_leaves_state_unchanged() -> None:
     d = s.decide(st, 0)
     assert d.starts
     assert st.alloc.snapshot() == before and list(st.pending.jobs) == pend and not st.running.jobs
+
+
+def test_backfill_moves_a_long_job_to_a_model_the_head_does_not_need() -> None:
+    c = build_cluster("c", [node("h", "H100"), node("a", "910B")])
+    s = Scheduler(c, "backfill")
+    st = s.new_state()
+    st.submit(Job(id="run", count=4, models=("H100",), expected_runtime=100))
+    st.apply(s.decide(st, 0), 0)
+    st.submit(Job(id="head", count=8, models=("H100",), expected_runtime=10, submit_time=1))
+    st.submit(Job(id="long", count=2, models=("H100", "910B"), expected_runtime=10_000, submit_time=2))
+    d = s.decide(st, 1)
+    (start,) = d.starts
+    assert start.job_id == "long" and c.models[start.model] == "910B"  # H100 would delay the head

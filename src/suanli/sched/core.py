@@ -345,23 +345,51 @@ class _Pass:
                     head = job
                     head_models, shadow, extra = self.reservation(job)
                     self.out.reservation = (job.id, shadow)
+                    free_whole = int(self.alloc.model_free.sum())
+                    splits: dict[tuple[str, ...] | None, tuple[list[int], list[int]]] = {}
                 continue
-            # backfill candidates (head is blocked)
-            res = self.try_place(job)
+            # backfill candidates (head is blocked): a job that ends before the shadow time may go anywhere; one
+            # that outlasts it may use models the head cannot use, or the head's models within `extra` devices
+            if job.count > free_whole and job.milli == WHOLE:
+                if not free_whole and not self.state.pending.n_partial:
+                    break  # no free device anywhere and every pending job needs whole ones
+                skipped += 1  # cheap refusal: not enough free devices of any model
+                continue
+            end = self.now + job.expected_runtime if job.expected_runtime is not None else math.inf
+            if end <= shadow:
+                res = self.try_place(job)
+            else:
+                split = splits.get(job.models)
+                if split is None:
+                    cands = s.model_candidates(self.state, job)
+                    split = splits[job.models] = ([m for m in cands if m not in head_models],
+                                                  [m for m in cands if m in head_models])
+                res = self.try_place_in(job, split[0])
+                if res is None and job.count <= extra:
+                    res = self.try_place_in(job, split[1])
+                    if res is not None:
+                        extra -= res[0].n_devices
             if res is None:
                 skipped += 1
                 continue
-            pl, m = res
-            uses_head = m in head_models
-            end = self.now + job.expected_runtime if job.expected_runtime is not None else math.inf
-            if not uses_head or end <= shadow:
-                self.commit_start(job, res)
-            elif pl.n_devices <= extra:
-                extra -= pl.n_devices
-                self.commit_start(job, res)
-            else:
-                skipped += 1
+            self.commit_start(job, res)
+            free_whole = int(self.alloc.model_free.sum())
         self.out.tested = tested
+
+    def try_place_in(self, job: Job, models: list[int]) -> tuple[Placement, int] | None:
+        """Like :meth:`try_place`, restricted to ``models`` (in that order)."""
+        if job.count and not models:
+            return None
+        sh = (*_shape(job), tuple(models))
+        if sh in self.failed or _shape(job) in self.failed:
+            return None
+        if job.count and job.milli == WHOLE and job.count > sum(int(self.alloc.model_free[m]) for m in models):
+            self.failed.add(sh)
+            return None
+        res = self.s.placer.place(self.alloc, job, models)
+        if res is None:
+            self.failed.add(sh)
+        return res
 
     def reservation(self, head: Job) -> tuple[set[int], float, int]:
         """Models the head may use, its shadow time and the extra devices it leaves at that time."""

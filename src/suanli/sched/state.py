@@ -47,6 +47,7 @@ class PendingQueue:
         self.jobs: dict[int | str, Job] = {}
         self._keys: dict[int | str, Key] = {}
         self.by_queue: dict[str, list[tuple[Key, int, int | str]]] = {}
+        self.n_partial = 0  # pending jobs that need less than a whole device (shares, CPU-only)
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -61,6 +62,7 @@ class PendingQueue:
         self.jobs[job.id] = job
         self._keys[job.id] = k
         bisect.insort(self.by_queue.setdefault(job.queue, []), (k, job.seq, job.id))
+        self.n_partial += job.count == 0 or job.milli < 1000
 
     def remove(self, job_id: int | str) -> Job:
         job = self.jobs.pop(job_id)
@@ -70,6 +72,7 @@ class PendingQueue:
         del lst[i]
         if not lst:
             del self.by_queue[job.queue]
+        self.n_partial -= job.count == 0 or job.milli < 1000
         return job
 
     def queue_iter(self, queue: str) -> Iterator[Job]:
