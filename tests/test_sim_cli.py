@@ -115,6 +115,9 @@ def test_openb_replay_fgd_beats_the_baselines() -> None:
         pytest.skip(f"shared trace not found at {pods}")
     out = {o["policy"]: o for o in invoke("--placement-replay", "--trace", str(pods), "--cluster", str(nodes),
                                           "--seeds", "10", "--json")}
-    # measured: fgd 94.94%, random-fit 89.00%, best-fit 86.63% (FGD's published 95.39% is not reached: docs/sim.md)
-    assert out["fgd"]["alloc_ratio"] > max(out["best-fit"]["alloc_ratio"], out["random"]["alloc_ratio"]) + 0.04
-    assert out["fgd"]["alloc_ratio"] > 0.945
+    # measured (artifact protocol, docs/sim.md): fgd 95.77% (95.65-95.85), random-fit 87.59%, best-fit 93.15%;
+    # published: FGD 95.39%, Random 87.47%, BestFit 93.08%
+    assert out["fgd"]["alloc_ratio"] > 0.9539
+    assert out["fgd"]["min"] > 0.9539
+    assert abs(out["random"]["alloc_ratio"] - 0.8747) < 0.01  # the baselines check the protocol
+    assert abs(out["best-fit"]["alloc_ratio"] - 0.9308) < 0.01
