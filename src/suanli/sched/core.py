@@ -182,6 +182,8 @@ class _Pass:
         self.started: dict[int | str, RunningJob] = {}
         self.preempt_tries = 0
         self.preempt_failed: set[tuple[object, ...]] = set()
+        self.hopeless: set[tuple[object, ...]] = set()
+        self._max_lasq: int | None = None
         self.usage_delta: dict[tuple[str, int], int] = {}
         self._las_q: dict[int | str, int] = {}  # LAS queue of running jobs at ``now`` (fixed within a pass)
 
@@ -293,6 +295,8 @@ class _Pass:
                     continue
                 self.failed.clear()  # capacity grew: shapes that failed may fit now
                 self.preempt_failed.clear()
+                self.hopeless.clear()
+                self._max_lasq = None
                 for vid, r in victims.items():
                     self.gone.add(vid)
                     self.out.preemptions.append(Preempt(vid, job.id, reason))
@@ -305,22 +309,36 @@ class _Pass:
         return lambda r: r.job.preemptible and r.job.priority < job.priority
 
     def place_or_preempt(self, job: Job) -> bool:
+        # a job like one that could neither be placed nor make room in this pass cannot either (same shape,
+        # priority, queue and LAS queue), until a preemption changes the running set
+        key = (_shape(job), job.priority, job.queue, self.s.las_queue(job.attained) if self.s.policy == "las" else 0)
+        if key in self.hopeless:
+            return False
         res = self.try_place(job)
         running = self.state.running
         if res is None and self.s.preemption and running.any_preemptible_below(job.priority):
             res = self.try_preempt(job, self.priority_victim(job), "priority")
         if res is None and self.s.policy == "las" and self.s.preemption and running.preemptible_by_priority:
             q = self.s.las_queue(job.attained)
-            lq = self.las_queue_of
-            res = self.try_preempt(
-                job,
-                lambda r: r.job.preemptible and r.job.priority <= job.priority and lq(r) > q,
-                "las",
-            )
+            if self.max_running_las_queue() > q:
+                lq = self.las_queue_of
+                res = self.try_preempt(
+                    job,
+                    lambda r: r.job.preemptible and r.job.priority <= job.priority and lq(r) > q,
+                    "las",
+                )
         if res is None:
+            self.hopeless.add(key)
             return False
         self.commit_start(job, res)
         return True
+
+    def max_running_las_queue(self) -> int:
+        """The highest LAS queue of a running preemptible job (computed once per pass)."""
+        if self._max_lasq is None:
+            lq = self.las_queue_of
+            self._max_lasq = max((lq(r) for r in self.state.running.jobs.values() if r.job.preemptible), default=-1)
+        return self._max_lasq
 
     # -- ordered policies ----------------------------------------------------------------------------------
     def run_ordered(self) -> None:
