@@ -7,9 +7,11 @@ estimators then answer ``None`` for what depends on it and say why.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from suanli.catalog.accelerators import Accelerator, accelerator
+from suanli.perf.calibration import Calibration, calibration_for
+from suanli.perf.shape import Shape, shape
 
 Precision = Literal["fp4", "fp8", "bf16"]
 PRECISIONS: tuple[Precision, ...] = ("fp4", "fp8", "bf16")
@@ -76,3 +78,16 @@ def chip(name: str) -> Chip:
         link_gbps_per_dir=link_dir, link_kind=kind,
         tdp_w=_num(acc, "tdp_w"), price_usd=_num(acc, "price_usd"), sources=sources,
     )
+
+
+def setup(model: str, accelerator: str, calibration: Calibration | None = None
+          ) -> tuple[Chip, Shape, Calibration, dict[str, Any], str | None]:
+    """What every estimate starts from: the chip, the model's shape, the calibration that applies, the fields
+    that head its result row, and why it cannot be estimated (figures unknown in the catalog) or None."""
+    c = chip(accelerator)
+    s = shape(model)
+    cal = calibration or calibration_for(c.vendor)
+    fields = {"accelerator": c.key, "vendor": c.vendor, "family": cal.family, "model": s.key,
+              "confidence": cal.confidence, "uncertainty": cal.uncertainty_moe if s.is_moe else cal.uncertainty}
+    missing = c.missing("bf16_tflops", "memory_gb", "memory_bw_gbps")
+    return c, s, cal, fields, (f"unknown in the catalog: {', '.join(missing)}" if missing else None)

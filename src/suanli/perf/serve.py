@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from suanli.perf.assumptions import Cluster, Money
-from suanli.perf.calibration import Calibration, calibration_for
-from suanli.perf.hardware import BYTES_PER_PARAM, Chip, chip
-from suanli.perf.shape import Shape, shape
+from suanli.perf.calibration import Calibration
+from suanli.perf.hardware import BYTES_PER_PARAM, Chip, setup
+from suanli.perf.shape import Shape
 from suanli.perf.units import InvalidQuantity
 
 REPLICA_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
@@ -300,15 +300,10 @@ def estimate_serve(job: ServeJob, accelerator: str, *, cluster: Cluster | None =
     """Plan serving ``job`` on ``accelerator`` (catalog key or alias)."""
     cluster = cluster or Cluster()
     money = money or Money()
-    c = chip(accelerator)
-    s = shape(job.model)
-    cal = calibration or calibration_for(c.vendor)
-    row = ServeEstimate(accelerator=c.key, vendor=c.vendor, family=cal.family, model=s.key,
-                        confidence=cal.confidence,
-                        uncertainty=cal.uncertainty_moe if s.is_moe else cal.uncertainty)
-    missing = c.missing("bf16_tflops", "memory_gb", "memory_bw_gbps")
-    if missing:
-        row.reason = f"unknown in the catalog: {', '.join(missing)}"
+    c, s, cal, fields, reason = setup(job.model, accelerator, calibration)
+    row = ServeEstimate(**fields)
+    if reason:
+        row.reason = reason
         return row
     precision, note = _resolve_precision(job.precision, c)
     if note:

@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from suanli.perf.assumptions import Cluster, Money
-from suanli.perf.calibration import Calibration, calibration_for
-from suanli.perf.hardware import Chip, chip
-from suanli.perf.shape import Shape, shape
+from suanli.perf.calibration import Calibration
+from suanli.perf.hardware import Chip, setup
+from suanli.perf.shape import Shape
 from suanli.perf.units import InvalidQuantity
 
 TP_CHOICES: tuple[int, ...] = (1, 2, 4, 8, 16)
@@ -321,15 +321,10 @@ def estimate_train(job: TrainJob, accelerator: str, *, cluster: Cluster | None =
     """Plan training ``job`` on ``accelerator`` (catalog key or alias)."""
     cluster = cluster or Cluster()
     money = money or Money()
-    c = chip(accelerator)
-    s = shape(job.model)
-    cal = calibration or calibration_for(c.vendor)
-    row = TrainEstimate(accelerator=c.key, vendor=c.vendor, family=cal.family, model=s.key,
-                        confidence=cal.confidence,
-                        uncertainty=cal.uncertainty_moe if s.is_moe else cal.uncertainty)
-    missing = c.missing("bf16_tflops", "memory_gb", "memory_bw_gbps")
-    if missing:
-        row.reason = f"unknown in the catalog: {', '.join(missing)}"
+    c, s, cal, fields, reason = setup(job.model, accelerator, calibration)
+    row = TrainEstimate(**fields)
+    if reason:
+        row.reason = reason
         return row
     precision = job.precision
     if precision == "fp8" and not c.supports("fp8"):
