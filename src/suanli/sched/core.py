@@ -466,7 +466,7 @@ class _Pass:
             within = quota is not None and self.usage(job.queue, m) + need <= quota * WHOLE
             if not within and not qc.borrow:
                 continue
-            res = self.try_place_model(job, m)
+            res = self.try_place_in(job, [m])
             if res is None and within and s.preemption and self.state.running.n_borrowed:
                 res = self.try_preempt(
                     job, lambda r: r.borrowed and r.job.queue != job.queue and r.job.preemptible, "reclaim", [m]
@@ -482,12 +482,3 @@ class _Pass:
                 self.commit_start(job, res)
                 return True
         return False
-
-    def try_place_model(self, job: Job, m: int) -> tuple[Placement, int] | None:
-        sh = (*_shape(job), m)
-        if sh in self.failed:
-            return None
-        res = self.s.placer.place(self.alloc, job, [m])
-        if res is None:
-            self.failed.add(sh)
-        return res
