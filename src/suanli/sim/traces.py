@@ -242,14 +242,19 @@ def _kalos_converted(p: Path, b: WorkloadBuilder, strict: bool) -> None:
     _run(p, b, strict, _rows(p), one, {"arrival_time", "num_iteration", "gpu_workers", "gpu_per_worker"})
 
 
+def _gpus_and_per_node(r: dict[str, str]) -> tuple[int, int]:
+    """GPUs of a Helios/Acme row and GPUs per node (0 = unknown) from its ``gpu_num`` and ``node_num``."""
+    n = _gpus(_num(r, "gpu_num"), "gpu_num")
+    nodes = int(_num(r, "node_num")) if (r.get("node_num") or "").strip() else 0
+    return n, (-(-n // nodes) if nodes > 0 and n else 0)
+
+
 def _helios(p: Path, b: WorkloadBuilder, strict: bool) -> None:
     def one(r: dict[str, str]) -> None:
-        n = _gpus(_num(r, "gpu_num"), "gpu_num")
+        n, per = _gpus_and_per_node(r)
         if n == 0:
             b.dropped += 1
             return
-        nodes = int(_num(r, "node_num")) if (r.get("node_num") or "").strip() else 0
-        per = -(-n // nodes) if nodes > 0 else 0
         b.add(submit=_time(r.get("submit_time"), "submit_time"), duration=_dur(_num(r, "duration")), count=n,
               per_node=per, cpu_milli=int(_num(r, "cpu_num") * 1000) if (r.get("cpu_num") or "").strip() else 0,
               tenant=b.tenant_id(r.get("vc") or "default"), kind="train")
@@ -263,12 +268,10 @@ _ACME_KIND = {"pretrain": "train", "sft": "finetune", "mllm": "train", "evaluati
 
 def _acme(p: Path, b: WorkloadBuilder, strict: bool) -> None:
     def one(r: dict[str, str]) -> None:
-        n = _gpus(_num(r, "gpu_num"), "gpu_num")
+        n, per = _gpus_and_per_node(r)
         if n == 0:
             b.dropped += 1
             return
-        nodes = int(_num(r, "node_num")) if (r.get("node_num") or "").strip() else 0
-        per = -(-n // nodes) if nodes > 0 else 0
         kind = _ACME_KIND.get((r.get("type") or "other").strip().lower(), "batch")
         b.add(submit=_time(r.get("submit_time"), "submit_time"), duration=_dur(_num(r, "duration")), count=n,
               per_node=per, tenant=b.tenant_id(r.get("user") or "default"), kind=kind)
