@@ -84,3 +84,19 @@ def test_cli_catalog_accelerators_json() -> None:
 def test_cli_catalog_accelerators_table() -> None:
     res = CliRunner().invoke(app, ["catalog", "accelerators"], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "BR100" in res.output and "unknown" in res.output
+
+
+@pytest.mark.parametrize("alias,key", [("V100", "V100-16GB"), ("V100M16", "V100-16GB"), ("V100M32", "V100-32GB"),
+                                       ("P100", "P100"), ("K80", "K80"), ("T4", "T4"), ("A100-40GB", "A100-40GB"),
+                                       ("A10", "A10"), ("A800", "A800"), ("L40S", "L40S")])
+def test_older_gpus_of_public_traces_resolve(alias: str, key: str) -> None:
+    assert accelerator(alias).key == key
+
+
+def test_older_gpus_have_fp16_not_bf16() -> None:
+    v = accelerator("V100-32GB")
+    assert v.bf16_tflops.value is None and v.fp16_tflops.value == 125
+    assert v.memory_gb.value == 32 and accelerator("V100").memory_gb.value == 16
+    assert accelerator("K80").fp16_tflops.value is None  # Kepler: no fast FP16, stays unknown
+    assert accelerator("A800").interconnect_bw_gbps.value == 400 < accelerator("A100-80GB").interconnect_bw_gbps.value
+    assert accelerator("A100-40GB").memory_bw_gbps.value < accelerator("A100-80GB").memory_bw_gbps.value

@@ -22,6 +22,7 @@ FIGURE_FIELDS: tuple[str, ...] = (
     "memory_type",
     "memory_bw_gbps",
     "bf16_tflops",
+    "fp16_tflops",
     "fp8_tflops",
     "fp4_tflops",
     "int8_tops",
@@ -60,6 +61,7 @@ class Accelerator(BaseModel):
     memory_type: Figure
     memory_bw_gbps: Figure
     bf16_tflops: Figure
+    fp16_tflops: Figure = Field(default_factory=Figure)  # dense FP16 (tensor) peak: the figure of pre-BF16 GPUs
     fp8_tflops: Figure
     fp4_tflops: Figure = Field(default_factory=Figure)  # dense FP4 peak, where the chip has FP4 tensor units
     int8_tops: Figure
