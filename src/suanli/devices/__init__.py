@@ -1,150 +1,75 @@
-"""Accelerator vendors as the executor sees them: how to discover devices and how to hand a process its devices.
+"""Accelerator vendors as the executor and the node agents see them: discovery, health, visible-devices variables.
 
-One small class per vendor. ``visible_env`` names the environment variable(s) the vendor's runtime reads to
-restrict a process to some devices (the ``CUDA_VISIBLE_DEVICES`` idea). Where a variable is not documented by the
-vendor in public, the choice and its evidence are written next to it; ``docs/control.md`` lists them all.
+One module per vendor (``nvidia``, ``huawei``, ``moorethreads``, ``metax``, ``cambricon``, ``hygon``,
+``kunlunxin``, ``iluvatar``, ``enflame``, ``biren``), each a subclass of :class:`~suanli.devices.base.Vendor`
+with ``discover()``, ``health(local_indices, node=...)``, ``visible_env`` and ``limitations`` (what it cannot do and
+why). Devices declared by hand (``suanli up --devices 8xBR100``, the Ray node label ``suanli.io/devices``) are in
+:mod:`~suanli.devices.declared`; they are marked declared everywhere they are shown.
 
-Discovery exists for NVIDIA (NVML through nvidia-ml-py, guarded so that it works with no driver at all). Other
-vendors' devices are declared by hand (``suanli up --devices 8xBR100``) until their management libraries are wired
-in; declared devices are marked as declared everywhere they are shown.
+The API other code uses:
+
+- ``discover() -> list[LocalDevice]``: every device every vendor finds on this machine (all vendors, not the first
+  that answers); ``discover_by_vendor()`` keeps them apart (local indices restart at 0 for each vendor).
+- ``health(devices, *, node=None) -> list[DeviceHealth]``: one entry per device, in order, each with ``healthy``,
+  a one-line ``reason`` and the ``signals`` read. Declared devices are not probed. This is what a controller step
+  calls to drain devices (``DeviceHealth.healthy`` False -> mark the device down with ``reason``).
+- ``vendor_of(model)``, ``visible_devices_env(model, indices)``, ``all_visible_env_vars()``,
+  ``parse_declared(text)``, ``declared_from_labels(labels)``, ``host_cpu_memory()``, ``nvidia_model(name)``.
+- Test seam: :mod:`suanli.devices.faults` (``SUANLI_DEVICE_FAULTS`` / ``SUANLI_DEVICE_FAULTS_FILE``,
+  ``set_fault(path, node, index, reason)``) marks device ``i`` of a node unhealthy through the vendor classes.
+
+Where a vendor's tool output is parsed, ``tests/data/devices/`` holds a recorded sample of it (sources listed there);
+where no public output exists (Kunlunxin ``xpu-smi``, Enflame ``efsmi``, Biren ``brsmi``) the module says so and
+discovers nothing. ``docs/control.md`` lists the visible-devices variables and their evidence.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Sequence
 
-from suanli.catalog.accelerators import accelerator, resolve_accelerator
-from suanli.errors import SpecError, UnknownName
+from suanli.catalog.accelerators import accelerator
+from suanli.devices.base import DeviceHealth, LocalDevice, NoTool, Vendor, run_tool
+from suanli.devices.biren import Biren
+from suanli.devices.cambricon import Cambricon
+from suanli.devices.declared import (
+    DEVICES_LABEL,
+    DOMAIN_LABEL,
+    RACK_LABEL,
+    Declared,
+    declared_from_labels,
+    parse_declared,
+)
+from suanli.devices.enflame import Enflame
+from suanli.devices.faults import FAULTS_ENV, FAULTS_FILE_ENV, injected_faults, set_fault
+from suanli.devices.huawei import Huawei
+from suanli.devices.hygon import Hygon
+from suanli.devices.iluvatar import Iluvatar
+from suanli.devices.kunlunxin import Kunlunxin
+from suanli.devices.metax import MetaX
+from suanli.devices.moorethreads import MooreThreads
+from suanli.devices.nvidia import Nvidia, nvidia_model
+from suanli.errors import UnknownName
 
-
-@dataclass(frozen=True, slots=True)
-class LocalDevice:
-    """One accelerator of this machine."""
-
-    index: int  # local index, as the vendor's visible-devices variable counts
-    model: str  # catalog key, or the name the driver reports when the catalog does not know it
-    uuid: str | None = None
-    memory_mib: int | None = None
-    declared: bool = False  # declared by hand (not discovered)
-
-
-class Vendor:
-    """A vendor: its name in the catalog, its visible-devices variable(s) and, where possible, discovery."""
-
-    name: ClassVar[str] = ""
-    visible_env: ClassVar[tuple[str, ...]] = ()
-
-    @classmethod
-    def env_for(cls, local_indices: list[int]) -> dict[str, str]:
-        v = ",".join(str(i) for i in local_indices)
-        return dict.fromkeys(cls.visible_env, v)
-
-    @classmethod
-    def discover(cls) -> list[LocalDevice]:
-        return []
-
-
-class Nvidia(Vendor):
-    name = "NVIDIA"
-    visible_env = ("CUDA_VISIBLE_DEVICES",)
-
-    @classmethod
-    def discover(cls) -> list[LocalDevice]:
-        """Devices NVML reports; an empty list (never an error) when the library or the driver is missing."""
-        try:
-            import pynvml
-        except Exception:
-            return []
-        try:
-            pynvml.nvmlInit()
-        except Exception:
-            return []
-        out: list[LocalDevice] = []
-        try:
-            for i in range(pynvml.nvmlDeviceGetCount()):
-                h = pynvml.nvmlDeviceGetHandleByIndex(i)
-                name = pynvml.nvmlDeviceGetName(h)
-                name = name.decode() if isinstance(name, bytes) else str(name)
-                uuid = pynvml.nvmlDeviceGetUUID(h)
-                uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
-                mem = int(pynvml.nvmlDeviceGetMemoryInfo(h).total) // (1024 * 1024)
-                out.append(LocalDevice(i, nvidia_model(name, mem), uuid, mem))
-        except Exception:
-            return out
-        finally:
-            with contextlib.suppress(Exception):
-                pynvml.nvmlShutdown()
-        return out
+__all__ = [
+    "DEVICES_LABEL", "DOMAIN_LABEL", "FAULTS_ENV", "FAULTS_FILE_ENV", "RACK_LABEL", "VENDORS", "Biren", "Cambricon",
+    "Declared", "DeviceHealth", "Enflame", "Huawei", "Hygon", "Iluvatar", "Kunlunxin", "LocalDevice", "MetaX",
+    "MooreThreads", "NoTool", "Nvidia", "Unknown", "Vendor", "all_visible_env_vars", "declared_from_labels",
+    "discover", "discover_by_vendor", "health", "host_cpu_memory", "injected_faults", "nvidia_model",
+    "parse_declared", "run_tool", "set_fault", "vendor_of", "visible_devices_env",
+]
 
 
-def nvidia_model(name: str, memory_mib: int | None = None) -> str:
-    """Catalog key for an NVML device name ('NVIDIA H100 80GB HBM3' -> 'H100'); the name itself if unknown."""
-    s = name.upper().replace("NVIDIA", "").strip()
-    for token in re.split(r"[\s-]+", s):
-        if token == "A100":
-            return "A100-80GB" if memory_mib is None or memory_mib > 60_000 else name
-        try:
-            return resolve_accelerator(token)
-        except UnknownName:
-            continue
-    return name
-
-
-class Huawei(Vendor):
-    name = "Huawei"
-    visible_env = ("ASCEND_RT_VISIBLE_DEVICES",)  # CANN runtime
-
-
-class MooreThreads(Vendor):
-    name = "Moore Threads"
-    visible_env = ("MUSA_VISIBLE_DEVICES",)  # MUSA runtime
-
-
-class MetaX(Vendor):
-    name = "MetaX"
-    # MACA is CUDA-compatible: Ray's MetaxGPUAcceleratorManager uses CUDA_VISIBLE_DEVICES for MetaX GPUs.
-    visible_env = ("CUDA_VISIBLE_DEVICES",)
-
-
-class Cambricon(Vendor):
-    name = "Cambricon"
-    visible_env = ("MLU_VISIBLE_DEVICES",)  # CNRT / torch_mlu
-
-
-class Hygon(Vendor):
-    name = "Hygon"
-    visible_env = ("HIP_VISIBLE_DEVICES",)  # DCU runs ROCm/HIP (DTK)
-
-
-class Kunlunxin(Vendor):
-    name = "Kunlunxin"
-    visible_env = ("XPU_VISIBLE_DEVICES",)  # XPU runtime (XRE)
-
-
-class Iluvatar(Vendor):
-    name = "Iluvatar CoreX"
-    visible_env = ("CUDA_VISIBLE_DEVICES",)  # CoreX is CUDA-compatible
-
-
-class Biren(Vendor):
-    name = "Biren"
-    # Not in Biren's public docs we could read; public deployment scripts for BR1xx (vLLM/SGLang containers) set
-    # BIREN_VISIBLE_DEVICES, and torch_br reads SUPA_VISIBLE_DEVICES (the SUPA runtime): we set both.
-    visible_env = ("BIREN_VISIBLE_DEVICES", "SUPA_VISIBLE_DEVICES")
-
-
-class Unknown(Vendor):
-    """A model the catalog does not know (an opaque name): no variable is set."""
+class Unknown(NoTool):
+    """A model the catalog does not know (an opaque name): no variable is set, nothing is probed."""
 
     name = "unknown"
     visible_env = ()
+    limitations = ("the catalog does not know the model: no visible-devices variable is set",)
 
 
-VENDORS: tuple[type[Vendor], ...] = (Nvidia, Huawei, MooreThreads, MetaX, Cambricon, Hygon, Kunlunxin, Iluvatar, Biren)
+VENDORS: tuple[type[Vendor], ...] = (Nvidia, Huawei, MooreThreads, MetaX, Cambricon, Hygon, Kunlunxin, Iluvatar,
+                                     Enflame, Biren)
 _BY_NAME = {v.name.lower(): v for v in VENDORS}
 
 
@@ -166,39 +91,41 @@ def all_visible_env_vars() -> tuple[str, ...]:
     return tuple(dict.fromkeys(v for c in VENDORS for v in c.visible_env))
 
 
-_DECL_RE = re.compile(r"^\s*(\d+)\s*[xX×*]\s*([A-Za-z0-9._-]+)\s*$")
-
-
-def parse_declared(text: str) -> list[LocalDevice]:
-    """``8xBR100`` or ``4xH100,2x910B`` -> declared devices (one model per node: mixing is refused)."""
-    out: list[LocalDevice] = []
-    models: set[str] = set()
-    for part in (p for p in text.split(",") if p.strip()):
-        m = _DECL_RE.match(part)
-        if not m:
-            raise SpecError(f"--devices: {part.strip()!r} is not COUNTxMODEL (e.g. 8xBR100)")
-        n = int(m.group(1))
-        if not 1 <= n <= 1024:
-            raise SpecError(f"--devices: {part.strip()!r}: count must be within 1..1024")
-        key = resolve_accelerator(m.group(2))
-        models.add(key)
-        base = len(out)
-        out.extend([LocalDevice(base + i, key, None, None, True) for i in range(n)])
-    if not out:
-        raise SpecError("--devices: nothing declared (e.g. 8xBR100)")
-    if len(models) > 1:
-        raise SpecError("--devices: one node holds one accelerator model; got " + ", ".join(sorted(models)))
+def discover_by_vendor() -> dict[str, list[LocalDevice]]:
+    """Vendor name -> the devices that vendor's module finds here (vendors finding nothing are left out)."""
+    out: dict[str, list[LocalDevice]] = {}
+    for v in VENDORS:
+        ds = v.discover()
+        if ds:
+            out[v.name] = ds
     return out
 
 
 def discover() -> list[LocalDevice]:
-    """Devices this machine's drivers report (NVIDIA only for now); empty on a machine without any."""
-    out: list[LocalDevice] = []
-    for v in VENDORS:
-        if out:
-            break
-        out = v.discover()
-    return out
+    """Every device every vendor's module finds on this machine, vendor by vendor; empty on a machine without any.
+
+    A machine with two vendors' devices returns both (their local indices each start at 0: group by model, or use
+    :func:`discover_by_vendor`, before registering them as one-model nodes)."""
+    return [d for ds in discover_by_vendor().values() for d in ds]
+
+
+def health(devices: Sequence[LocalDevice], *, node: str | None = None) -> list[DeviceHealth]:
+    """One :class:`DeviceHealth` per device of ``devices``, in order: each vendor's probe for discovered devices,
+    no probe for declared ones, injected faults (``node``'s and ``*``) applied to all."""
+    groups: dict[type[Vendor], list[int]] = {}
+    for d in devices:
+        groups.setdefault(_prober(d), []).append(d.index)
+    by: dict[tuple[type[Vendor], int], DeviceHealth] = {}
+    for cls, idx in groups.items():
+        for h in cls.health(idx, node=node):
+            by[(cls, h.index)] = h
+    return [by[(_prober(d), d.index)] for d in devices]
+
+
+def _prober(d: LocalDevice) -> type[Vendor]:
+    if d.declared:
+        return Declared
+    return _BY_NAME.get(d.vendor.lower()) or vendor_of(d.model)
 
 
 def host_cpu_memory() -> tuple[int, int]:
