@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -33,7 +32,7 @@ from suanli.control.metrics import Metrics
 from suanli.control.store import Conflict, Invalid, NotFound, Principal, Store
 from suanli.errors import SuanliError
 from suanli.sched import Allocation
-from suanli.specfile import parse_yaml
+from suanli.specfile import load_bounded, printable, validate
 from suanli.workload.spec import JobSpec
 from suanli.workload.states import TERMINAL, JobState
 
@@ -42,6 +41,7 @@ log = logging.getLogger("suanli.api")
 MAX_BODY = 256 * 1024
 MAX_ID = 2**63 - 1
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+JSON_TYPES = ("application/json", "")  # no Content-Type: JSON
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _NODE = r"^[^\x00-\x1f/]{1,255}$"  # host names: no control characters
 
@@ -104,23 +104,9 @@ def _loc(loc: tuple[Any, ...] | list[Any]) -> str:
 
 
 def _errors_detail(errors: list[dict[str, Any]], prefix: tuple[Any, ...] = ()) -> dict[str, Any]:
-    items = [{"field": _loc((*prefix, *e.get("loc", ()))),
-              "message": str(e.get("msg", "invalid")).removeprefix("Value error, ")} for e in errors]
+    items = [{"field": printable(_loc((*prefix, *e.get("loc", ())))),
+              "message": printable(str(e.get("msg", "invalid")).removeprefix("Value error, "))} for e in errors]
     return {"detail": "; ".join(f"{i['field']}: {i['message']}" for i in items[:5]), "errors": items}
-
-
-def _no_nul(v: Any, path: str = "body") -> None:
-    """NUL characters cannot be stored (PostgreSQL) or passed to a process: refuse them with their field path."""
-    if isinstance(v, str):
-        if "\x00" in v:
-            raise HTTPException(422, f"{path}: NUL characters are not allowed")
-    elif isinstance(v, dict):
-        for k, x in v.items():
-            _no_nul(str(k), path)
-            _no_nul(x, f"{path}.{k}")
-    elif isinstance(v, list):
-        for i, x in enumerate(v):
-            _no_nul(x, f"{path}[{i}]")
 
 
 class QueueIn(BaseModel):
@@ -221,6 +207,9 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
 
     # -- jobs -------------------------------------------------------------------------------------------------
     def _parse_spec(request_body: bytes, ctype: str) -> tuple[JobSpec, dict[str, Any]]:
+        """Parse and validate a submission (CPU work: called in a worker thread, never on the event loop)."""
+        if ctype not in YAML_TYPES and ctype not in JSON_TYPES:
+            raise HTTPException(415, f"Content-Type {printable(ctype)!r}: send application/json or application/yaml")
         try:
             text = request_body.decode("utf-8")
         except UnicodeDecodeError:
@@ -229,9 +218,10 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
             raise HTTPException(422, "body: NUL characters are not allowed")
         try:
             if ctype in YAML_TYPES:
-                data = yaml.safe_load(text)
-                _no_nul(data)
-                spec = parse_yaml(text, JobSpec, "body")
+                data, root = load_bounded(text, "body")  # refuses alias bombs before anything walks the data
+                if not isinstance(data, dict):
+                    raise HTTPException(422, "body: a job is a mapping")
+                spec = validate(data, root, JobSpec, "body")
             else:
                 try:
                     data = json.loads(text) if text.strip() else None
@@ -239,16 +229,11 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
                     raise HTTPException(400, f"body: not valid JSON: {e}") from None
                 if not isinstance(data, dict):
                     raise HTTPException(422, "body: a job is a JSON object")
-                _no_nul(data)
                 spec = JobSpec.model_validate(data)
         except ValidationError as e:
             raise HTTPException(422, _errors_detail(list(e.errors()), ("body",))["detail"]) from None
-        except yaml.YAMLError as e:
-            raise HTTPException(400, f"body: not valid YAML: {e}") from None
         except (SuanliError, ValueError, TypeError, OverflowError, RecursionError) as e:
-            raise HTTPException(422, f"body: {e}") from None
-        if not isinstance(data, dict):
-            raise HTTPException(422, "body: a job is a mapping")
+            raise HTTPException(422, printable(f"body: {e}")) from None
         return spec, data
 
     def _check_runnable(spec: JobSpec) -> None:
@@ -283,8 +268,8 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
     async def submit_job(request: Request, p: Who) -> JSONResponse:
         """Submit a job (JSON, or YAML with Content-Type application/yaml). A tenant submits as itself."""
         body = await request.body()
-        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-        spec, data = _parse_spec(body, ctype)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        spec, data = await run_in_threadpool(_parse_spec, body, ctype)
         if not p.admin:
             if "tenant" in data and spec.tenant != p.tenant:
                 raise HTTPException(403, f"body.tenant: you may only submit as tenant {p.tenant!r}")

@@ -13,36 +13,132 @@ YAML shape, familiar from Kubernetes and Slurm::
     env: {EPOCHS: "3"}
 
 ``accelerators`` may be a fraction below 1 (``0.25``) or ``milli: 250`` for a shared slice of one device.
+``termination_grace`` (e.g. ``30s``) is how long the job's processes get between SIGTERM (cancel, preemption,
+shutdown) and SIGKILL; default: the controller's.
+
+Validation is strict where a typo should be an error: booleans must be booleans (``gang: "yes"`` is refused),
+numbers must be numbers (``memory: true`` is refused), numbers must be finite, environment values must be scalars,
+and every string that reaches a process (``command``, ``env``) must be one the kernel accepts (no NUL, no lone
+surrogate, each argument and ``NAME=value`` under ``MAX_ARG_STRLEN``).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from suanli.catalog.accelerators import resolve_accelerator
 from suanli.fleet.loaders import parse_memory_mib
 
 _DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$", re.I)
 _DUR_S = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # used with fullmatch: "$" would accept a final "\n"
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+MAX_ARG_STRLEN = 32 * 4096  # Linux: the longest single argument or environment string, its final NUL included
+MAX_GRACE_S = 3600.0
+MAX_MEMORY_MIB = 2**53 - 1  # what a float (JSON, the scheduler's arrays) still holds exactly
+
+
+def check_text(v: str) -> str:
+    """A string that may reach a process or the database: no NUL, no lone surrogate (not encodable as UTF-8)."""
+    if "\x00" in v:
+        raise ValueError("NUL characters are not allowed")
+    m = _SURROGATE_RE.search(v)
+    if m:
+        raise ValueError(f"lone surrogate U+{ord(m.group()):04X} at character {m.start()}: not valid Unicode text")
+    return v
+
+
+def _arg(v: str) -> str:
+    check_text(v)
+    n = len(v.encode("utf-8")) + 1
+    if n > MAX_ARG_STRLEN:
+        raise ValueError(f"{n - 1} bytes: over the kernel's limit of {MAX_ARG_STRLEN - 1} bytes per argument")
+    return v
+
+
+def _env_value(v: Any) -> Any:
+    """Scalars become strings (YAML ``EPOCHS: 3``); a mapping or a list is a mistake, not a string."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number or a string")
+        return str(v)
+    if isinstance(v, str):
+        return v
+    raise ValueError(f"must be a string or a number, not a {_kind(v)}")
+
+
+def _env_name(v: Any) -> Any:
+    if not isinstance(v, str) or not _ENV_NAME_RE.fullmatch(v):
+        raise ValueError(f"invalid environment variable name {_show(v)}: letters, digits and '_', not starting "
+                         "with a digit")
+    return v
+
+
+def _kind(v: Any) -> str:
+    return "mapping" if isinstance(v, dict) else "list" if isinstance(v, list) else type(v).__name__
+
+
+def _show(v: Any) -> str:
+    return repr(v)[:80]
+
+
+def _no_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("must be a number, not true/false")
+    return v
+
+
+Text = Annotated[str, AfterValidator(check_text)]
+Arg = Annotated[str, AfterValidator(_arg)]
+EnvName = Annotated[str, BeforeValidator(_env_name)]
+EnvValue = Annotated[str, BeforeValidator(_env_value), AfterValidator(check_text)]
+Count = Annotated[int, Field(strict=True)]  # no "3", no 3.0, no true
+Number = Annotated[float, BeforeValidator(_no_bool), Field(strict=True, allow_inf_nan=False)]  # ints are fine
 
 
 def parse_duration_s(v: str | int | float) -> float:
-    """``90``, ``90s``, ``15m``, ``6h``, ``2d``, ``100ms`` -> seconds."""
+    """``90``, ``90s``, ``15m``, ``6h``, ``2d``, ``100ms`` -> seconds (finite, not negative)."""
+    if isinstance(v, bool):
+        raise ValueError("not a duration: true/false (use e.g. 90s, 15m, 6h, 2d)")
     if isinstance(v, int | float):
-        if v < 0:
+        out = float(v)
+        if not math.isfinite(out):
+            raise ValueError("duration must be a finite number")
+        if out < 0:
             raise ValueError("duration must not be negative")
-        return float(v)
-    m = _DUR_RE.match(v)
+        return out
+    if not isinstance(v, str):
+        raise ValueError(f"not a duration: a {_kind(v)} (use e.g. 90s, 15m, 6h, 2d)")
+    m = _DUR_RE.fullmatch(v)
     if not m:
-        raise ValueError(f"not a duration: {v!r} (use e.g. 90s, 15m, 6h, 2d)")
-    return float(m.group(1)) * _DUR_S[(m.group(2) or "s").lower()]
+        raise ValueError(f"not a duration: {_show(v)} (use e.g. 90s, 15m, 6h, 2d)")
+    out = float(m.group(1)) * _DUR_S[(m.group(2) or "s").lower()]
+    if not math.isfinite(out):
+        raise ValueError("duration must be a finite number")
+    return out
 
 
 class JobKind(StrEnum):
@@ -54,12 +150,12 @@ class JobKind(StrEnum):
 
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    accelerators: Annotated[float, Field(ge=0, le=1_000_000)] = 0
-    milli: Annotated[int | None, Field(ge=1, le=1000)] = None
+    accelerators: Annotated[Number, Field(ge=0, le=1_000_000)] = 0
+    milli: Annotated[Count | None, Field(ge=1, le=1000)] = None
     model: list[str] | None = Field(default=None, description="acceptable accelerator models; omit for any")
-    per_node: Annotated[int | None, Field(ge=1, le=1024)] = None
-    cpu: Annotated[float, Field(ge=0, le=1_000_000)] = 0
-    memory: str | int | float = 0
+    per_node: Annotated[Count | None, Field(ge=1, le=1024)] = None
+    cpu: Annotated[Number, Field(ge=0, le=1_000_000)] = 0
+    memory: str | int | float = Field(default=0, description="512Gi, 64GB, 2Ti or a number of GiB")
 
     @field_validator("model", mode="before")
     @classmethod
@@ -72,13 +168,25 @@ class Resources(BaseModel):
             raise ValueError("model must be a name, a list of names, or 'any'")
         out = []
         for name in v:
-            out.append(resolve_accelerator(str(name)))
+            if not isinstance(name, str):
+                raise ValueError(f"model names are strings, not a {_kind(name)}")
+            out.append(resolve_accelerator(check_text(name)))
         return list(dict.fromkeys(out))
 
-    @field_validator("memory")
+    @field_validator("memory", mode="before")
     @classmethod
-    def _memory(cls, v: str | int | float) -> str | int | float:
-        parse_memory_mib(v)
+    def _memory(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            what = "true/false" if isinstance(v, bool) else f"a {_kind(v)}"
+            raise ValueError(f"must be a size like 512Gi or a number of GiB, not {what}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError("must be a finite size")
+        try:
+            mib = parse_memory_mib(v)
+        except OverflowError:
+            mib = MAX_MEMORY_MIB + 1
+        if mib > MAX_MEMORY_MIB:
+            raise ValueError(f"too large: {_show(v)} (at most {MAX_MEMORY_MIB} MiB)")
         return v
 
     @model_validator(mode="after")
@@ -118,21 +226,24 @@ class JobSpec(BaseModel):
     name: str
     tenant: str = "default"
     queue: str = "default"
-    priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
+    priority: Annotated[Count, Field(ge=-1000, le=1000)] = 0
     kind: JobKind = JobKind.BATCH
     resources: Resources = Field(default_factory=Resources)
-    gang: bool | None = Field(default=None, description="all-or-nothing; default true for multi-device jobs")
+    gang: StrictBool | None = Field(default=None, description="all-or-nothing; default true for multi-device jobs")
     expected_runtime: float | None = Field(default=None, description="seconds, or 90s / 15m / 6h / 2d")
-    preemptible: bool = True
-    max_retries: Annotated[int, Field(ge=0, le=100)] = 0
-    llm: str | None = Field(default=None, description="LLM the job trains or serves (for the planner)")
-    command: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    termination_grace: float | None = Field(
+        default=None, description="seconds (or 30s, 2m) between SIGTERM and SIGKILL when the job is stopped; "
+        f"at most {MAX_GRACE_S:g} s; default: the controller's")
+    preemptible: StrictBool = True
+    max_retries: Annotated[Count, Field(ge=0, le=100)] = 0
+    llm: Text | None = Field(default=None, description="LLM the job trains or serves (for the planner)")
+    command: list[Arg] = Field(default_factory=list)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
 
     @field_validator("name", "tenant", "queue")
     @classmethod
     def _ident(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
+        if not _NAME_RE.fullmatch(v):
             raise ValueError("must be 1-128 characters: letters, digits, '.', '_' or '-', starting alphanumeric")
         return v
 
@@ -141,25 +252,41 @@ class JobSpec(BaseModel):
     def _runtime(cls, v: Any) -> Any:
         return None if v is None else parse_duration_s(v)
 
+    @field_validator("termination_grace", mode="before")
+    @classmethod
+    def _grace(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        g = parse_duration_s(v)
+        if g > MAX_GRACE_S:
+            raise ValueError(f"at most {MAX_GRACE_S:g} s")
+        return g
+
     @field_validator("command", mode="before")
     @classmethod
     def _command(cls, v: Any) -> Any:
         if isinstance(v, str):
             import shlex
 
+            check_text(v)
             return shlex.split(v)
         return v
 
-    @field_validator("env", mode="before")
+    @field_validator("command")
     @classmethod
-    def _env(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            out = {}
-            for k, x in v.items():
-                if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(k)):
-                    raise ValueError(f"invalid environment variable name {k!r}")
-                out[str(k)] = "" if x is None else str(x)
-            return out
+    def _program(cls, v: list[str]) -> list[str]:
+        if v and not v[0]:
+            raise ValueError("the program (the first item) must not be empty")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_size(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, x in v.items():
+            n = len(k.encode()) + 1 + len(x.encode("utf-8")) + 1
+            if n > MAX_ARG_STRLEN:
+                raise ValueError(f"{k}: NAME=value is {n - 1} bytes, over the kernel's limit of "
+                                 f"{MAX_ARG_STRLEN - 1} bytes per environment string")
         return v
 
     @property
