@@ -13,3 +13,9 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is missing: this test reads the public traces/research beside the checkout")
     return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _no_user_calibration(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planner reads the user's measured calibration file (suanli plan calibrate): tests never see one."""
+    monkeypatch.setenv("SUANLI_CALIBRATION_FILE", str(tmp_path_factory.mktemp("cal") / "calibration.json"))

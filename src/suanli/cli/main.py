@@ -10,6 +10,7 @@ from suanli import __version__
 from suanli.cli import catalog
 from suanli.cli import client as client_cli
 from suanli.cli import plan as plan_cli
+from suanli.cli import serve as serve_cli
 from suanli.cli import sim as sim_cli
 from suanli.cli import up as up_cli
 from suanli.cli.common import err_console
@@ -29,6 +30,8 @@ app.command("sim")(sim_cli.sim)
 app.command("up")(up_cli.up)
 client_cli.register(app)
 app.command("demo")(demo)
+app.command("mock-engine")(serve_cli.mock_engine)
+app.add_typer(serve_cli.bench_app, name="bench")
 
 
 @app.command("version")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -221,3 +222,85 @@ def validate_cmd(
         t.add_row(r.check.key, r.check.unit, pred, f"{r.check.published:,.3g}", f"[{style}]{err}[/]" if style else err,
                   r.detail)
     console.print(t)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    from_: Annotated[Path, typer.Option("--from", help="JSON result of suanli bench serve (--json or --out)")],
+    accelerator: Annotated[str, typer.Option("--accelerator", "-a", help="the chips behind the endpoint")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="catalog model behind the endpoint "
+                                              "(default: the model named in the result)")] = None,
+    chips: Annotated[int, typer.Option("--chips", help="chips per replica")] = 1,
+    replicas: Annotated[int, typer.Option("--replicas", help="replicas behind the endpoint")] = 1,
+    calibration_file: Annotated[Path | None, typer.Option("--calibration-file", help="where measurements are "
+                                                          "kept (default $SUANLI_CALIBRATION_FILE, else "
+                                                          "~/.suanli/calibration.json)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show the fit without recording the measurement")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Record a measured endpoint and fit that vendor's serving factor on all its measurements (before/after)."""
+    import json
+    import os
+
+    from suanli.perf import measured
+
+    if calibration_file is not None:
+        os.environ[measured.ENV] = str(calibration_file)
+    try:
+        try:
+            result = json.loads(from_.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise SuanliError(f"--from {from_}: {e.strerror or e}") from None
+        except ValueError as e:
+            raise SuanliError(f"--from {from_}: not JSON ({e})") from None
+        if isinstance(result, list) and len(result) == 1:
+            result = result[0]
+        if not isinstance(result, dict):
+            raise SuanliError(f"--from {from_}: expected one JSON object from suanli bench serve")
+        m = measured.measurement_from_result(result, accelerator=accelerator, model=model, chips_per_replica=chips,
+                                             replicas=replicas, source=str(from_))
+        existing = measured.load()
+        fit = measured.fit_vendor(m.vendor, [*existing, m])
+        if fit is None:
+            raise SuanliError(f"the planner has no estimate for {m.model} on {chips} x {m.accelerator} "
+                              "(figures unknown or the model does not fit): nothing to calibrate")
+        path = measured.calibration_file() if dry_run else measured.save([*existing, m])
+    except SuanliError as e:
+        fail(str(e))
+    before, after = fit.base, fit.fitted
+    out = {
+        "vendor": fit.vendor, "family_before": before.family, "family_after": after.family,
+        "serve_eff_before": before.serve_eff, "serve_eff_after": after.serve_eff,
+        "serve_eff_fp4_before": before.serve_eff_fp4, "serve_eff_fp4_after": after.serve_eff_fp4,
+        "ratio": fit.ratio, "measurements": len(fit.rows), "rms_error_before": fit.rms("before"),
+        "rms_error_after": fit.rms("after"), "uncertainty_after": after.uncertainty,
+        "calibration_file": str(path), "recorded": not dry_run,
+        "rows": [{"accelerator": r.measurement.accelerator, "model": r.measurement.model,
+                  "chips_per_replica": r.measurement.chips_per_replica, "replicas": r.measurement.replicas,
+                  "batch": r.measurement.batch, "measured_tokens_per_s": r.measurement.output_tokens_per_s,
+                  "predicted_before": r.before, "predicted_after": r.after, "error_before": r.error("before"),
+                  "error_after": r.error("after")} for r in fit.rows],
+    }
+    if json_out:
+        print_json(out)
+        return
+    t = Table(title=f"{fit.vendor}: {len(fit.rows)} measurement(s), output tokens/s")
+    for col in ("accelerator", "model", "replica", "batch", "measured", "before", "error", "after", "error "):
+        t.add_column(col, justify="left" if col in ("accelerator", "model") else "right")
+    for r in fit.rows:
+        mm = r.measurement
+        eb, ea = r.error("before"), r.error("after")
+        t.add_row(mm.accelerator, mm.model, f"{mm.replicas}x{mm.chips_per_replica}", str(mm.batch),
+                  f"{mm.output_tokens_per_s:,.1f}", _n(r.before, "{:,.1f}"), _n(eb, "{:+.1%}"),
+                  _n(r.after, "{:,.1f}"), _n(ea, "{:+.1%}"))
+    console.print(t)
+    rb, ra = fit.rms("before"), fit.rms("after")
+    console.print(f"serving factor: {before.family} {before.serve_eff:.3f} (fp4 {before.serve_eff_fp4:.3f}) -> "
+                  f"{after.family} {after.serve_eff:.3f} (fp4 {after.serve_eff_fp4:.3f}), x{fit.ratio:.3f}; "
+                  f"RMS error on the measurements {_n(rb, '{:.1%}')} -> {_n(ra, '{:.1%}')}; band +-"
+                  f"{after.uncertainty:.0%}", highlight=False)
+    if after.serve_eff > 1.0:
+        console.print("  note: a serving factor above 1 means the catalog figures understate this chip or the "
+                      "measurement's batch/replica count is wrong.", highlight=False)
+    verb = "would be recorded in" if dry_run else "recorded in"
+    console.print(f"{verb} {path}; suanli plan uses it for every {fit.vendor} accelerator.", highlight=False)

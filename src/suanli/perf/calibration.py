@@ -130,8 +130,11 @@ def family_of(vendor: str) -> str:
 
 
 def calibration_for(vendor: str) -> Calibration:
-    """The calibration set that applies to chips of ``vendor``."""
-    return FAMILIES[family_of(vendor)]
+    """The calibration set that applies to chips of ``vendor``: fitted on the user's own measurements when
+    ``suanli plan calibrate`` recorded some (:mod:`suanli.perf.measured`), else the family default."""
+    from suanli.perf.measured import measured_calibration
+
+    return measured_calibration(vendor) or FAMILIES[family_of(vendor)]
 
 
 def with_factors(cal: Calibration, **factors: float) -> Calibration:
