@@ -64,6 +64,25 @@ def injected_faults(node: str | None = None) -> dict[int, str]:
     return out
 
 
+def faults_by_node() -> dict[str, dict[int, str]]:
+    """Every node's injected faults from the faults file (``"*"`` kept as its own key): one read for a whole
+    fleet (the virtual executor's thousands of nodes)."""
+    path = os.environ.get(FAULTS_FILE_ENV)
+    out: dict[str, dict[int, str]] = {}
+    for node, entry in (_read_file(path) if path else {}).items():
+        if not isinstance(entry, dict):
+            continue
+        m: dict[int, str] = {}
+        for i, reason in entry.items():
+            try:
+                m[int(i)] = str(reason) or "fault"
+            except ValueError:
+                continue
+        if m:
+            out[str(node)] = m
+    return out
+
+
 def apply_faults(health: Iterable[DeviceHealth], node: str | None = None) -> list[DeviceHealth]:
     faults = injected_faults(node)
     return [replace(h, healthy=False, reason=f"injected: {faults[h.index]}") if h.index in faults else h
