@@ -31,13 +31,16 @@ class Client:
     def __init__(self, server: str | None, token: str | None, data_dir: Path = Path(".suanli")) -> None:
         server = server or os.environ.get("SUANLI_SERVER") or None
         token = token or os.environ.get("SUANLI_TOKEN") or None
+        ca: str | None = os.environ.get("SUANLI_CA_CERT") or None  # a private CA or self-signed certificate
         if server is None:
             f = data_dir / "server.json"
             try:
-                server = json.loads(f.read_text())["url"]
-            except (OSError, ValueError, KeyError):
+                info = json.loads(f.read_text())
+                server = info["url"]
+            except (OSError, ValueError, KeyError, TypeError):
                 raise SuanliError(f"no server: pass --server, set SUANLI_SERVER, or run `suanli up` here "
                                   f"(looked for {f})") from None
+            ca = ca or info.get("ca")
         if token is None:
             f = data_dir / "admin.token"
             try:
@@ -46,7 +49,16 @@ class Client:
                 raise SuanliError(f"no token: pass --token, set SUANLI_TOKEN, or run `suanli up` here "
                                   f"(looked for {f})") from None
         self.server = server.rstrip("/")
-        self.http = httpx.Client(base_url=self.server, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        verify: Any = True
+        if ca:
+            import ssl
+
+            try:
+                verify = ssl.create_default_context(cafile=ca)
+            except (OSError, ssl.SSLError) as e:
+                raise SuanliError(f"CA certificate {ca}: {e}") from None
+        self.http = httpx.Client(base_url=self.server, headers={"Authorization": f"Bearer {token}"}, timeout=30,
+                                 verify=verify)
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
         try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from suanli.cli.common import console
+from suanli.cli.common import console, err_console
 
 DEFAULT_PORT = 8470
 
@@ -24,7 +24,10 @@ def up(
                                 "(default: discover; NVIDIA via NVML; none: a CPU-only node)"),
     policy: str = typer.Option("fifo", "--policy", help="fifo, backfill, sjf, las or fair"),
     node: str = typer.Option(None, "--node", help="this node's name (default: the host name)"),
-    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (anything but loopback: use TLS)"),
+    tls_cert: Path = typer.Option(None, "--tls-cert", help="serve HTTPS with this certificate (PEM, the chain "
+                                  "after the server's own); with --tls-key"),
+    tls_key: Path = typer.Option(None, "--tls-key", help="the certificate's private key (PEM)"),
     sync: str = typer.Option("normal", "--sync", help="SQLite synchronous level: normal (survives a crash of "
                              "the process) or full (also survives power loss)"),
     keep_jobs: bool = typer.Option(False, "--keep-jobs", help="on Ctrl-C leave running jobs running "
@@ -44,6 +47,7 @@ def up(
         raise SuanliError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
     if sync not in ("normal", "full", "off"):
         raise SuanliError("--sync: choose normal or full")
+    tls = check_tls(tls_cert, tls_key)
     import socket
 
     with socket.socket() as probe:  # fail before starting anything if the port is taken
@@ -61,8 +65,15 @@ def up(
     except Exception as e:  # a database that cannot be reached, a data directory that cannot be written...
         detail = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise SuanliError(f"cannot start: {detail}") from None
-    url = f"http://{host}:{port}"
-    (svc.data_dir / SERVER_FILE).write_text(json.dumps({"url": url}) + "\n")
+    scheme = "https" if tls else "http"
+    url_host = f"[{host}]" if ":" in host else host
+    if host in ("0.0.0.0", "::"):
+        url_host = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+    url = f"{scheme}://{url_host}:{port}"
+    server_info: dict[str, str] = {"url": url}
+    if tls:
+        server_info["ca"] = str(tls[0])  # the local CLI verifies against it (a self-signed certificate)
+    (svc.data_dir / SERVER_FILE).write_text(json.dumps(server_info) + "\n")
     inv = (f"{len(svc.devices)}x {svc.devices[0].model}" + (" (declared)" if svc.devices[0].declared else
                                                             " (discovered)")) if svc.devices else "CPU only"
     store_desc = "PostgreSQL" if db and db.startswith("postgres") else f"SQLite {svc.data_dir / 'suanli.db'}"
@@ -71,8 +82,16 @@ def up(
     console.print(f"  admin token: {svc.admin_token_path} (the CLI uses it from this directory)")
     console.print("  submit a first job:  suanli submit examples/hello-cpu.yaml && suanli jobs")
     console.print("  Ctrl-C stops" + (" (running jobs keep running)" if keep_jobs else " (running jobs are requeued)"))
+    if not is_loopback(host):
+        if tls:
+            console.print(f"  listening on {host} (all interfaces reach it) over HTTPS")
+        else:
+            err_console.print(f"[bold yellow]warning:[/] listening on {host} over plain HTTP: bearer tokens and job "
+                              "specs (their env secrets) cross the network in clear text; use --tls-cert/--tls-key "
+                              "or a TLS proxy", highlight=False)
     config = uvicorn.Config(svc.app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=3)
+                            timeout_graceful_shutdown=3,
+                            ssl_certfile=str(tls[0]) if tls else None, ssl_keyfile=str(tls[1]) if tls else None)
     server = uvicorn.Server(config)
 
     def start_controller() -> None:  # once the API answers: rebuilding a big scheduler state must not delay it
@@ -91,3 +110,35 @@ def up(
         svc.controller.stop()
         svc.store.close()
         console.print("suanli stopped")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_tls(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
+    """Both or neither; both readable, and a certificate and key that go together (checked before starting)."""
+    import ssl
+
+    from suanli.errors import SuanliError
+
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise SuanliError("--tls-cert and --tls-key go together")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except FileNotFoundError as e:
+        raise SuanliError(f"TLS: no such file: {e.filename}") from None
+    except (OSError, ssl.SSLError) as e:
+        raise SuanliError(f"TLS: cannot use --tls-cert {cert} with --tls-key {key}: {e}") from None
+    return cert.resolve(), key.resolve()
