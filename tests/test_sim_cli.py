@@ -66,6 +66,8 @@ def test_cluster_yaml(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, needle", [
     (["--policy", "nope"], "unknown policy"),
     (["--model", "Z9000"], "unknown accelerator"),
+    (["--accelerator", "Z9000"], "unknown accelerator"),
+    (["--trace", str(SHARED / "philly" / "philly.csv"), "--from", "tomorrow"], "not seconds nor a date-time"),
     (["--trace", "/nonexistent/x.csv"], "no such file"),
 ])
 def test_bad_input_is_one_line_exit_2(args: list[str], needle: str) -> None:
@@ -105,6 +107,13 @@ def test_placement_replay_small(tmp_path: Path) -> None:
     for o in out:
         assert set(o) >= {"policy", "alloc_ratio", "seeds"} and o["seeds"] == 2
         assert 0.5 < o["alloc_ratio"] <= 1.0
+        assert o["published"] is None  # the published figures belong to openb_pod_list_default.csv only
+    # a multigpu-style list: no creation/deletion times, replayed all the same
+    bare = tmp_path / "openb_pod_list_multigpu20.csv"
+    bare.write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli\n" + "".join(
+        f"p{i},4000,8192,{2 if i % 4 == 0 else 1},{1000 if i % 4 == 0 else 500}\n" for i in range(40)))
+    out = invoke("--placement-replay", "--trace", str(bare), "--cluster", str(nodes), "--seeds", "1", "--json")
+    assert all(0.5 < o["alloc_ratio"] <= 1.0 for o in out)
 
 
 @pytest.mark.skipif(not SLOW, reason="slow: the full openb replay (set SUANLI_SLOW=1)")
@@ -121,3 +130,17 @@ def test_openb_replay_fgd_beats_the_baselines() -> None:
     assert out["fgd"]["min"] > 0.9539
     assert abs(out["random"]["alloc_ratio"] - 0.8747) < 0.01  # the baselines check the protocol
     assert abs(out["best-fit"]["alloc_ratio"] - 0.9308) < 0.01
+
+
+def test_accelerator_flag_window_and_estimates(tmp_path: Path) -> None:
+    p = tmp_path / "itp.csv"
+    p.write_text("job_id,submission_time,duration,num_gpu,pred\n" + "".join(
+        f"j{i},{i * 100},{1000 + 50 * i},{1 + i % 4},{5000 if i % 2 else 10}\n" for i in range(40)))
+    base = ["--trace", str(p), "--chips", "8", "--per-node", "4", "--policy", "sjf", "--json"]
+    old = invoke(*base, "--model", "V100")
+    new = invoke(*base, "--accelerator", "V100")
+    assert old["cluster"] == new["cluster"] == "8xV100-16GB" and old["avg_jct_s"] == new["avg_jct_s"]
+    win = invoke(*base, "--from", "1000", "--to", "2000")
+    assert win["jobs"] == 10
+    est = invoke(*base, "--estimate-column", "pred")  # wrong estimates change what SJF does vs the oracle
+    assert est["jobs"] == 40 and est["avg_jct_s"] != new["avg_jct_s"]

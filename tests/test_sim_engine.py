@@ -200,3 +200,16 @@ def test_replay_inflation_keeps_the_artifact_order() -> None:
     assert len(idx) > n
     total = int((count[idx] * milli[idx]).sum())
     assert 1.3 * cap - 2000 < total <= 1.3 * cap + 1000  # stops at the first copy that would pass the target
+
+
+def test_replay_tunes_down_a_list_that_asks_for_more_than_the_target() -> None:
+    import numpy as np
+
+    from suanli.sim.replay import inflate
+
+    n = 60
+    count = np.ones(n, dtype=np.int32)
+    milli = np.full(n, 1000, dtype=np.int32)
+    idx = inflate(_Pods(count, milli), 40 * 1000, 1.3, seed=1)  # type: ignore[arg-type]  # 60 GPUs > 52 target
+    assert len(idx) == 52 and len(set(idx.tolist())) == 52  # random pods removed, none copied
+    assert idx.tolist() != sorted(idx.tolist())  # still the shuffled order

@@ -131,3 +131,53 @@ def test_synthetic_follows_published_statistics() -> None:
 def test_scaled_to_load() -> None:
     w = synthetic(500, 256, load=0.5, seed=1)
     assert w.scaled_to_load(1.5, 256).offered_load(256) == pytest.approx(1.5)
+
+
+def test_openb_multigpu_lists_without_times_are_read(tmp_path: Path) -> None:
+    p = write(tmp_path, "openb_pod_list_multigpu20.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli\n"
+              "openb-pod-0000,12000,16384,1,1000\nopenb-pod-0001,6000,12288,1,460\nopenb-pod-0002,8000,1024,2,1000\n")
+    assert detect_format(p) == "openb"
+    w = read_trace(p)
+    assert len(w) == 3 and w.untimed and w.milli.tolist() == [1000, 460, 1000] and w.count.tolist() == [1, 1, 2]
+    # the row-by-row reader (used when a row is malformed) agrees
+    bad = write(tmp_path, "bad.csv", p.read_text() + "openb-pod-0003,x,1,1,1000\n")
+    wb = read_trace(bad, "openb")
+    assert wb.untimed and wb.skipped == 1 and wb.milli.tolist() == [1000, 460, 1000]
+
+
+def test_date_window_keeps_submits_in_range(tmp_path: Path) -> None:
+    from suanli.sim.traces import parse_when
+
+    p = write(tmp_path, "p.csv", PHILLY + "2017-10-01 00:00:00,10,1,10,a\n2017-10-02 12:00:00,10,1,10,a\n"
+              "2017-10-03 00:00:00,10,2,20,b\n2017-10-04 00:00:00,10,4,40,b\n")
+    w = read_trace(p, start=parse_when("2017-10-02"), end=parse_when("2017-10-04"))
+    assert w.count.tolist() == [1, 2] and w.submit.tolist() == [0.0, 12 * 3600.0]
+    with pytest.raises(TraceError, match="not seconds nor a date-time"):
+        parse_when("yesterday")
+
+
+def test_runtime_estimates_from_a_column_or_a_side_file(tmp_path: Path) -> None:
+    p = write(tmp_path, "itp.csv", "job_id,submission_time,duration,num_gpu,pred\n"
+              "j1,0,100,1,90\nj2,5,200,2,\nj3,9,300,1,310\n")
+    w = read_trace(p, estimate_column="pred")
+    assert w.estimate[0] == 90 and np.isnan(w.estimate[1]) and w.estimate[2] == 310
+    side = write(tmp_path, "est.csv", "job_id,estimate\nj3,333\nj1,111\n")
+    w = read_trace(p, estimates=side)
+    assert w.estimate[0] == 111 and np.isnan(w.estimate[1]) and w.estimate[2] == 333
+    rows = write(tmp_path, "rows.csv", "row,estimate\n1,222\n")
+    ph = write(tmp_path, "p.csv", PHILLY + "2017-10-01 00:00:00,10,1,10,a\n2017-10-01 00:01:00,20,1,20,a\n")
+    assert np.isnan(read_trace(ph, estimates=rows).estimate[0]) and read_trace(ph, estimates=rows).estimate[1] == 222
+    with pytest.raises(TraceError, match="no job_id column"):
+        read_trace(ph, estimates=side)
+    with pytest.raises(TraceError, match="estimate column 'nope'"):
+        read_trace(p, estimate_column="nope")
+
+
+def test_partition_by_a_column(tmp_path: Path) -> None:
+    p = write(tmp_path, "p.csv", PHILLY + "2017-10-01 00:00:00,10,1,10,vc1\n2017-10-01 00:01:00,20,0,0,vc9\n"
+              "2017-10-01 00:02:00,20,2,40,vc2\n")
+    w = read_trace(p, partition_by="vc")  # Philly's virtual cluster is its `cluster` column
+    assert w.partitions == ["vc1", "vc2"] and w.partition.tolist() == [0, 1]
+    assert w.job(1).partitions == ("vc2",) and w.jobs(0, 2)[0].partitions == ("vc1",)
+    with pytest.raises(TraceError, match="no such column"):
+        read_trace(p, partition_by="rack")

@@ -31,13 +31,15 @@ def build_cluster_arg(cluster: str | None, chips: int, models: str, per_node: in
         raise SuanliError("--per-node must be positive")
     names = [resolve_accelerator(m.strip()) for m in models.split(",") if m.strip()]
     if not names:
-        raise SuanliError("--models needs at least one accelerator model")
+        raise SuanliError("--accelerator needs at least one accelerator model")
     return generate_cluster(chips, names, per_node)
 
 
 def demo(
     chips: Annotated[int, typer.Option(help="Chips in the generated cluster.")] = 4096,
-    models: Annotated[str, typer.Option(help="Accelerator models, comma-separated (one pool each).")] = DEFAULT_MODELS,
+    models: Annotated[str, typer.Option("--accelerator", "--models", "--model", help="Accelerator models, "
+                                        "comma-separated (one pool each); --models/--model: older names.")]
+    = DEFAULT_MODELS,
     per_node: Annotated[int, typer.Option(help="Accelerators per node.")] = 8,
     cluster: Annotated[str | None, typer.Option(help="Cluster YAML or node-list CSV instead of a generated one.")]
     = None,

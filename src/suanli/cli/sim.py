@@ -23,8 +23,8 @@ def sim(
     = False,
     cluster: Annotated[Path | None, typer.Option("--cluster", help="Cluster YAML or node-list CSV.")] = None,
     chips: Annotated[int, typer.Option("--chips", help="Generated cluster: number of chips.")] = 1024,
-    model: Annotated[str, typer.Option("--model", help="Generated cluster: accelerator model(s), comma-separated.")]
-    = "H100",
+    accelerator: Annotated[str, typer.Option("--accelerator", "--model", help="Generated cluster: accelerator "
+                                             "model(s), comma-separated (--model: the older name).")] = "H100",
     per_node: Annotated[int, typer.Option("--per-node", help="Generated cluster: chips per node.")] = 8,
     policy: Annotated[str, typer.Option("--policy", help="fifo, backfill, sjf, las or fair.")] = "fifo",
     compare: Annotated[str | None, typer.Option("--compare", help="Comma-separated policies on the same stream.")]
@@ -34,6 +34,13 @@ def sim(
     load: Annotated[float | None, typer.Option("--load", help="Offered load: rescale trace arrivals to it "
                                                              "(synthetic default 0.9).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N jobs of the trace.")] = None,
+    t_from: Annotated[str | None, typer.Option("--from", help="Only jobs submitted from this time: a date(-time), "
+                                               "UTC unless it says, or seconds as the trace counts them.")] = None,
+    t_to: Annotated[str | None, typer.Option("--to", help="... and before this time.")] = None,
+    estimate_column: Annotated[str | None, typer.Option("--estimate-column", help="Runtime estimates (s) for "
+                                                        "sjf/backfill from this trace column.")] = None,
+    estimates: Annotated[Path | None, typer.Option("--estimates", help="Runtime estimates from a side CSV: "
+                                                   "estimate plus job_id or row (0-based data row).")] = None,
     estimate_noise: Annotated[float, typer.Option("--estimate-noise", help="Lognormal sigma on runtime "
                                                                           "estimates (default: exact).")] = 0.0,
     failures: Annotated[bool, typer.Option("--failures", help="Inject device/node failures (Llama 3 rate).")]
@@ -65,9 +72,10 @@ def sim(
     make_packer(packer)  # validate the name before the run
     if checkpoint <= 0:
         raise SimError(f"--checkpoint must be positive (got {checkpoint:g}); use a large value for 'never'")
-    cl = make_cluster(cluster, chips, model, per_node)
+    cl = make_cluster(cluster, chips, accelerator, per_node)
     w = make_workload(trace, cl, fmt=fmt, strict=strict, limit=limit, jobs=jobs, load=load, seed=seed,
-                      estimate_noise=estimate_noise)
+                      estimate_noise=estimate_noise, window=(t_from, t_to), estimate_column=estimate_column,
+                      estimates=estimates)
     fc = FailureConfig(enabled=failures, checkpoint_s=checkpoint, seed=seed)
     if failure_rate is not None:
         if failure_rate < 0 or not math.isfinite(failure_rate):

@@ -14,7 +14,7 @@ from suanli.sched import POLICIES
 from suanli.sim.engine import FailureConfig, SimConfig, SimResult, Simulation
 from suanli.sim.metrics import summarize
 from suanli.sim.synthetic import synthetic
-from suanli.sim.traces import read_trace
+from suanli.sim.traces import parse_when, read_trace
 from suanli.sim.workload import Workload
 
 
@@ -43,18 +43,31 @@ def make_cluster(path: str | Path | None = None, chips: int = 1024, model: str =
 
 def make_workload(trace: str | Path | None, cluster: Cluster, *, fmt: str = "auto", strict: bool = False,
                   limit: int | None = None, jobs: int = 10_000, load: float | None = None, seed: int = 0,
-                  estimate_noise: float = 0.0) -> Workload:
+                  estimate_noise: float = 0.0, window: tuple[str | None, str | None] = (None, None),
+                  partition_by: str | None = None, estimate_column: str | None = None,
+                  estimates: str | Path | None = None) -> Workload:
     """A trace (arrivals rescaled to ``load`` if given) or the synthetic mix at ``load`` (default 0.9).
 
-    Traces without user runtime estimates get the real duration (x lognormal noise ``estimate_noise``) as the
-    estimate backfill and SJF use - an oracle, as in most published simulator comparisons.
+    ``window``: ``--from``/``--to`` bounds (see :func:`suanli.sim.traces.parse_when`). Runtime estimates for
+    backfill and SJF come from ``estimate_column`` or the ``estimates`` side file when given; jobs without one (and
+    every job otherwise) get the real duration (x lognormal noise ``estimate_noise``) - an oracle, as in most
+    published simulator comparisons.
     """
     cap = cluster.n_devices
     if trace is None:
         w = synthetic(jobs, cap, load=load if load is not None else 0.9, seed=seed,
                       node_size=max(1, cluster.max_devices_per_node))
     else:
-        w = read_trace(trace, fmt, strict=strict, limit=limit)
+        lo, hi = (parse_when(x) if x is not None else None for x in window)
+        if lo is not None and hi is not None and hi <= lo:
+            raise SimError(f"--to ({window[1]}) must be after --from ({window[0]})")
+        w = read_trace(trace, fmt, strict=strict, limit=limit, start=lo, end=hi, partition_by=partition_by,
+                       estimate_column=estimate_column, estimates=estimates)
+        if w.untimed:
+            raise SimError(f"{trace}: the trace has no arrival or run times (an openb multigpu pod list?); it can "
+                           "only be replayed with --placement-replay")
+        if not len(w):
+            raise SimError(f"{trace}: no jobs left (check --from/--to and --limit)")
         if load is not None:
             w = w.scaled_to_load(load, cap)
     return w.fix_estimates(estimate_noise, seed)

@@ -104,6 +104,7 @@ def synthetic(
         preemptible=preemptible,
         estimate=np.full(n_jobs, np.nan),
         gang=np.ones(n_jobs, dtype=bool),
+        partition=np.full(n_jobs, -1, dtype=np.int32),
         model_sets=[],
         tenants=[f"team-{chr(97 + i)}" for i in range(len(ts))],
     )

@@ -27,8 +27,12 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from suanli.errors import SuanliError
 from suanli.fleet.model import canonical_model
@@ -68,9 +72,18 @@ def _time(v: str | None, col: str) -> float:
     except ValueError:
         pass
     try:
-        return datetime.fromisoformat(v).timestamp()
+        d = datetime.fromisoformat(v)
     except ValueError:
         raise _Bad(f"{col}={v!r} is neither seconds nor a date-time") from None
+    return (d if d.tzinfo is not None else d.replace(tzinfo=UTC)).timestamp()  # naive: UTC, as the fast path
+
+
+def parse_when(v: str) -> float:
+    """A ``--from/--to`` bound: seconds as the trace counts them, or a date / date-time (UTC unless it says)."""
+    try:
+        return _time(v, "time")
+    except _Bad:
+        raise TraceError(f"not seconds nor a date-time: {v!r} (use e.g. 2017-10-03 or 2017-10-03T12:00)") from None
 
 
 def _rows(path: Path, header: bool = True, names: list[str] | None = None) -> Iterator[tuple[int, dict[str, str]]]:
@@ -107,7 +120,7 @@ def detect_format(path: str | Path) -> str:
         return "philly"
     if {"submission_time", "duration", "num_gpu"} <= cols:
         return "itp"
-    if {"gpu_milli", "num_gpu", "creation_time"} <= cols:
+    if {"gpu_milli", "num_gpu", "cpu_milli"} <= cols:  # with creation/deletion times, or the multigpu lists without
         return "openb"
     if {"arrival_time", "num_iteration", "gpu_workers"} <= cols:
         return "kalos-converted"
@@ -121,8 +134,21 @@ def detect_format(path: str | Path) -> str:
                      f"({', '.join(FORMATS[1:])})")
 
 
-def read_trace(path: str | Path, fmt: str = "auto", *, strict: bool = False, limit: int | None = None) -> Workload:
-    """Read a trace file. ``limit``: keep only the first ``limit`` jobs (by submit time)."""
+def read_trace(path: str | Path, fmt: str = "auto", *, strict: bool = False, limit: int | None = None,
+               start: float | None = None, end: float | None = None, partition_by: str | None = None,
+               estimate_column: str | None = None, estimates: str | Path | None = None) -> Workload:
+    """Read a trace file.
+
+    ``start``/``end``: keep jobs submitted in ``[start, end)`` (seconds as the trace counts them; date-times as
+    epoch seconds, see :func:`parse_when`). ``limit``: then keep only the first ``limit`` jobs (by submit time).
+    ``partition_by``: a column whose value names each job's partition (``vc``: the trace's virtual-cluster column).
+    ``estimate_column`` / ``estimates``: runtime estimates (seconds) from a column of the trace or from a side CSV
+    (``estimate`` plus ``job_id`` or ``row``, the 0-based data row of the trace), e.g. QSSF-style predictions;
+    jobs without one get NaN (the caller decides).
+
+    Well-formed files are read column-wise with polars; a file with any malformed row is read again row by row,
+    which skips and counts those rows (file:line messages) or raises under ``strict``.
+    """
     p = Path(path)
     if fmt not in FORMATS:
         raise TraceError(f"unknown trace format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -130,13 +156,252 @@ def read_trace(path: str | Path, fmt: str = "auto", *, strict: bool = False, lim
         raise TraceError(f"{p}: no such file")
     if fmt == "auto":
         fmt = detect_format(p)
-    b = WorkloadBuilder(f"{p.name} ({fmt})")
-    reader = _READERS[fmt]
-    reader(p, b, strict)
-    w = b.build()
+    extras = _Extras(partition_by, estimate_column, Path(estimates) if estimates is not None else None)
+    b: WorkloadBuilder | None = None
+    fast = _FAST.get(fmt)
+    if fast is not None:
+        b = WorkloadBuilder(f"{p.name} ({fmt})")
+        try:
+            _read_fast(p, b, fast, extras)
+        except _Fallback:
+            b = None
+    if b is None:
+        if extras.wanted:
+            what = "--partition-by" if partition_by else "runtime estimates"
+            raise TraceError(f"{p}: {what} need(s) a well-formed {fmt} trace (this one has malformed rows or a "
+                             f"format read row by row); run with --strict to see the first bad row")
+        b = WorkloadBuilder(f"{p.name} ({fmt})")
+        _READERS[fmt](p, b, strict)
+    w = b.build(start=start, end=end)
     if limit is not None and limit < len(w):
         w = w.take(slice(0, limit))
     return w
+
+
+class _Fallback(Exception):
+    """The column-wise reader met something only the row-by-row reader handles (and reports)."""
+
+
+@dataclass(slots=True)
+class _Extras:
+    partition_by: str | None
+    estimate_column: str | None
+    estimates: Path | None
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.partition_by or self.estimate_column or self.estimates)
+
+
+_VC_COLUMNS = ("vc", "cluster", "virtual_cluster")
+
+
+def _frame(p: Path, required: set[str]) -> Any:
+    import polars as pl
+
+    try:
+        df = pl.read_csv(p, infer_schema=False, encoding="utf8")
+    except Exception:  # ragged lines, bad encoding...: the row reader says exactly what and where
+        raise _Fallback from None
+    missing = required - set(df.columns)
+    if missing:
+        raise TraceError(f"{p}:1: missing column(s) {sorted(missing)}")
+    df = df.with_row_index("__row")
+    data = [c for c in df.columns if c != "__row"]
+    return df.filter(~pl.all_horizontal(pl.col(data).is_null()))  # blank lines (the csv module skips them)
+
+
+def _fnum(df: Any, col: str, optional: bool = False) -> np.ndarray:
+    """A numeric column as float64; falls back on an empty or malformed value (NaN if ``optional``)."""
+    import polars as pl
+
+    if col not in df.columns:
+        if optional:
+            return np.full(df.height, np.nan)
+        raise _Fallback
+    s = df[col].str.strip_chars().cast(pl.Float64, strict=False)
+    a = s.to_numpy().astype(np.float64, copy=False)
+    if not optional and (s.null_count() or not np.isfinite(a).all()):
+        raise _Fallback
+    return a
+
+
+def _ftime(df: Any, col: str) -> np.ndarray:
+    """Seconds or ISO date-times (naive = UTC) as epoch seconds."""
+    import polars as pl
+
+    s = df[col].str.strip_chars()
+    num = s.cast(pl.Float64, strict=False)
+    if not num.null_count():
+        return num.to_numpy().astype(np.float64)
+    d = s.str.to_datetime(strict=False, time_unit="us")
+    if d.null_count():
+        raise _Fallback
+    if d.dtype.time_zone is None:  # type: ignore[attr-defined]
+        d = d.dt.replace_time_zone("UTC")
+    return d.dt.epoch("us").to_numpy().astype(np.float64) / 1e6
+
+
+def _fwhole(x: np.ndarray) -> np.ndarray:
+    if ((x < 0) | (x != np.floor(x))).any():
+        raise _Fallback
+    return x.astype(np.int64)
+
+
+def _fdur(x: np.ndarray) -> np.ndarray:
+    if (x < 0).any():
+        raise _Fallback
+    return np.maximum(x, 1.0)
+
+
+def _codes(df: Any, col: str | None, ids: Callable[[str], int], keep: np.ndarray,
+           default: str = "default") -> np.ndarray:
+    """Ids of a string column's values on the kept rows (first-appearance order), empty or missing = ``default``."""
+    import polars as pl
+
+    if col is None or col not in df.columns:
+        return np.full(int(keep.sum()), ids(default), dtype=np.int64)
+    s = df[col].filter(pl.Series(keep)).str.strip_chars().fill_null("")
+    s = pl.Series(col, s).replace("", default)
+    uniq = s.unique(maintain_order=True).to_list()
+    return s.replace_strict(uniq, [ids(u) for u in uniq], return_dtype=pl.Int64).to_numpy()
+
+
+def _read_fast(p: Path, b: WorkloadBuilder, fast: tuple[set[str], _Fast], ex: _Extras) -> None:
+    import polars as pl
+
+    required, reader = fast
+    df = _frame(p, required)
+    keep, cols = reader(p, df, b)
+    if ex.partition_by:
+        col = ex.partition_by
+        if col == "vc":
+            col = next((c for c in _VC_COLUMNS if c in df.columns), col)
+        if col not in df.columns:
+            raise TraceError(f"{p}: --partition-by {ex.partition_by!r}: no such column; columns: "
+                             f"{', '.join(c for c in df.columns if c != '__row')}")
+        cols["partition"] = _codes(df, col, b.partition_id, keep)
+    est = None
+    if ex.estimate_column:
+        if ex.estimate_column not in df.columns:
+            raise TraceError(f"{p}: estimate column {ex.estimate_column!r} not in the trace")
+        est = _fnum(df, ex.estimate_column, optional=True)
+    elif ex.estimates is not None:
+        try:
+            side = pl.read_csv(ex.estimates, infer_schema=False)
+        except Exception as e:
+            raise TraceError(f"{ex.estimates}: cannot read the estimates file: {e}") from None
+        if "estimate" not in side.columns or not ({"job_id", "row"} & set(side.columns)):
+            raise TraceError(f"{ex.estimates}:1: need columns estimate and job_id (or row)")
+        key = "job_id" if "job_id" in side.columns and "job_id" in df.columns else "row"
+        if key not in side.columns:
+            raise TraceError(f"{ex.estimates}:1: the trace has no job_id column; give row (0-based data row)")
+        side = side.select(pl.col(key).str.strip_chars(),
+                           pl.col("estimate").str.strip_chars().cast(pl.Float64, strict=False))
+        left = df.select(pl.col("job_id").str.strip_chars() if key == "job_id"
+                         else pl.col("__row").cast(pl.String).alias("row"))
+        est = left.join(side.unique(key, keep="first"), on=key, how="left", maintain_order="left")[
+            "estimate"].to_numpy().astype(np.float64)
+    if est is not None:
+        est = np.where(np.isfinite(est) & (est > 0), est, np.nan)
+        cols["estimate"] = est[keep]
+    b.add_columns(**cols)
+
+
+def _fast_philly(p: Path, df: Any, b: WorkloadBuilder) -> tuple[np.ndarray, dict[str, Any]]:
+    n = _fwhole(_fnum(df, "num_gpus"))
+    d = _fdur(_fnum(df, "duration"))
+    t = _ftime(df, "timestamp")
+    keep = n > 0
+    b.dropped += int((~keep).sum())
+    return keep, {"submit": t[keep], "duration": d[keep], "count": n[keep], "per_node": 0, "kind": "train",
+                  "tenant": _codes(df, "cluster", b.tenant_id, keep)}
+
+
+def _fast_itp(p: Path, df: Any, b: WorkloadBuilder) -> tuple[np.ndarray, dict[str, Any]]:
+    n = _fwhole(_fnum(df, "num_gpu"))
+    d = _fdur(_fnum(df, "duration"))
+    t = _fnum(df, "submission_time")
+    keep = n > 0
+    b.dropped += int((~keep).sum())
+    return keep, {"submit": t[keep], "duration": d[keep], "count": n[keep], "kind": "train",
+                  "tenant": b.tenant_id(p.stem)}
+
+
+def _fast_gpus_per_node(df: Any) -> tuple[np.ndarray, np.ndarray]:
+    n = _fwhole(_fnum(df, "gpu_num"))
+    nodes = np.nan_to_num(_fnum(df, "node_num", optional=True), nan=0.0).astype(np.int64)
+    per = np.where((nodes > 0) & (n > 0), -(-n // np.maximum(nodes, 1)), 0)
+    return n, per
+
+
+def _fast_helios(p: Path, df: Any, b: WorkloadBuilder) -> tuple[np.ndarray, dict[str, Any]]:
+    n, per = _fast_gpus_per_node(df)
+    t = _ftime(df, "submit_time")
+    d = _fdur(_fnum(df, "duration"))
+    cpu = np.nan_to_num(_fnum(df, "cpu_num", optional=True), nan=0.0)
+    keep = n > 0
+    b.dropped += int((~keep).sum())
+    return keep, {"submit": t[keep], "duration": d[keep], "count": n[keep], "per_node": per[keep],
+                  "cpu_milli": (cpu[keep] * 1000).astype(np.int64), "kind": "train",
+                  "tenant": _codes(df, "vc", b.tenant_id, keep)}
+
+
+def _fast_acme(p: Path, df: Any, b: WorkloadBuilder) -> tuple[np.ndarray, dict[str, Any]]:
+    import polars as pl
+
+    n, per = _fast_gpus_per_node(df)
+    t = _ftime(df, "submit_time")
+    d = _fdur(_fnum(df, "duration"))
+    keep = n > 0
+    b.dropped += int((~keep).sum())
+    typ = df["type"].str.strip_chars().str.to_lowercase().fill_null("other") if "type" in df.columns else None
+    kinds = (typ.replace_strict(list(_ACME_KIND), list(_ACME_KIND.values()), default="batch", return_dtype=pl.String)
+             .to_numpy() if typ is not None else np.full(df.height, "batch"))
+    return keep, {"submit": t[keep], "duration": d[keep], "count": n[keep], "per_node": per[keep],
+                  "kind": kinds[keep], "tenant": _codes(df, "user", b.tenant_id, keep)}
+
+
+def _fast_openb(p: Path, df: Any, b: WorkloadBuilder) -> tuple[np.ndarray, dict[str, Any]]:
+    n = _fwhole(_fnum(df, "num_gpu"))
+    gm = np.where(n > 0, _fnum(df, "gpu_milli"), 0).astype(np.int64)
+    cpu = _fnum(df, "cpu_milli").astype(np.int64)
+    mem = _fnum(df, "memory_mib").astype(np.int64)
+    if ((n > 0) & ((gm <= 0) | (gm > 1000))).any():
+        raise _Fallback
+    milli = np.where((n == 1) & (gm > 0) & (gm < 1000), gm, 1000)
+    timed = "creation_time" in df.columns and "deletion_time" in df.columns
+    if timed:
+        created = _fnum(df, "creation_time")
+        deleted = _fnum(df, "deletion_time")
+        sched = _fnum(df, "scheduled_time", optional=True)
+        start = np.where(np.isnan(sched), created, sched)
+        dur = _fdur(deleted - start)
+    else:  # the multigpu lists: no times (only the placement replay can use them)
+        created = np.zeros(df.height)
+        dur = np.full(df.height, np.nan)
+        b.untimed = True
+    models = np.full(df.height, -1, dtype=np.int64)
+    if "gpu_spec" in df.columns:
+        spec = df["gpu_spec"].fill_null("").str.strip_chars()
+        uniq = spec.unique(maintain_order=True).to_list()
+        ids = {u: b.models_id([canonical_model(x.strip()) for x in u.split("|") if x.strip()] if u else None)
+               for u in uniq}
+        models = spec.replace_strict(uniq, [ids[u] for u in uniq]).to_numpy().astype(np.int64)
+    keep = np.ones(df.height, dtype=bool)
+    return keep, {"submit": created, "duration": dur, "count": n, "milli": milli, "per_node": n,
+                  "cpu_milli": cpu, "mem_mib": mem, "models": models, "kind": "batch", "gang": True,
+                  "tenant": _codes(df, "qos", b.tenant_id, keep)}
+
+
+_Fast = Callable[[Path, Any, WorkloadBuilder], tuple[np.ndarray, dict[str, Any]]]
+_FAST: dict[str, tuple[set[str], _Fast]] = {
+    "philly": ({"timestamp", "duration", "num_gpus"}, _fast_philly),
+    "itp": ({"submission_time", "duration", "num_gpu"}, _fast_itp),
+    "helios": ({"gpu_num", "submit_time", "duration"}, _fast_helios),
+    "acme": ({"gpu_num", "submit_time", "duration"}, _fast_acme),
+    "openb": ({"cpu_milli", "memory_mib", "num_gpu", "gpu_milli"}, _fast_openb),
+}
 
 
 def _run(p: Path, b: WorkloadBuilder, strict: bool, rows: Iterator[tuple[int, dict[str, str]]],
@@ -206,10 +471,14 @@ def _openb(p: Path, b: WorkloadBuilder, strict: bool) -> None:
         gm = int(_num(r, "gpu_milli")) if n else 0
         cpu = int(_num(r, "cpu_milli"))
         mem = int(_num(r, "memory_mib"))
-        created = _num(r, "creation_time")
-        deleted = _num(r, "deletion_time")
-        sched = r.get("scheduled_time") or ""
-        start = float(sched) if sched.strip() else created
+        if timed:
+            created = _num(r, "creation_time")
+            deleted = _num(r, "deletion_time")
+            sched = r.get("scheduled_time") or ""
+            start = float(sched) if sched.strip() else created
+            dur = _dur(deleted - start, "deletion_time - scheduled_time")
+        else:  # the multigpu lists carry no times: only the placement replay, which needs none, can use them
+            created, dur = 0.0, math.nan
         spec = (r.get("gpu_spec") or "").strip()
         models = [canonical_model(x.strip()) for x in spec.split("|") if x.strip()] if spec else None
         milli = 1000
@@ -217,12 +486,14 @@ def _openb(p: Path, b: WorkloadBuilder, strict: bool) -> None:
             milli = gm
         elif n and not 0 < gm <= 1000:
             raise _Bad(f"gpu_milli={gm} outside 1..1000")
-        b.add(submit=created, duration=_dur(deleted - start, "deletion_time - scheduled_time"), count=n, milli=milli,
+        b.add(submit=created, duration=dur, count=n, milli=milli,
               per_node=n, cpu_milli=cpu, mem_mib=mem, models=b.models_id(models),
               tenant=b.tenant_id(r.get("qos") or "default"), kind="batch", gang=True)
 
-    _run(p, b, strict, _rows(p), one, {"cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "creation_time",
-                                       "deletion_time"})
+    cols = set(_header(p))
+    timed = {"creation_time", "deletion_time"} <= cols
+    b.untimed = not timed
+    _run(p, b, strict, _rows(p), one, {"cpu_milli", "memory_mib", "num_gpu", "gpu_milli"})
 
 
 def _kalos_converted(p: Path, b: WorkloadBuilder, strict: bool) -> None:

@@ -36,8 +36,11 @@ class Workload:
     preemptible: np.ndarray  # bool
     estimate: np.ndarray  # float64 user runtime estimate, NaN = none
     gang: np.ndarray  # bool
+    partition: np.ndarray  # int32 index into partitions, -1 = no partition named (any node)
     model_sets: list[tuple[str, ...]] = field(default_factory=list)
     tenants: list[str] = field(default_factory=lambda: ["default"])
+    partitions: list[str] = field(default_factory=list)  # partition names
+    untimed: bool = False  # the source has no arrival/run times (e.g. openb multigpu pod lists): replay only
     skipped: int = 0  # malformed rows skipped by the reader
     dropped: int = 0  # rows the reader left out on purpose (e.g. CPU-only jobs of a GPU trace)
     messages: list[str] = field(default_factory=list)  # the first few reader warnings (file:line: ...)
@@ -55,6 +58,7 @@ class Workload:
         est = float(self.estimate[i])
         pn = int(self.per_node[i])
         t = self.tenants[int(self.tenant[i])]
+        pa = int(self.partition[i])
         return Job(
             id=i,
             count=int(self.count[i]),
@@ -71,6 +75,7 @@ class Workload:
             expected_runtime=None if est != est else est,
             kind=KINDS[int(self.kind[i])],
             preemptible=bool(self.preemptible[i]),
+            partitions=(self.partitions[pa],) if pa >= 0 else None,
             seq=i,
         )
 
@@ -79,16 +84,17 @@ class Workload:
         sl = slice(start, stop)
         cols = [getattr(self, f)[sl].tolist() for f in ("count", "milli", "models", "per_node", "cpu_milli",
                                                           "mem_mib", "gang", "priority", "tenant", "submit",
-                                                          "estimate", "kind", "preemptible")]
+                                                          "estimate", "kind", "preemptible", "partition")]
         sets, tenants = self.model_sets, self.tenants
+        parts = [(p,) for p in self.partitions]
         out = []
-        for k, (cnt, mi, ms, pn, cpu, mem, g, pr, t, sub, est, kd, pre) in enumerate(zip(*cols, strict=True)):
+        for k, (cnt, mi, ms, pn, cpu, mem, g, pr, t, sub, est, kd, pre, pa) in enumerate(zip(*cols, strict=True)):
             tn = tenants[t]
             out.append(Job(id=start + k, count=cnt, milli=mi, models=sets[ms] if ms >= 0 else None,
                            per_node=pn if pn > 0 else None, cpu_milli=cpu, mem_mib=mem, gang=g, priority=pr,
                            queue=tn if queue_by_tenant else "default", tenant=tn, submit_time=sub,
                            expected_runtime=None if est != est else est, kind=KINDS[kd], preemptible=pre,
-                           seq=start + k))
+                           partitions=parts[pa] if pa >= 0 else None, seq=start + k))
         return out
 
     def device_seconds(self) -> float:
@@ -108,7 +114,8 @@ class Workload:
         """A sub-workload (rows ``idx``), sharing the name tables."""
         cols = {f: getattr(self, f)[idx] for f in _COLS}
         return Workload(name=self.name, model_sets=self.model_sets, tenants=self.tenants, skipped=self.skipped,
-                        dropped=self.dropped, messages=list(self.messages), **cols)
+                        dropped=self.dropped, messages=list(self.messages), partitions=self.partitions,
+                        untimed=self.untimed, **cols)
 
     def scaled_to_load(self, load: float, capacity_devices: int) -> Workload:
         """The same jobs with arrival times stretched or compressed so that the offered load is ``load``."""
@@ -131,7 +138,13 @@ class Workload:
 
 
 _COLS = ("submit", "duration", "count", "milli", "per_node", "cpu_milli", "mem_mib", "models", "tenant", "kind",
-         "priority", "preemptible", "estimate", "gang")
+         "priority", "preemptible", "estimate", "gang", "partition")
+_DTYPES = {"submit": np.float64, "duration": np.float64, "count": np.int32, "milli": np.int32, "per_node": np.int32,
+           "cpu_milli": np.int64, "mem_mib": np.int64, "models": np.int32, "tenant": np.int32, "kind": np.int8,
+           "priority": np.int16, "preemptible": bool, "estimate": np.float64, "gang": bool, "partition": np.int32}
+_DEFAULTS: dict[str, float | int | bool] = {"milli": 1000, "per_node": 0, "cpu_milli": 0, "mem_mib": 0, "models": -1,
+                                            "tenant": 0, "kind": 0, "priority": 0, "preemptible": True,
+                                            "estimate": float("nan"), "gang": True, "partition": -1}
 
 
 class WorkloadBuilder:
@@ -142,6 +155,9 @@ class WorkloadBuilder:
         self.cols: dict[str, list[float | int | bool]] = {c: [] for c in _COLS}
         self._model_ids: dict[tuple[str, ...], int] = {}
         self._tenant_ids: dict[str, int] = {}
+        self._partition_ids: dict[str, int] = {}
+        self.chunks: list[dict[str, np.ndarray]] = []  # column blocks from add_columns
+        self.untimed = False
         self.skipped = 0
         self.dropped = 0
         self.messages: list[str] = []
@@ -151,6 +167,12 @@ class WorkloadBuilder:
         if t is None:
             t = self._tenant_ids[name] = len(self._tenant_ids)
         return t
+
+    def partition_id(self, name: str) -> int:
+        p = self._partition_ids.get(name)
+        if p is None:
+            p = self._partition_ids[name] = len(self._partition_ids)
+        return p
 
     def models_id(self, models: Sequence[str] | None) -> int:
         if not models:
@@ -163,7 +185,8 @@ class WorkloadBuilder:
 
     def add(self, *, submit: float, duration: float, count: int, milli: int = 1000, per_node: int = 0,
             cpu_milli: int = 0, mem_mib: int = 0, models: int = -1, tenant: int = 0, kind: str = "batch",
-            priority: int = 0, preemptible: bool = True, estimate: float = float("nan"), gang: bool = True) -> None:
+            priority: int = 0, preemptible: bool = True, estimate: float = float("nan"), gang: bool = True,
+            partition: int = -1) -> None:
         c = self.cols
         c["submit"].append(submit)
         c["duration"].append(duration)
@@ -179,25 +202,46 @@ class WorkloadBuilder:
         c["preemptible"].append(preemptible)
         c["estimate"].append(estimate)
         c["gang"].append(gang)
+        c["partition"].append(partition)
+
+    def add_columns(self, **cols: object) -> None:
+        """Many jobs at once: arrays of one length (``submit`` sets it) or scalars for every row; ``kind`` as names.
+        Columns left out take the defaults of :meth:`add`."""
+        n = len(np.asarray(cols["submit"]))
+        block: dict[str, np.ndarray] = {}
+        for c in _COLS:
+            v = cols.get(c, _DEFAULTS.get(c))
+            if c == "kind":
+                v = np.asarray(v)
+                v = (np.full(n, KINDS.index(str(v))) if v.ndim == 0
+                     else np.array([KINDS.index(str(x)) for x in v.tolist()], dtype=np.int8) if n else v)
+            a = np.asarray(v, dtype=_DTYPES[c])
+            block[c] = np.full(n, a, dtype=_DTYPES[c]) if a.ndim == 0 else a
+        self.chunks.append(block)
 
     def warn(self, msg: str) -> None:
         self.skipped += 1
         if len(self.messages) < 20:
             self.messages.append(msg)
 
-    def build(self, rebase: bool = True) -> Workload:
-        dt = {"submit": np.float64, "duration": np.float64, "count": np.int32, "milli": np.int32,
-              "per_node": np.int32, "cpu_milli": np.int64, "mem_mib": np.int64, "models": np.int32,
-              "tenant": np.int32, "kind": np.int8, "priority": np.int16, "preemptible": bool,
-              "estimate": np.float64, "gang": bool}
-        arrs = {c: np.asarray(v, dtype=dt[c]) for c, v in self.cols.items()}
+    def build(self, rebase: bool = True, start: float | None = None, end: float | None = None) -> Workload:
+        """Freeze into a :class:`Workload` sorted by submit time; ``start``/``end``: keep submits in [start, end)
+        (before rebasing); ``rebase``: time 0 = the first kept submit."""
+        arrs = {c: np.concatenate([np.asarray(v, dtype=_DTYPES[c])] + [b[c] for b in self.chunks])
+                for c, v in self.cols.items()}
         order = np.argsort(arrs["submit"], kind="stable")
+        if start is not None or end is not None:
+            sub = arrs["submit"][order]
+            lo = np.searchsorted(sub, start, "left") if start is not None else 0
+            hi = np.searchsorted(sub, end, "left") if end is not None else len(sub)
+            order = order[lo:hi]
         arrs = {c: a[order] for c, a in arrs.items()}
         if rebase and len(order):
             arrs["submit"] = arrs["submit"] - arrs["submit"][0]
         tenants = list(self._tenant_ids) or ["default"]
         return Workload(name=self.name, model_sets=list(self._model_ids), tenants=tenants, skipped=self.skipped,
-                        dropped=self.dropped, messages=self.messages, **arrs)
+                        dropped=self.dropped, messages=self.messages, partitions=list(self._partition_ids),
+                        untimed=self.untimed, **arrs)
 
 
 def from_jobs(name: str, rows: Sequence[dict[str, object]]) -> Workload:
@@ -209,5 +253,7 @@ def from_jobs(name: str, rows: Sequence[dict[str, object]]) -> Workload:
         kw["tenant"] = b.tenant_id(str(kw.get("tenant", "default")))
         ms = kw.get("models")
         kw["models"] = b.models_id(list(ms)) if ms else -1  # type: ignore[call-overload]
+        pa = kw.get("partition")
+        kw["partition"] = b.partition_id(str(pa)) if pa not in (None, -1) else -1
         b.add(**kw)  # type: ignore[arg-type]
     return b.build(rebase=False)

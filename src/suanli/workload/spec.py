@@ -341,6 +341,7 @@ class Job:
     attained: float = 0.0  # device-seconds of service received so far (LAS)
     kind: str = "batch"
     preemptible: bool = True
+    partitions: tuple[str, ...] | None = None  # partitions whose nodes it may use (None: its queue's, else any)
     seq: int = field(default_factory=lambda: next(_seq))  # tie-break: submission order
 
     def __post_init__(self) -> None:
