@@ -36,7 +36,7 @@ def fill(data: Path, n: int, pending: float, db: str | None) -> float:
     from suanli.workload.spec import JobSpec
 
     t0 = time.perf_counter()
-    svc = open_service(data, db=db, devices="8xBR100", node="bench", with_app=False)
+    svc = open_service(data, db=db, devices="8xBR100", node="bench")
     spec = JobSpec.model_validate({"name": "old", "resources": {"accelerators": 1}, "command": ["sleep", "1"]})
     for i in range(0, n, 5000):
         svc.store.submit_many([spec] * min(5000, n - i))

@@ -16,7 +16,7 @@ schemathesis = pytest.importorskip("schemathesis")
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from suanli.control.service import Service, open_service  # noqa: E402
+from suanli.api.server import Service, open_service  # noqa: E402
 
 EXAMPLES = int(os.environ.get("SUANLI_FUZZ_EXAMPLES", "40"))
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from suanli.control.service import Service, open_service
+from suanli.api.server import Service, open_service
 from test_control_store import pg_url_or_skip
 
 

@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from suanli.api.server import Service, open_service
 from suanli.control.db import job_attempts, jobs
 from suanli.control.executor import proc_start_ticks
-from suanli.control.service import Service, open_service
 from suanli.control.store import Store
 from suanli.workload.states import JobState
 

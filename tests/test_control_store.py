@@ -137,12 +137,12 @@ def test_one_controller_per_database(kind: str, tmp_path: Path) -> None:
     from suanli.control.service import DataDirLocked, open_service
 
     db = None if kind == "sqlite" else pg_url_or_skip()
-    a = open_service(tmp_path / "a", db=db, devices="1xBR100", node="n1", lock=True, with_app=False)
+    a = open_service(tmp_path / "a", db=db, devices="1xBR100", node="n1", lock=True)
     shared = db or db_url_of(a.store)
     with pytest.raises(DataDirLocked):  # another data directory, the same database
-        open_service(tmp_path / "b", db=shared, devices="1xBR100", node="n2", lock=True, with_app=False)
+        open_service(tmp_path / "b", db=shared, devices="1xBR100", node="n2", lock=True)
     with pytest.raises(DataDirLocked):  # the same data directory
-        open_service(tmp_path / "a", db=db, devices="1xBR100", node="n1", lock=True, with_app=False)
+        open_service(tmp_path / "a", db=db, devices="1xBR100", node="n1", lock=True)
 
 
 def db_url_of(s: Store) -> str:

@@ -1,4 +1,5 @@
-"""The layering rule: catalog, fleet, workload, perf and sched import nothing from the layers above them."""
+"""The layering rules: catalog, fleet, workload, perf and sched import nothing from the layers above them; control
+does not import api."""
 
 from __future__ import annotations
 
@@ -42,3 +43,11 @@ def test_scheduler_reads_no_clock_and_does_no_io() -> None:
         assert not mods & {"time", "datetime", "socket", "subprocess", "os", "random", "threading"}, f
         text = f.read_text(encoding="utf-8")
         assert "open(" not in text and "print(" not in text, f
+
+
+def test_control_does_not_import_api() -> None:
+    """The control plane (store, controller, executor) knows nothing of HTTP: the API is built on top of it
+    (suanli.api.server puts the two together)."""
+    bad = [f"{f.relative_to(SRC)} imports {mod}" for f in (SRC / "control").rglob("*.py") for mod in imports_of(f)
+           if mod == "suanli.api" or mod.startswith("suanli.api.")]
+    assert not bad, bad

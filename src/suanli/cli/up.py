@@ -39,7 +39,8 @@ def up(
     """Start the controller and the REST API on this machine (Ctrl-C stops cleanly)."""
     import uvicorn
 
-    from suanli.control.service import SERVER_FILE, open_service
+    from suanli.api.server import open_service
+    from suanli.control.service import SERVER_FILE
     from suanli.errors import SuanliError
     from suanli.sched import POLICIES
 

@@ -22,7 +22,7 @@ from suanli.control.db import job_attempts, job_events, jobs, nodes
 from suanli.control.executor import Handle, LocalExecutor, proc_rank, scan_attempt_pids
 from suanli.control.store import Store, job_from_row
 from suanli.fleet.model import Cluster, NodeSpec, build_cluster
-from suanli.sched import Placement, QueueConfig, RunningJob, Scheduler, Start
+from suanli.sched import Allocation, Placement, QueueConfig, RunningJob, Scheduler, Start
 from suanli.workload.spec import Job
 from suanli.workload.states import JobState
 
@@ -92,6 +92,28 @@ class Controller:
         self._drained: dict[str, bool] = {}
         self._dirty = True
         self.lock = threading.Lock()  # guards the sched state for readers (metrics)
+
+    # -- read by the API -----------------------------------------------------------------------------------
+    @property
+    def serving(self) -> bool:
+        """Recovered and scheduling (the loop has not failed)."""
+        return self.ready.is_set() and self.error is None
+
+    def never_fits(self, job: Job) -> str | None:
+        """Why ``job`` can never run on this cluster, even when it is empty (None: it can, or not known yet)."""
+        if not self.serving:
+            return None
+        cl = self.cluster
+        try:
+            cands = self.sched.placer.candidate_models(job, None) if job.count else []
+            ok = self.sched.placer.place(Allocation(cl), job, cands) is not None
+        except Exception:
+            return None  # let the scheduler judge
+        if ok:
+            return None
+        inv = ", ".join(f"{n}x{m}" for m, n in cl.summary()["models"].items()) or "no accelerators"
+        cpus, mem = int(cl.node_cpu.sum()) // 1000, int(cl.node_mem.sum())
+        return f"can never run on this cluster ({inv}, {cpus} CPUs, {mem} MiB)"
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def _load_cluster(self) -> Cluster:

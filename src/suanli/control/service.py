@@ -31,7 +31,7 @@ class Service:
     node: str
     devices: list[LocalDevice]
     admin_token_path: Path
-    app: Any = None
+    app: Any = None  # the API, when built by suanli.api.server.open_service
 
 
 def ensure_admin_token(store: Store, data_dir: Path) -> Path:
@@ -110,9 +110,10 @@ def lock_database(store: Store) -> None:
 def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, devices: str | None = None,
                  node: str | None = None, policy: str = "fifo", tick_s: float = 0.1, retry_base_s: float = 2.0,
                  grace_s: float = 5.0, sync: str = "normal", keep_jobs_on_stop: bool = False,
-                 with_app: bool = True, lock: bool = False) -> Service:
-    """Open (creating if needed) the data directory and database, register this machine, build the controller and
-    the API. Nothing runs yet: call ``service.controller.start()`` and serve ``service.app``."""
+                 lock: bool = False) -> Service:
+    """Open (creating if needed) the data directory and database, register this machine and build the controller.
+    Nothing runs yet: call ``service.controller.start()``. The API over it: :func:`suanli.api.server.open_service`
+    (``control`` does not import ``api``)."""
     dd = Path(data_dir).resolve()
     dd.mkdir(parents=True, exist_ok=True)
     if lock:
@@ -130,9 +131,4 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
     metrics.store = store
     ctl = Controller(store, ex, name, policy=policy, tick_s=tick_s, retry_base_s=retry_base_s,
                      keep_jobs_on_stop=keep_jobs_on_stop, metrics=metrics)
-    svc = Service(dd, store, ex, ctl, metrics, name, devs, tok_path)
-    if with_app:
-        from suanli.api.app import create_app
-
-        svc.app = create_app(store, data_dir=dd, controller=ctl, metrics=metrics)
-    return svc
+    return Service(dd, store, ex, ctl, metrics, name, devs, tok_path)

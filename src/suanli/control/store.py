@@ -172,6 +172,11 @@ class Store:
             self._exists.add(("t", name))
         return ok
 
+    def names_known(self, tenant: str, queue: str) -> bool:
+        """True when both names are already known to exist, without a query (a cheap pre-check for submissions;
+        False means: ask :meth:`tenant_exists` and :meth:`queue_exists`)."""
+        return ("t", tenant) in self._exists and ("q", queue) in self._exists
+
     def list_queues(self) -> list[dict[str, Any]]:
         with self.read() as c:
             rows = c.execute(sa.select(queues.c.name, queues.c.weight, queues.c.quota, queues.c.borrow,

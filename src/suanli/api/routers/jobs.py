@@ -1,0 +1,168 @@
+"""Jobs: submit (JSON or YAML), list, read, cancel, events and logs. A tenant sees and submits only its own."""
+
+# no "from __future__ import annotations": FastAPI reads these annotations at run time
+
+import json
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from suanli.api import logs
+from suanli.api.deps import MAX_ID, NAME, Ctx, CtxDep, JobId, Who, tenant_scope
+from suanli.api.errors import errors_detail
+from suanli.api.models import ERRORS, ErrorOut, JobDetail, JobEvent, JobPage, JobSubmitted
+from suanli.errors import SuanliError
+from suanli.specfile import load_bounded, printable, validate
+from suanli.workload.spec import JobSpec
+from suanli.workload.states import JobState
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+JSON_TYPES = ("application/json", "")  # no Content-Type: JSON
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "no such job (for you)"}}
+
+router = APIRouter(tags=["jobs"], responses=ERRORS)
+
+
+def parse_spec(request_body: bytes, ctype: str) -> tuple[JobSpec, dict[str, Any]]:
+    """Parse and validate a submission (CPU work: called in a worker thread, never on the event loop); every
+    problem is an HTTPException naming the field."""
+    if ctype not in YAML_TYPES and ctype not in JSON_TYPES:
+        raise HTTPException(415, f"Content-Type {printable(ctype)!r}: send application/json or application/yaml")
+    try:
+        text = request_body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "body: not UTF-8 text") from None
+    if "\x00" in text:
+        raise HTTPException(422, "body: NUL characters are not allowed")
+    try:
+        if ctype in YAML_TYPES:
+            data, root = load_bounded(text, "body")  # refuses alias bombs before anything walks the data
+            if not isinstance(data, dict):
+                raise HTTPException(422, "body: a job is a mapping")
+            spec = validate(data, root, JobSpec, "body")
+        else:
+            try:
+                data = json.loads(text) if text.strip() else None
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise HTTPException(400, f"body: not valid JSON: {e}") from None
+            if not isinstance(data, dict):
+                raise HTTPException(422, "body: a job is a JSON object")
+            spec = JobSpec.model_validate(data)
+    except ValidationError as e:
+        raise HTTPException(422, errors_detail(list(e.errors()), ("body",))["detail"]) from None
+    except (SuanliError, ValueError, TypeError, OverflowError, RecursionError) as e:
+        raise HTTPException(422, printable(f"body: {e}")) from None
+    return spec, data
+
+
+def check_runnable(ctx: Ctx, spec: JobSpec) -> None:
+    if not spec.command:
+        raise HTTPException(422, "body.command: a job needs a command to run")
+    try:
+        j = spec.to_job(0)
+    except (ValueError, OverflowError) as e:
+        raise HTTPException(422, f"body.resources: {e}") from None
+    for name, v in (("cpu", j.cpu_milli), ("memory", j.mem_mib)):
+        if v >= 2**53:
+            raise HTTPException(422, f"body.resources.{name}: too large")
+    if spec.expected_runtime is not None and not math.isfinite(spec.expected_runtime):
+        raise HTTPException(422, "body.expected_runtime: must be finite")
+    why = ctx.controller.never_fits(j) if ctx.controller is not None else None
+    if why is not None:
+        raise HTTPException(422, f"body.resources: {why}")
+
+
+def check_names(ctx: Ctx, spec: JobSpec) -> None:
+    if not ctx.store.tenant_exists(spec.tenant):
+        raise HTTPException(422, f"body.tenant: no tenant {spec.tenant!r}")
+    if not ctx.store.queue_exists(spec.queue):
+        raise HTTPException(422, f"body.queue: no queue {spec.queue!r}")
+
+
+@router.post("/v1/jobs", status_code=201, response_model=JobSubmitted,
+             responses={403: {"model": ErrorOut, "description": "a tenant submitting as another"},
+                        415: {"model": ErrorOut, "description": "neither JSON nor YAML"}},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}},
+                 "application/yaml": {"schema": {"type": "string"}}}}})
+async def submit_job(request: Request, p: Who, ctx: CtxDep) -> dict[str, Any]:
+    """Submit a job (JSON, or YAML with Content-Type application/yaml). A tenant submits as itself."""
+    body = await request.body()
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    spec, data = await run_in_threadpool(parse_spec, body, ctype)
+    if not p.admin:
+        if "tenant" in data and spec.tenant != p.tenant:
+            raise HTTPException(403, f"body.tenant: you may only submit as tenant {p.tenant!r}")
+        spec = spec.model_copy(update={"tenant": p.tenant})
+    check_runnable(ctx, spec)
+    if not ctx.store.names_known(spec.tenant, spec.queue):
+        await run_in_threadpool(check_names, ctx, spec)
+    out = await ctx.batcher.submit(spec)
+    ctx.metrics.submissions.inc()
+    return out
+
+
+@router.get("/v1/jobs", response_model=JobPage)
+def list_jobs(
+    p: Who, ctx: CtxDep,
+    state: Annotated[list[JobState] | None, Query(description="repeat for several")] = None,
+    queue: Annotated[str | None, Query(pattern=NAME)] = None,
+    tenant: Annotated[str | None, Query(pattern=NAME)] = None,
+    after: Annotated[int | None, Query(ge=1, le=MAX_ID, description="cursor: 'next' of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Jobs, newest first. A tenant sees only its own (a ``tenant`` filter naming another gives nothing)."""
+    t = tenant if p.admin else p.tenant
+    if not p.admin and tenant is not None and tenant != p.tenant:
+        return {"items": [], "next": None}
+    items, nxt = ctx.store.list_jobs(tenant=t, state=[s.value for s in state or []], queue=queue, after=after,
+                                     limit=limit)
+    return {"items": items, "next": nxt}
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobDetail, responses=NOT_FOUND)
+def get_job(job_id: JobId, p: Who, ctx: CtxDep) -> dict[str, Any]:
+    return ctx.store.get_job(job_id, tenant_scope(p))
+
+
+@router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobDetail,
+             responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "the job has already ended"}})
+def cancel_job(job_id: JobId, p: Who, ctx: CtxDep) -> dict[str, Any]:
+    """Ask for a job to be cancelled; the controller stops its processes (if any) and records it."""
+    return ctx.store.request_cancel(job_id, tenant_scope(p))
+
+
+@router.get("/v1/jobs/{job_id}/events", response_model=list[JobEvent], responses=NOT_FOUND)
+def job_events(job_id: JobId, p: Who, ctx: CtxDep) -> list[dict[str, Any]]:
+    return ctx.store.events(job_id, tenant_scope(p))
+
+
+@router.get("/v1/jobs/{job_id}/logs", response_class=PlainTextResponse, responses={
+    **NOT_FOUND, 200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "the log text"}})
+def job_logs(
+    job_id: JobId, p: Who, ctx: CtxDep,
+    tail: Annotated[int, Query(ge=0, le=1_000_000, description="last N lines (0: all)")] = 0,
+    follow: bool = False,
+    attempt: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+    rank: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> Response:
+    """The job's output (stdout and stderr) of one attempt (default: the latest) and rank (default 0)."""
+    job = ctx.store.get_job(job_id, tenant_scope(p))
+    if attempt is not None and attempt > job["attempts"] and not follow:
+        raise HTTPException(404, f"job {job_id} has no attempt {attempt}")
+    n = attempt or job["attempts"]
+    root = ctx.data_dir
+    if root is None:
+        return PlainTextResponse("")
+    if not follow:
+        path = logs.log_path(root, job_id, n, rank)
+        if not n or not path.exists():
+            return PlainTextResponse("")
+        if tail:
+            return PlainTextResponse(logs.tail_text(path, tail))
+        return StreamingResponse(logs.file_chunks(path), media_type="text/plain; charset=utf-8")
+    return StreamingResponse(logs.follow(ctx.store, root, job_id, n, attempt, rank, tail), media_type="text/plain")

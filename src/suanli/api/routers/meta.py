@@ -1,0 +1,23 @@
+"""Health and Prometheus metrics (no token needed)."""
+
+# no "from __future__ import annotations": FastAPI reads these annotations at run time
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from suanli.api.deps import CtxDep
+from suanli.api.models import Health
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz(ctx: CtxDep) -> Health:
+    return Health(ok=True, controller=ctx.controller_state())
+
+
+@router.get("/metrics", response_class=PlainTextResponse, responses={
+    200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}})
+def prom(ctx: CtxDep) -> Response:
+    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
