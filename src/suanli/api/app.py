@@ -16,7 +16,7 @@ from suanli.api import logs
 from suanli.api.deps import ControllerView, Ctx
 from suanli.api.errors import BodyLimit, install_handlers
 from suanli.api.routers import jobs, meta, nodes, queues, tenants
-from suanli.control.metrics import Metrics
+from suanli.control.metrics import Metrics, RouteTimer
 from suanli.control.store import Store
 from suanli.workload.spec import JobSpec
 
@@ -35,6 +35,8 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
     app.add_middleware(BodyLimit, limit=max_body)
     metrics = metrics or Metrics()
     metrics.store = store
+    metrics.watch_store(store)
+    app.add_middleware(RouteTimer, metrics=metrics)
     app.state.ctx = Ctx(store, metrics, controller, Path(data_dir).resolve() if data_dir is not None else None)
     app.state.store = store
     app.state.metrics = metrics
