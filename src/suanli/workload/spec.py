@@ -219,6 +219,20 @@ class Resources(BaseModel):
         return round(a * 1000) if 0 < a < 1 else 1000
 
 
+class Simulate(BaseModel):
+    """How a virtual fleet (``suanli up --virtual``) runs the job: its simulated processes run ``duration``
+    (default: ``expected_runtime``) and exit with ``exit_code``. Real executors ignore it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    duration: float | None = Field(default=None, description="seconds, or 90s / 15m / 6h / 2d")
+    exit_code: Annotated[Count, Field(ge=0, le=255)] = 0
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return None if v is None else parse_duration_s(v)
+
+
 class JobSpec(BaseModel):
     """A job as a user submits it."""
 
@@ -239,6 +253,7 @@ class JobSpec(BaseModel):
     llm: Text | None = Field(default=None, description="LLM the job trains or serves (for the planner)")
     command: list[Arg] = Field(default_factory=list)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    simulate: Simulate | None = Field(default=None, description="virtual fleets only: simulated runtime, exit code")
 
     @field_validator("name", "tenant", "queue")
     @classmethod
