@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from suanli.api.server import Service, open_service
 from suanli.control.db import job_attempts, jobs
-from suanli.control.executor import proc_start_ticks
+from suanli.control.executors.local import proc_start_ticks
 from suanli.control.store import Store
 from suanli.workload.states import JobState
 
@@ -264,8 +264,10 @@ def test_restart_after_a_crash_while_spawning_ranks_stops_the_partial_gang_and_r
         aid = c.execute(job_attempts.insert().values(job_id=jid, n=1, started_at=now, placement={
             "nodes": ["n1"], "local": [[0, 1]], "milli": 1000, "cpu_milli": [0], "mem_mib": [0],
             "model": "BR100"})).inserted_primary_key[0]
-    h = s.executor.start(jid, aid, 1, spec.model_dump(mode="json"), "BR100", [0, 1], 1000)
-    from suanli.control.executor import proc_rank, scan_attempt_pids
+    from suanli.control.executors.base import AttemptSpec
+    from suanli.control.executors.local import proc_rank, scan_attempt_pids
+
+    h = s.executor.start(AttemptSpec(jid, aid, 1, spec.model_dump(mode="json"), "BR100", ("n1",), ((0, 1),)))
 
     time.sleep(0.3)  # let the wrappers start their commands
     for pid in scan_attempt_pids(s.executor.key_prefix).get(s.executor.attempt_key(aid), []):

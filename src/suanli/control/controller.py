@@ -1,11 +1,13 @@
 """The controller: a reconcile loop that observes (store + executor), decides (``sched``), acts (start / stop
-processes) and records. It is the only writer of job state; every change goes through the workload state machine
-(:func:`suanli.workload.states.check_transition`) and is one transaction with its event.
+attempts through the executor) and records (the store). It is the only writer of job state; every change goes
+through the workload state machine (:func:`suanli.workload.states.check_transition`) and is one transaction with its
+event. It talks to processes only through the :class:`~suanli.control.executors.base.Executor` interface and to the
+database only through :class:`~suanli.control.store.Store` methods.
 
-Crash safety: an attempt is recorded (job RUNNING, attempt row) *before* its processes are spawned, their pids
-after. On start-up the controller re-adopts attempts whose processes are still alive (it keeps watching them and
-reads their exit codes from the files the rank wrapper writes), records the ones that ended while it was down, and
-requeues the ones that never got spawned. Nothing is started twice: an attempt row exists for every spawn.
+Crash safety: an attempt is recorded (job RUNNING, attempt row) *before* its processes are spawned, what the
+executor needs to find them again after. On start-up the controller asks the executor to re-adopt attempts whose
+processes are still alive (or ended while it was down, with their exit codes), and requeues the ones that never got
+spawned or only partly. Nothing is started twice: an attempt row exists for every spawn.
 """
 
 from __future__ import annotations
@@ -16,11 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
-from suanli.control.db import job_attempts, job_events, jobs, nodes
-from suanli.control.executor import Handle, LocalExecutor, proc_rank, scan_attempt_pids
-from suanli.control.store import Store, job_from_row
+from suanli.control.executors.base import AdoptVerdict, AttemptRecord, AttemptSpec, Executor, Handle, NodeInfo
+from suanli.control.store import Step, Store, job_from_row
+from suanli.control.types import INFRA_REASONS, AttemptOutcome, NodeStatus, StopReason
 from suanli.fleet.model import Cluster, NodeSpec, build_cluster
 from suanli.sched import Allocation, Placement, QueueConfig, RunningJob, Scheduler, Start
 from suanli.workload.spec import Job
@@ -29,8 +29,7 @@ from suanli.workload.states import JobState
 log = logging.getLogger("suanli.controller")
 
 S = JobState
-_INTENT_KINDS = ("running", "preempting", "stopping")  # "running" starts an attempt: no intent yet
-_STOP_FOR = {"preempting": "preempt", "stopping": "shutdown"}
+_STOP_FOR = {"preempting": StopReason.PREEMPT, "stopping": StopReason.SHUTDOWN}
 
 
 @dataclass
@@ -65,19 +64,20 @@ def placement_from_json(c: Cluster, d: dict[str, Any]) -> tuple[Placement, int]:
 
 
 class Controller:
-    def __init__(self, store: Store, executor: LocalExecutor, node: str, *, policy: str = "fifo",
-                 tick_s: float = 0.1, retry_base_s: float = 2.0, retry_cap_s: float = 300.0,
-                 keep_jobs_on_stop: bool = False, metrics: Any = None) -> None:
+    def __init__(self, store: Store, executor: Executor, *, policy: str = "fifo", tick_s: float = 0.1,
+                 retry_base_s: float = 2.0, retry_cap_s: float = 300.0, keep_jobs_on_stop: bool = False,
+                 metrics: Any = None, nodes_every_s: float = 1.0) -> None:
         self.store = store
         self.ex = executor
-        self.node = node
         self.policy = policy
         self.tick_s = tick_s
         self.retry_base_s = retry_base_s
         self.retry_cap_s = retry_cap_s
         self.keep_jobs_on_stop = keep_jobs_on_stop
         self.metrics = metrics
+        self.nodes_every_s = nodes_every_s
         self.handles: dict[int, Handle] = {}
+        self.placements: dict[int, dict[str, Any]] = {}  # running job -> its attempt's placement (JSON)
         self.delayed: dict[int, tuple[float, Job]] = {}  # retry backoff
         self.known: set[int] = set()  # non-terminal jobs the loop holds (pending, delayed or running)
         self.specs: dict[int, dict[str, Any]] = {}
@@ -89,7 +89,12 @@ class Controller:
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self._queues_sig: Any = None
-        self._drained: dict[str, bool] = {}
+        self._node_up: dict[str, bool] = {}  # what the allocation was last told (drained or lost: down)
+        self._dev_down: dict[int, str] = {}  # cluster device id -> why it is down in the allocation
+        self._node_sigs: dict[str, Any] = {}  # what was last registered per live node
+        self._health_seen: dict[tuple[str, int], Any] = {}  # the executor's last health report per device
+        self.live_nodes: set[str] = set()
+        self._nodes_at = 0.0
         self._dirty = True
         self.lock = threading.Lock()  # guards the sched state for readers (metrics)
 
@@ -117,115 +122,142 @@ class Controller:
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def _load_cluster(self) -> Cluster:
-        with self.store.read() as c:
-            r = c.execute(sa.select(nodes).where(nodes.c.name == self.node)).first()
-        if r is None:
-            raise RuntimeError(f"node {self.node!r} is not registered")
-        spec = NodeSpec(r.name, r.accelerator, r.devices, r.cpu_milli, r.memory_mib, r.domain, r.rack)
-        return build_cluster("local", [spec])
+        """One cluster from every node registered in the store (lost and drained ones are kept down)."""
+        specs = [NodeSpec(r["name"], r["accelerator"], r["devices"], r["cpu_milli"], r["memory_mib"], r["domain"],
+                          r["rack"]) for r in self.store.list_nodes()]
+        return build_cluster("suanli", specs)
 
     def _queue_configs(self) -> list[QueueConfig]:
         return [QueueConfig(q["name"], float(q["weight"]), dict(q["quota"] or {}), bool(q["borrow"]))
                 for q in self.store.list_queues()]
 
+    def _sync_nodes(self, now: float) -> bool:
+        """Membership and device health from the executor into the store: nodes it reports are registered (up),
+        registered nodes it no longer reports are marked lost, health changes it reports are recorded. True when
+        something was registered (the caller compares the topology)."""
+        infos: list[NodeInfo] = self.ex.nodes()
+        status = {name: st for name, _d, st in self.store.node_flags()}
+        wrote = False
+        for i in infos:
+            spec, rows = i.store_spec()
+            sig = (tuple(sorted(spec.items())), tuple(tuple(sorted(r.items())) for r in rows))
+            if self._node_sigs.get(i.name) != sig or status.get(i.name) != NodeStatus.UP:
+                if status.get(i.name) == NodeStatus.LOST:
+                    self.store.set_node_status(i.name, NodeStatus.UP, "reported by the executor again", now)
+                self.store.upsert_node(spec, rows, now=now)
+                self._node_sigs[i.name] = sig
+                wrote = True
+            for d in i.devices:
+                if d.health is None:  # the executor does not know: the store's record stands
+                    continue
+                key, h = (i.name, d.index), (d.health, d.health_reason)
+                if self._health_seen.get(key) != h:
+                    self._health_seen[key] = h
+                    self.store.set_device_health(i.name, d.index, d.health, d.health_reason, now)
+        live = {i.name for i in infos}
+        for name, st in status.items():
+            if name not in live and st == NodeStatus.UP:
+                self.store.set_node_status(name, NodeStatus.LOST, "not reported by the executor", now)
+        self.live_nodes = live
+        return wrote
+
+    def _topology_changed(self) -> bool:
+        return self._load_cluster().nodes != self.cluster.nodes
+
     def recover(self) -> None:
         """Rebuild the scheduler state from the store; re-adopt, record or requeue what was running."""
+        now = time.time()
+        self._sync_nodes(now)
         self.cluster = self._load_cluster()
         self.sched = Scheduler(self.cluster, self.policy, queues=self._queue_configs())
         self.state = self.sched.new_state()
-        now = time.time()
-        cols = [jobs.c.id, jobs.c.state, jobs.c.priority, jobs.c.queue, jobs.c.tenant, jobs.c.submit_time,
-                jobs.c.sched, jobs.c.not_before, jobs.c.failures, jobs.c.attempts]
-        with self.store.read() as c:
-            live = c.execute(sa.select(*cols).where(jobs.c.state.in_(
-                [S.PENDING.value, S.REQUEUED.value, S.RUNNING.value, S.PREEMPTED.value])).order_by(jobs.c.id)).all()
-            self.max_seen = int(c.execute(sa.select(sa.func.max(jobs.c.id))).scalar() or 0)
-            running_ids = [r.id for r in live if r.state == S.RUNNING.value]
-            attempts: dict[int, Any] = {}
-            intents: dict[int, str] = {}  # a stop the previous controller had started (preempting, stopping)
-            for i in range(0, len(running_ids), 500):
-                chunk = running_ids[i : i + 500]
-                for a in c.execute(sa.select(job_attempts).where(job_attempts.c.job_id.in_(chunk))
-                                   .order_by(job_attempts.c.n)).all():
-                    attempts[a.job_id] = a  # the last one wins
-                for e in c.execute(sa.select(job_events.c.job_id, job_events.c.kind).where(
-                        job_events.c.job_id.in_(chunk), job_events.c.kind.in_(_INTENT_KINDS))
-                        .order_by(job_events.c.id)).all():
-                    intents[e.job_id] = e.kind  # the last one wins
-        found = scan_attempt_pids(self.ex.key_prefix) if running_ids else {}
+        rec = self.store.recovery()
+        self.max_seen = rec.max_id
         self._seen_marks = [(time.monotonic(), self.max_seen)]
-        for r in live:
+        running: list[tuple[Job, Any, StopReason | None]] = []
+        for r in rec.live:
             job = job_from_row(r._mapping)
             st = S(r.state)
             if st == S.PREEMPTED:  # crashed between the two steps of a preemption
-                with self.store.write() as c:
-                    Store.transition(c, r.id, S.PREEMPTED, S.REQUEUED, now, "requeued after restart")
+                self.store.requeue_preempted(r.id, now)
                 st = S.REQUEUED
             if st == S.RUNNING:
-                self._recover_running(job, attempts.get(r.id), found, now, _STOP_FOR.get(intents.get(r.id, "")))
+                running.append((job, rec.attempts.get(r.id), _STOP_FOR.get(rec.intents.get(r.id, ""))))
                 continue
             self.known.add(job.id)
             if r.not_before is not None and r.not_before > now:
                 self.delayed[job.id] = (r.not_before, job)
             else:
                 self.state.submit(job)
-        self._apply_drains()
+        records = [AttemptRecord(int(job.id), a.id, a.n, tuple(a.placement["nodes"]),
+                                 tuple(tuple(x) for x in a.placement["local"]), int(a.placement["milli"]),
+                                 self._spec(int(job.id)), a.procs, a.pgid)
+                   for job, a, _ in running if a is not None and a.ended_at is None]
+        found = self.ex.adopt(records) if records else {}
+        for job, a, stopping in running:
+            self._recover_running(job, a, found.get(a.id) if a is not None else None, now, stopping)
+        self._apply_node_flags()
+        self._apply_health(now)
 
-    def _recover_running(self, job: Job, a: Any, found: dict[str, list[int]], now: float,
-                         stopping: str | None = None) -> None:
+    def _recover_running(self, job: Job, a: Any, found: Any, now: float, stopping: StopReason | None) -> None:
         jid = int(job.id)
         self.known.add(jid)
-        if a is None or a.ended_at is not None:  # no live attempt: cannot happen unless edited by hand; requeue
+        if a is None or a.ended_at is not None or found is None:  # cannot happen unless edited by hand; requeue
             self._requeue_lost(job, a, now, "no live attempt found after restart")
             return
-        pids = found.get(self.ex.attempt_key(a.id), [])
+        if found.verdict == AdoptVerdict.NOT_STARTED:
+            self._requeue_lost(job, a, now, "controller stopped before the processes were started")
+            return
+        if found.verdict == AdoptVerdict.PARTIAL:
+            self._requeue_lost(job, a, now, f"controller stopped while starting the ranks ({found.started} of "
+                               f"{found.world} started; stopped)", outcome=AttemptOutcome.ABORTED)
+            return
+        h = found.handle
         try:
             pl, model = placement_from_json(self.cluster, a.placement)
+            if not set(a.placement["nodes"]) <= self.live_nodes:
+                raise KeyError("node not live")
         except (KeyError, ValueError, IndexError):
-            pl, model = None, -1
-        world = max(1, len(a.placement["local"][0])) if a.placement["local"] and a.placement["milli"] >= 1000 else 1
-        h = self.ex.adopt(jid, a.id, a.n, a.procs, a.pgid, pids, world)
-        alive = any(self.ex._alive(p, t) for p, t in (*h.procs, *h.extra))
-        if pl is None:
-            if alive:
-                self.ex.kill_now(h)
+            if found.alive:
+                self.ex.kill(h)
                 self.ex.wait(h, 5.0)
-            self._requeue_lost(job, a, now, "placement no longer matches this node's devices")
+            self._requeue_lost(job, a, now, "placement no longer matches the nodes' devices")
             return
-        if a.procs is None:
-            # The controller died between recording the attempt and recording its pids: some, all or none of the
-            # ranks were spawned. All of them (alive, or ended with an exit file): adopt. None: requeue. Some: the
-            # attempt cannot work without the others; stop what exists and requeue. No failure is counted.
-            ranks = {r for r in (proc_rank(p) for p, _ in h.extra) if r is not None}
-            ranks |= {r for r, f in enumerate(h.exit_files) if f.exists()}
-            if len(ranks) < world:
-                if alive:
-                    self.ex.kill_now(h)
-                    self.ex.wait(h, 5.0)
-                if not ranks:
-                    self._requeue_lost(job, a, now, "controller stopped before the processes were started")
-                else:
-                    self._requeue_lost(job, a, now, f"controller stopped while starting the ranks ({len(ranks)} "
-                                       f"of {world} started; stopped)", outcome="aborted")
-                return
         self.state.running.add(RunningJob(job, pl, model, a.started_at))
         self.state.alloc.take(pl)
         self.handles[jid] = h
+        self.placements[jid] = a.placement
         if stopping is not None:  # the previous controller was stopping it: carry on (and do not count a failure)
             self.ex.stop(h, stopping)
-        with self.store.write() as c:
-            self.store.event(c, jid, "adopted", f"attempt {a.n}: re-adopted after a controller restart "
-                             f"({'alive' if alive else 'ended while the controller was down'})", now)
-            if a.procs is None and h.extra:
-                c.execute(job_attempts.update().where(job_attempts.c.id == a.id).values(pgid=h.pgid))
+        self.store.record_adopted(jid, a.id, f"attempt {a.n}: re-adopted after a controller restart "
+                                  f"({'alive' if found.alive else 'ended while the controller was down'})", now,
+                                  h.record() if a.procs is None else None)
 
-    def _requeue_lost(self, job: Job, a: Any, now: float, why: str, outcome: str = "lost") -> None:
-        with self.store.write() as c:
-            if a is not None and a.ended_at is None:
-                c.execute(job_attempts.update().where(job_attempts.c.id == a.id)
-                          .values(ended_at=now, outcome=outcome))
-            Store.transition(c, int(job.id), S.RUNNING, S.REQUEUED, now, why)
+    def _requeue_lost(self, job: Job, a: Any, now: float, why: str,
+                      outcome: AttemptOutcome = AttemptOutcome.LOST) -> None:
+        self.store.requeue_lost(int(job.id), a.id if a is not None and a.ended_at is None else None, now, why,
+                                outcome)
         self.state.submit(job)
+
+    def _rebuild_cluster(self) -> None:
+        """The nodes changed (one joined, or its devices did): a new cluster and scheduler state with the same
+        pending and running jobs (running ones keep their devices, mapped by node name and local index)."""
+        old = self.state
+        self.cluster = self._load_cluster()
+        self.sched = Scheduler(self.cluster, self.policy, queues=self._queue_configs())
+        st = self.sched.new_state()
+        for jid, r in list(old.running.jobs.items()):
+            pl, model = placement_from_json(self.cluster, self.placements[int(jid)])
+            st.running.add(RunningJob(r.job, pl, model, r.start, r.borrowed))
+            st.alloc.take(pl)
+        for job in old.pending:
+            st.submit(job)
+        with self.lock:
+            self.state = st
+        self._node_up = {}
+        self._dev_down = {}
+        self._queues_sig = None
+        self._dirty = True
 
     # -- the loop -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -256,23 +288,30 @@ class Controller:
         if self._thread is not None:
             self._thread.join(timeout)
         if self.keep_jobs_on_stop or not self.handles:
+            self.ex.close()
             return
         now = time.time()
         for jid, h in self.handles.items():
-            with self.store.write() as c:  # recorded first: a crash during the stop does not count as a failure
-                self.store.event(c, jid, "stopping", "controller stopping; the job will be requeued", now)
-            self.ex.stop(h, "shutdown")
+            # recorded first: a crash during the stop does not count as a failure
+            self.store.add_event(jid, "stopping", "controller stopping; the job will be requeued", now)
+            self.ex.stop(h, StopReason.SHUTDOWN)
         end = time.monotonic() + self.ex.grace_s + 2
         while self.handles and time.monotonic() < end + 5:
             self._observe_processes(time.time())
             time.sleep(0.05)
+        self.ex.close()
 
     def tick(self) -> None:
         now = time.time()
         self.stats.ticks += 1
         self._admit_new(now)
         self._apply_cancels(now)
-        self._apply_drains()
+        if time.monotonic() - self._nodes_at >= self.nodes_every_s:
+            self._nodes_at = time.monotonic()
+            if self._sync_nodes(now) and self._topology_changed():
+                self._rebuild_cluster()
+        self._apply_node_flags()
+        self._apply_health(now)
         if self.stats.ticks % 10 == 1:
             self._reload_queues()
         self._observe_processes(now)
@@ -290,26 +329,15 @@ class Controller:
     def _admit_new(self, now: float) -> None:
         """New pending jobs into the scheduler. SQLite commits ids in order (one writer at a time), so reading past
         the largest id seen is enough; with PostgreSQL an id can become visible after a larger one, so the ids of
-        the last few seconds are read again (ids only; rows only for the ones not seen yet)."""
-        cols = (jobs.c.id, jobs.c.priority, jobs.c.queue, jobs.c.tenant, jobs.c.submit_time, jobs.c.sched)
-        with self.store.read() as c:
-            if self.store.is_sqlite:
-                rows = c.execute(sa.select(*cols).where(jobs.c.id > self.max_seen, jobs.c.state == S.PENDING.value)
-                                 .order_by(jobs.c.id).limit(20000)).all()
-            else:
-                mono = time.monotonic()
-                self._seen_marks = [(t, m) for t, m in self._seen_marks if mono - t < 5.0]
-                horizon = min((m for _, m in self._seen_marks), default=self.max_seen)
-                self._seen_marks.append((mono, self.max_seen))
-                ids = c.execute(sa.select(jobs.c.id).where(jobs.c.id > horizon, jobs.c.state == S.PENDING.value)
-                                .order_by(jobs.c.id).limit(50000)).scalars().all()
-                new = [i for i in ids if i not in self.known][:20000]
-                rows = []
-                for k in range(0, len(new), 1000):
-                    rows += c.execute(sa.select(*cols).where(jobs.c.id.in_(new[k : k + 1000]),
-                                                             jobs.c.state == S.PENDING.value)).all()
-                rows.sort(key=lambda r: r.id)
-        for r in rows:
+        the last few seconds are read again (:meth:`Store.pending_after`)."""
+        if self.store.is_sqlite:
+            after = self.max_seen
+        else:
+            mono = time.monotonic()
+            self._seen_marks = [(t, m) for t, m in self._seen_marks if mono - t < 5.0]
+            after = min((m for _, m in self._seen_marks), default=self.max_seen)
+            self._seen_marks.append((mono, self.max_seen))
+        for r in self.store.pending_after(after, self.known):
             if r.id in self.known:
                 continue
             self.known.add(r.id)
@@ -318,42 +346,77 @@ class Controller:
             self.max_seen = max(self.max_seen, int(r.id))
 
     def _apply_cancels(self, now: float) -> None:
-        with self.store.read() as c:
-            rows = c.execute(sa.select(jobs.c.id, jobs.c.state).where(jobs.c.cancel_requested == sa.true())).all()
-        for r in rows:
-            jid, st = int(r.id), S(r.state)
+        for jid, st in self.store.cancel_requests():
             if st in (S.SUCCEEDED, S.FAILED, S.CANCELLED):
-                with self.store.write() as c:
-                    c.execute(jobs.update().where(jobs.c.id == jid).values(cancel_requested=False))
+                self.store.clear_cancel_flag(jid)
                 continue
             if st == S.RUNNING:
                 h = self.handles.get(jid)
-                if h is not None and h.stopping != "cancel":
+                if h is not None and h.stopping != StopReason.CANCEL:
                     h.stopping = None
-                    self.ex.stop(h, "cancel")
+                    self.ex.stop(h, StopReason.CANCEL)
                 continue
             # waiting: take it out of the scheduler's queue
             if jid in self.state.pending:
                 self.state.cancel_pending(jid)
             self.delayed.pop(jid, None)
             self.known.discard(jid)
-            with self.store.write() as c:
-                Store.transition(c, jid, st, S.CANCELLED, now, "cancelled while waiting", cancel_requested=False)
+            self.store.cancel_waiting(jid, st, now)
             self._dirty = True
 
-    def _apply_drains(self) -> None:
-        with self.store.read() as c:
-            rows = c.execute(sa.select(nodes.c.name, nodes.c.drained)).all()
-        for r in rows:
-            if self._drained.get(r.name) == bool(r.drained):
+    def _apply_node_flags(self) -> None:
+        """Drained and lost nodes take no new jobs (``Allocation.set_node_up``); running jobs on a drained node go
+        on, those on a lost node are stopped (node-lost) unless the executor already ended them."""
+        for name, drained, status in self.store.node_flags():
+            up = not drained and status == NodeStatus.UP
+            if self._node_up.get(name) == up:
                 continue
-            self._drained[r.name] = bool(r.drained)
+            self._node_up[name] = up
             try:
-                n = self.cluster.node_index(r.name)
+                n = self.cluster.node_index(name)
             except KeyError:
                 continue
-            self.state.alloc.set_node_up(n, not r.drained)
+            self.state.alloc.set_node_up(n, up)
             self._dirty = True
+            if status == NodeStatus.LOST:
+                for jid, h in self.handles.items():
+                    if name in self.placements[jid]["nodes"] and h.stopping not in INFRA_REASONS:
+                        h.stopping = None
+                        self.ex.stop(h, StopReason.NODE_LOST)
+
+    def _apply_health(self, now: float) -> None:
+        """Unhealthy devices (the store's ``devices.health``) are taken out of placement
+        (``Allocation.set_device_up``); a job running on one is stopped and requeued, as for a lost node."""
+        bad = self.store.unhealthy_devices()
+        down: dict[int, str] = {}
+        for (node, idx), why in bad.items():
+            try:
+                n = self.cluster.node_index(node)
+            except KeyError:
+                continue
+            if 0 <= idx < int(self.cluster.node_devices[n]):
+                down[int(self.cluster.node_dev_start[n]) + idx] = why
+        if down == self._dev_down:
+            return
+        for d in set(self._dev_down) - set(down):
+            self.state.alloc.set_device_up(d, True)
+        newly = set(down) - set(self._dev_down)
+        for d in newly:
+            self.state.alloc.set_device_up(d, False)
+        self._dev_down = down
+        self._dirty = True
+        for jid, h in self.handles.items():
+            r = self.state.running.jobs.get(jid)
+            if r is None or h.stopping in INFRA_REASONS:
+                continue
+            hit = [d for ds in r.placement.devices for d in ds if d in newly]
+            if hit:
+                dev = self.cluster.device(hit[0])
+                self.store.add_event(jid, "device-unhealthy", f"device {dev.local_index} of node "
+                                     f"{self.cluster.nodes[dev.node].name} is unhealthy ({down[hit[0]]}); "
+                                     "stopping the attempt", now)
+                h.stopping = None
+                self.ex.stop(h, StopReason.DEVICE_UNHEALTHY)
 
     def _reload_queues(self) -> None:
         qs = self._queue_configs()
@@ -372,9 +435,7 @@ class Controller:
     def _spec(self, jid: int) -> dict[str, Any]:
         s = self.specs.get(jid)
         if s is None:
-            with self.store.read() as c:
-                s = c.execute(sa.select(jobs.c.spec).where(jobs.c.id == jid)).scalar_one()
-            self.specs[jid] = s
+            s = self.specs[jid] = self.store.job_spec(jid)
         return s
 
     def _finish(self, jid: int, h: Handle, code: int | None, now: float) -> None:
@@ -385,43 +446,43 @@ class Controller:
         why = h.stopping
         requeue_at: float | None = None
         codestr = "unknown" if code is None else str(code)
-        with self.store.write() as c:
-            row = c.execute(sa.select(jobs.c.failures, jobs.c.cancel_requested).where(jobs.c.id == jid)).one()
-            outcome: str
-            if why == "cancel":
-                outcome = "cancelled"
-                Store.transition(c, jid, S.RUNNING, S.CANCELLED, now, f"cancelled (exit {codestr})",
-                                 exit_code=code, cancel_requested=False)
-            elif why == "preempt":
-                outcome = "preempted"
-                Store.transition(c, jid, S.RUNNING, S.PREEMPTED, now, f"preempted (exit {codestr})")
-                Store.transition(c, jid, S.PREEMPTED, S.REQUEUED, now, "back in the queue")
-                requeue_at = now
-            elif why == "shutdown":
-                outcome = "stopped"
-                Store.transition(c, jid, S.RUNNING, S.REQUEUED, now, "controller stopped; requeued")
-                requeue_at = now
-            elif code == 0:
-                outcome = "succeeded"
-                Store.transition(c, jid, S.RUNNING, S.SUCCEEDED, now, "exit 0", exit_code=0)
+        steps: list[Step]
+        if why == StopReason.CANCEL:
+            outcome = AttemptOutcome.CANCELLED
+            steps = [Step(S.RUNNING, S.CANCELLED, f"cancelled (exit {codestr})",
+                          {"exit_code": code, "cancel_requested": False})]
+        elif why == StopReason.PREEMPT:
+            outcome = AttemptOutcome.PREEMPTED
+            steps = [Step(S.RUNNING, S.PREEMPTED, f"preempted (exit {codestr})"),
+                     Step(S.PREEMPTED, S.REQUEUED, "back in the queue")]
+            requeue_at = now
+        elif why == StopReason.SHUTDOWN:
+            outcome = AttemptOutcome.STOPPED
+            steps = [Step(S.RUNNING, S.REQUEUED, "controller stopped; requeued")]
+            requeue_at = now
+        elif why in INFRA_REASONS:
+            outcome = AttemptOutcome.NODE_LOST
+            where = "a node was lost" if why == StopReason.NODE_LOST else "a device turned unhealthy"
+            steps = [Step(S.RUNNING, S.REQUEUED, f"{why}: {where}; requeued (exit {codestr})")]
+            requeue_at = now
+        elif code == 0:
+            outcome = AttemptOutcome.SUCCEEDED
+            steps = [Step(S.RUNNING, S.SUCCEEDED, "exit 0", {"exit_code": 0})]
+        else:
+            outcome = AttemptOutcome.FAILED
+            failures = self.store.job_failures(jid) + 1  # the loop is the only writer of failures
+            max_retries = int(self._spec(jid).get("max_retries", 0))
+            if failures <= max_retries:
+                delay = min(self.retry_cap_s, self.retry_base_s * 2 ** (failures - 1))
+                requeue_at = now + delay
+                steps = [Step(S.RUNNING, S.REQUEUED, f"exit {codestr}; retry {failures}/{max_retries} in {delay:g}s",
+                              {"exit_code": code, "failures": failures, "not_before": requeue_at})]
             else:
-                outcome = "failed"
-                failures = int(row.failures) + 1
-                spec = self._spec(jid)
-                max_retries = int(spec.get("max_retries", 0))
-                if failures <= max_retries:
-                    delay = min(self.retry_cap_s, self.retry_base_s * 2 ** (failures - 1))
-                    requeue_at = now + delay
-                    Store.transition(c, jid, S.RUNNING, S.REQUEUED, now,
-                                     f"exit {codestr}; retry {failures}/{max_retries} in {delay:g}s",
-                                     exit_code=code, failures=failures, not_before=requeue_at)
-                else:
-                    Store.transition(c, jid, S.RUNNING, S.FAILED, now,
-                                     f"exit {codestr}; no retries left ({max_retries} allowed)",
-                                     exit_code=code, failures=failures, reason=f"exit {codestr}")
-            c.execute(job_attempts.update().where(job_attempts.c.id == h.attempt_id)
-                      .values(ended_at=now, exit_code=code, outcome=outcome))
+                steps = [Step(S.RUNNING, S.FAILED, f"exit {codestr}; no retries left ({max_retries} allowed)",
+                              {"exit_code": code, "failures": failures, "reason": f"exit {codestr}"})]
+        self.store.finish_attempt(jid, h.attempt_id, now, outcome, code, why, steps)
         del self.handles[jid]
+        self.placements.pop(jid, None)
         self.state.stop(jid, now)
         self.stats.finished += 1
         self._dirty = True
@@ -446,9 +507,8 @@ class Controller:
         for p in d.preemptions:
             h = self.handles.get(int(p.job_id))
             if h is not None and h.stopping is None:
-                with self.store.write() as c:
-                    self.store.event(c, int(p.job_id), "preempting", f"for job {p.for_job} ({p.reason})", now)
-                self.ex.stop(h, "preempt")
+                self.store.add_event(int(p.job_id), "preempting", f"for job {p.for_job} ({p.reason})", now)
+                self.ex.stop(h, StopReason.PREEMPT)
         # Victims keep their devices until their processes have exited: a start that needs them does not fit yet
         # and waits for a later pass.
         for s in d.starts:
@@ -461,34 +521,21 @@ class Controller:
         except ValueError:
             self._dirty = True
             return
-        job = self.state.pending.jobs[jid]
         pl_json = placement_to_json(self.cluster, s.placement, s.model)
         spec = self._spec(jid)
-        with self.store.write() as c:
-            row = c.execute(sa.select(jobs.c.state, jobs.c.attempts).where(jobs.c.id == jid)).one()
-            n = int(row.attempts) + 1
-            Store.transition(c, jid, S(row.state), S.RUNNING, now,
-                             f"attempt {n} on {','.join(pl_json['nodes'])} devices {pl_json['local']}",
-                             attempts=n, not_before=None)
-            aid = c.execute(job_attempts.insert().values(job_id=jid, n=n, started_at=now, placement=pl_json)
-                            ).inserted_primary_key[0]
+        aid, n = self.store.begin_attempt(jid, now, pl_json,
+                                          f"{','.join(pl_json['nodes'])} devices {pl_json['local']}")
         self.state.start(s, now)
         self.stats.started += 1
-        local = pl_json["local"][0] if pl_json["local"] else []
+        a = AttemptSpec(jid, aid, n, spec, pl_json["model"], tuple(pl_json["nodes"]),
+                        tuple(tuple(x) for x in pl_json["local"]), s.placement.milli)
         try:
-            h = self.ex.start(jid, int(aid), n, spec, pl_json["model"], list(local), s.placement.milli)
+            h = self.ex.start(a)
         except Exception as e:  # OSError, or a command the OS refuses (ValueError): the attempt fails, recorded
-            with self.store.write() as c:
-                c.execute(job_attempts.update().where(job_attempts.c.id == aid)
-                          .values(ended_at=now, exit_code=None, outcome="spawn-failed"))
-                failures_row = c.execute(sa.select(jobs.c.failures).where(jobs.c.id == jid)).scalar_one()
-                Store.transition(c, jid, S.RUNNING, S.FAILED, now, f"could not start: {e}",
-                                 failures=int(failures_row) + 1, reason="spawn failed")
+            self.store.spawn_failed(jid, aid, now, str(e))
             self.state.stop(jid, now)
             self.known.discard(jid)
             return
         self.handles[jid] = h
-        with self.store.write() as c:
-            c.execute(job_attempts.update().where(job_attempts.c.id == aid)
-                      .values(procs=[list(p) for p in h.procs], pgid=h.pgid))
-        del job
+        self.placements[jid] = pl_json
+        self.store.record_spawned(aid, *h.record())

@@ -13,9 +13,17 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from suanli.control.types import AttemptOutcome, DeviceHealth, NodeStatus, StopReason
 from suanli.errors import SuanliError
 
 metadata = sa.MetaData()
+
+
+def _enum(cls: type, length: int = 32) -> sa.Enum:
+    """A ``str`` enum stored as its value in a VARCHAR (the same column type on SQLite and PostgreSQL)."""
+    return sa.Enum(cls, native_enum=False, create_constraint=False, length=length,
+                   values_callable=lambda e: [x.value for x in e], validate_strings=True)
+
 
 tenants = sa.Table(
     "tenants",
@@ -62,6 +70,8 @@ nodes = sa.Table(
     sa.Column("declared", sa.Boolean, nullable=False, default=False),
     sa.Column("drained", sa.Boolean, nullable=False, default=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("status", _enum(NodeStatus, 16), nullable=False, default=NodeStatus.UP, server_default="up"),
+    sa.Column("last_seen", sa.Float, nullable=True),  # the executor last reported it
 )
 
 devices = sa.Table(
@@ -74,6 +84,10 @@ devices = sa.Table(
     sa.Column("uuid", sa.String(128), nullable=True),
     sa.Column("memory_mib", sa.BigInteger, nullable=True),
     sa.Column("declared", sa.Boolean, nullable=False, default=False),
+    sa.Column("health", _enum(DeviceHealth, 16), nullable=False, default=DeviceHealth.HEALTHY,
+              server_default="healthy"),
+    sa.Column("health_reason", sa.String(255), nullable=True),
+    sa.Column("health_at", sa.Float, nullable=True),
     sa.UniqueConstraint("node_id", "local_index", name="uq_devices_node_index"),
 )
 
@@ -115,7 +129,8 @@ job_attempts = sa.Table(
     sa.Column("procs", sa.JSON, nullable=True),  # [[pid, start ticks], ...] once spawned
     sa.Column("pgid", sa.Integer, nullable=True),
     sa.Column("exit_code", sa.Integer, nullable=True),
-    sa.Column("outcome", sa.String(32), nullable=True),  # succeeded, failed, cancelled, preempted, lost...
+    sa.Column("outcome", _enum(AttemptOutcome), nullable=True),
+    sa.Column("stop_reason", _enum(StopReason), nullable=True),  # why it was stopped, when it was
     sa.UniqueConstraint("job_id", "n", name="uq_attempts_job_n"),
     sqlite_autoincrement=True,
 )
@@ -132,6 +147,18 @@ job_events = sa.Table(
     sqlite_autoincrement=True,
 )
 sa.Index("ix_events_job", job_events.c.job_id, job_events.c.id)
+
+node_events = sa.Table(  # append-only: node lost / back, device unhealthy / healthy, drained...
+    "node_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("node", sa.String(255), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_node_events_node", node_events.c.node, node_events.c.id)
 
 
 def make_engine(url: str, *, sync: str = "normal") -> Engine:
@@ -170,7 +197,7 @@ def sqlite_url(path: str | Path) -> str:
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0001"  # newest migration; a test checks it against Alembic's view of migrations/versions
+HEAD = "0002"  # newest migration; a test checks it against Alembic's view of migrations/versions
 
 
 def migrate(engine: Engine) -> None:

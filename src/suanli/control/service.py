@@ -11,7 +11,8 @@ from typing import Any
 
 from suanli.control.controller import Controller
 from suanli.control.db import sqlite_url
-from suanli.control.executor import LocalExecutor
+from suanli.control.executors.base import DeviceInfo, Executor, NodeInfo
+from suanli.control.executors.local import LocalExecutor
 from suanli.control.metrics import Metrics
 from suanli.control.store import Store, hash_token
 from suanli.devices import LocalDevice, discover, host_cpu_memory, parse_declared
@@ -25,7 +26,7 @@ SERVER_FILE = "server.json"
 class Service:
     data_dir: Path
     store: Store
-    executor: LocalExecutor
+    executor: Executor
     controller: Controller
     metrics: Metrics
     node: str
@@ -52,13 +53,15 @@ def ensure_admin_token(store: Store, data_dir: Path) -> Path:
     return path
 
 
-def register_node(store: Store, name: str, devs: list[LocalDevice]) -> None:
+def local_node(name: str, devs: list[LocalDevice]) -> NodeInfo:
+    """This machine as a node: its devices, CPU and memory; its own interconnect domain, rack "local"."""
     cpu, mem = host_cpu_memory()
-    model = devs[0].model if devs else ""
-    spec = {"name": name, "accelerator": model, "devices": len(devs), "cpu_milli": cpu, "memory_mib": mem,
-            "domain": name, "rack": "local", "declared": bool(devs) and all(d.declared for d in devs)}
-    rows = [{"local_index": d.index, "model": d.model, "uuid": d.uuid, "memory_mib": d.memory_mib,
-             "declared": d.declared} for d in devs]
+    return NodeInfo(name, tuple(DeviceInfo(d.index, d.model, d.uuid, d.memory_mib, d.declared) for d in devs),
+                    cpu, mem, name, "local")
+
+
+def register_node(store: Store, name: str, devs: list[LocalDevice]) -> None:
+    spec, rows = local_node(name, devs).store_spec()
     store.upsert_node(spec, rows)
 
 
@@ -124,11 +127,12 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
     store.ensure_defaults()
     devs = parse_declared(devices) if devices else discover()
     name = node or socket.gethostname() or "local"
-    register_node(store, name, devs)
+    me = local_node(name, devs)
+    store.upsert_node(*me.store_spec())
     tok_path = ensure_admin_token(store, dd)
-    ex = LocalExecutor(dd, grace_s=grace_s)
+    ex = LocalExecutor(dd, node=me, grace_s=grace_s)
     metrics = Metrics()
     metrics.store = store
-    ctl = Controller(store, ex, name, policy=policy, tick_s=tick_s, retry_base_s=retry_base_s,
+    ctl = Controller(store, ex, policy=policy, tick_s=tick_s, retry_base_s=retry_base_s,
                      keep_jobs_on_stop=keep_jobs_on_stop, metrics=metrics)
     return Service(dd, store, ex, ctl, metrics, name, devs, tok_path)

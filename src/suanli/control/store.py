@@ -7,16 +7,18 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from suanli.control import db
-from suanli.control.db import job_attempts, job_events, jobs, nodes, queues, tenants, tokens
+from suanli.control.db import job_attempts, job_events, jobs, node_events, nodes, queues, tenants, tokens
+from suanli.control.types import AttemptOutcome, DeviceHealth, NodeStatus, StopReason
 from suanli.errors import SuanliError
 from suanli.workload.spec import Job, JobSpec
 from suanli.workload.states import JobState, check_transition
@@ -38,6 +40,30 @@ class Invalid(SuanliError):
 class Principal:
     admin: bool
     tenant: str | None  # None for an admin token
+
+
+class Step(NamedTuple):
+    """One state change of a job inside :meth:`Store.finish_attempt` (``values``: other columns to set)."""
+
+    src: JobState
+    dst: JobState
+    message: str
+    values: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass
+class Recovery:
+    """What the controller rebuilds its state from after a (re)start."""
+
+    live: list[Any]  # rows of pending, requeued, running and preempted jobs, by id
+    max_id: int
+    attempts: dict[int, Any] = field(default_factory=dict)  # running job id -> its latest attempt row
+    intents: dict[int, str] = field(default_factory=dict)  # running job id -> a stop begun before the restart
+
+
+_LIVE = [JobState.PENDING.value, JobState.REQUEUED.value, JobState.RUNNING.value, JobState.PREEMPTED.value]
+_INTENT_KINDS = ("running", "preempting", "stopping")  # "running" starts an attempt: no intent yet
+_SCHED_COLS = (jobs.c.id, jobs.c.priority, jobs.c.queue, jobs.c.tenant, jobs.c.submit_time, jobs.c.sched)
 
 
 def hash_token(token: str) -> str:
@@ -210,19 +236,36 @@ class Store:
         return ok
 
     # -- nodes ---------------------------------------------------------------------------------------------
-    def upsert_node(self, spec: dict[str, Any], devs: Sequence[dict[str, Any]]) -> None:
-        """Register (or re-register) a node and its devices; the drained flag survives a re-registration."""
-        now = time.time()
+    def upsert_node(self, spec: dict[str, Any], devs: Sequence[dict[str, Any]], *, now: float | None = None
+                    ) -> None:
+        """Register (or re-register) a node and its devices, status up. The drained flag and the health of a
+        device that keeps its index and model survive a re-registration."""
+        now = time.time() if now is None else now
+        dv = db.devices
         with self.write() as c:
             r = c.execute(sa.select(nodes.c.id).where(nodes.c.name == spec["name"])).first()
             if r is None:
-                nid = c.execute(nodes.insert().values(**spec, drained=False, updated_at=now)).inserted_primary_key[0]
+                nid = c.execute(nodes.insert().values(**spec, drained=False, updated_at=now, status=NodeStatus.UP,
+                                                      last_seen=now)).inserted_primary_key[0]
+                old: dict[int, Any] = {}
+                c.execute(node_events.insert().values(
+                    node=spec["name"], at=now, kind="registered",
+                    message=f"{spec['devices']}x {spec['accelerator'] or 'CPU only'}"))
             else:
                 nid = r.id
-                c.execute(nodes.update().where(nodes.c.id == nid).values(**spec, updated_at=now))
-                c.execute(db.devices.delete().where(db.devices.c.node_id == nid))
-            if devs:
-                c.execute(db.devices.insert(), [{**d, "node_id": nid} for d in devs])
+                c.execute(nodes.update().where(nodes.c.id == nid).values(**spec, updated_at=now,
+                                                                         status=NodeStatus.UP, last_seen=now))
+                old = {d.local_index: d for d in c.execute(sa.select(dv).where(dv.c.node_id == nid)).all()}
+                c.execute(dv.delete().where(dv.c.node_id == nid))
+            rows = []
+            for d in devs:
+                o = old.get(d["local_index"])
+                keep = o is not None and o.model == d["model"]
+                rows.append({"health": o.health if keep else DeviceHealth.HEALTHY,
+                             "health_reason": o.health_reason if keep else None,
+                             "health_at": o.health_at if keep else None, **d, "node_id": nid})
+            if rows:
+                c.execute(dv.insert(), rows)
 
     def list_nodes(self) -> list[dict[str, Any]]:
         with self.read() as c:
@@ -233,17 +276,77 @@ class Store:
         with self.read() as c:
             rows = c.execute(
                 sa.select(nodes.c.name.label("node"), db.devices.c.local_index, db.devices.c.model, db.devices.c.uuid,
-                          db.devices.c.memory_mib, db.devices.c.declared)
+                          db.devices.c.memory_mib, db.devices.c.declared, db.devices.c.health,
+                          db.devices.c.health_reason)
                 .join(nodes, nodes.c.id == db.devices.c.node_id).order_by(nodes.c.name, db.devices.c.local_index)
             ).all()
         return [dict(r._mapping) for r in rows]
 
     def set_drained(self, name: str, drained: bool) -> dict[str, Any]:
+        now = time.time()
         with self.write() as c:
-            n = c.execute(nodes.update().where(nodes.c.name == name).values(drained=drained, updated_at=time.time()))
+            n = c.execute(nodes.update().where(nodes.c.name == name).values(drained=drained, updated_at=now))
             if n.rowcount == 0:
                 raise NotFound(f"no node {name!r}")
+            c.execute(node_events.insert().values(node=name, at=now, kind="drained" if drained else "undrained",
+                                                  message="by an admin"))
         return next(x for x in self.list_nodes() if x["name"] == name)
+
+    def node_flags(self) -> list[tuple[str, bool, NodeStatus]]:
+        """(name, drained, status) of every node."""
+        with self.read() as c:
+            rows = c.execute(sa.select(nodes.c.name, nodes.c.drained, nodes.c.status)).all()
+        return [(r.name, bool(r.drained), NodeStatus(r.status)) for r in rows]
+
+    def set_node_status(self, name: str, status: NodeStatus, message: str, now: float) -> bool:
+        """Mark a node up or lost, with a node event; False (and nothing written) if it already was."""
+        with self.write() as c:
+            n = c.execute(nodes.update().where(nodes.c.name == name, nodes.c.status != status)
+                          .values(status=status, updated_at=now))
+            if n.rowcount == 0:
+                return False
+            c.execute(node_events.insert().values(node=name, at=now, kind=f"node-{status.value}", message=message))
+        return True
+
+    def set_device_health(self, node: str, index: int, health: DeviceHealth, reason: str | None, now: float
+                          ) -> bool:
+        """Record a device's health, with a node event; False (and nothing written) if it did not change."""
+        dv = db.devices
+        with self.write() as c:
+            nid = c.execute(sa.select(nodes.c.id).where(nodes.c.name == node)).scalar()
+            if nid is None:
+                raise NotFound(f"no node {node!r}")
+            row = c.execute(sa.select(dv.c.health, dv.c.health_reason)
+                            .where(dv.c.node_id == nid, dv.c.local_index == index)).first()
+            if row is None:
+                raise NotFound(f"node {node!r} has no device {index}")
+            reason = None if health == DeviceHealth.HEALTHY else (reason or "unhealthy")
+            if row.health == health and row.health_reason == reason:
+                return False
+            c.execute(dv.update().where(dv.c.node_id == nid, dv.c.local_index == index)
+                      .values(health=health, health_reason=reason, health_at=now))
+            c.execute(node_events.insert().values(
+                node=node, at=now, kind=f"device-{health.value}",
+                message=f"device {index}" + (f": {reason}" if reason else "")))
+        return True
+
+    def unhealthy_devices(self) -> dict[tuple[str, int], str]:
+        """(node, local index) -> reason, for every device marked unhealthy."""
+        dv = db.devices
+        with self.read() as c:
+            rows = c.execute(sa.select(nodes.c.name, dv.c.local_index, dv.c.health_reason)
+                             .join(nodes, nodes.c.id == dv.c.node_id)
+                             .where(dv.c.health == DeviceHealth.UNHEALTHY)).all()
+        return {(r.name, int(r.local_index)): r.health_reason or "unhealthy" for r in rows}
+
+    def node_events(self, node: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``limit`` node events (of one node, or all), oldest first."""
+        q = sa.select(node_events.c.node, node_events.c.at, node_events.c.kind, node_events.c.message)
+        if node is not None:
+            q = q.where(node_events.c.node == node)
+        with self.read() as c:
+            rows = c.execute(q.order_by(node_events.c.id.desc()).limit(limit)).all()
+        return [dict(r._mapping) for r in reversed(rows)]
 
     # -- jobs (API side) -----------------------------------------------------------------------------------
     def submit(self, spec: JobSpec) -> dict[str, Any]:
@@ -350,3 +453,129 @@ class Store:
 
     def event(self, c: sa.Connection, job_id: int, kind: str, message: str, now: float) -> None:
         c.execute(job_events.insert().values(job_id=job_id, at=now, kind=kind, message=message))
+
+    def add_event(self, job_id: int, kind: str, message: str, now: float) -> None:
+        """One job event in its own transaction (an intent recorded before it is acted on)."""
+        with self.write() as c:
+            self.event(c, job_id, kind, message, now)
+
+    def recovery(self) -> Recovery:
+        """Live jobs, the largest job id, and for running jobs their latest attempt and any stop begun."""
+        cols = [jobs.c.id, jobs.c.state, jobs.c.priority, jobs.c.queue, jobs.c.tenant, jobs.c.submit_time,
+                jobs.c.sched, jobs.c.not_before, jobs.c.failures, jobs.c.attempts]
+        with self.read() as c:
+            live = c.execute(sa.select(*cols).where(jobs.c.state.in_(_LIVE)).order_by(jobs.c.id)).all()
+            out = Recovery(live, int(c.execute(sa.select(sa.func.max(jobs.c.id))).scalar() or 0))
+            running_ids = [r.id for r in live if r.state == JobState.RUNNING.value]
+            for i in range(0, len(running_ids), 500):
+                chunk = running_ids[i : i + 500]
+                for a in c.execute(sa.select(job_attempts).where(job_attempts.c.job_id.in_(chunk))
+                                   .order_by(job_attempts.c.n)).all():
+                    out.attempts[a.job_id] = a  # the last one wins
+                for e in c.execute(sa.select(job_events.c.job_id, job_events.c.kind).where(
+                        job_events.c.job_id.in_(chunk), job_events.c.kind.in_(_INTENT_KINDS))
+                        .order_by(job_events.c.id)).all():
+                    out.intents[e.job_id] = e.kind  # the last one wins
+        return out
+
+    def pending_after(self, after: int, known: Container[int], limit: int = 20000) -> list[Any]:
+        """Pending jobs with an id above ``after`` that are not in ``known``, by id (the scheduler's columns).
+        SQLite commits ids in order, so ``after`` can be the largest id seen; with PostgreSQL the caller passes an
+        older horizon (an id can become visible after a larger one): ids first, rows only for the new ones."""
+        pend = jobs.c.state == JobState.PENDING.value
+        with self.read() as c:
+            if self.is_sqlite:
+                rows = c.execute(sa.select(*_SCHED_COLS).where(jobs.c.id > after, pend).order_by(jobs.c.id)
+                                 .limit(limit)).all()
+                return [r for r in rows if r.id not in known]
+            ids = c.execute(sa.select(jobs.c.id).where(jobs.c.id > after, pend).order_by(jobs.c.id)
+                            .limit(limit * 5 // 2)).scalars().all()
+            new = [i for i in ids if i not in known][:limit]
+            rows = []
+            for k in range(0, len(new), 1000):
+                rows += c.execute(sa.select(*_SCHED_COLS).where(jobs.c.id.in_(new[k : k + 1000]), pend)).all()
+        rows.sort(key=lambda r: r.id)
+        return rows
+
+    def cancel_requests(self) -> list[tuple[int, JobState]]:
+        """(job id, state) of every job whose cancel flag is set."""
+        with self.read() as c:
+            rows = c.execute(sa.select(jobs.c.id, jobs.c.state).where(jobs.c.cancel_requested == sa.true())).all()
+        return [(int(r.id), JobState(r.state)) for r in rows]
+
+    def clear_cancel_flag(self, job_id: int) -> None:
+        with self.write() as c:
+            c.execute(jobs.update().where(jobs.c.id == job_id).values(cancel_requested=False))
+
+    def cancel_waiting(self, job_id: int, state: JobState, now: float) -> None:
+        with self.write() as c:
+            self.transition(c, job_id, state, JobState.CANCELLED, now, "cancelled while waiting",
+                            cancel_requested=False)
+
+    def requeue_preempted(self, job_id: int, now: float) -> None:
+        """The second step of a preemption a crash interrupted."""
+        with self.write() as c:
+            self.transition(c, job_id, JobState.PREEMPTED, JobState.REQUEUED, now, "requeued after restart")
+
+    def job_spec(self, job_id: int) -> dict[str, Any]:
+        with self.read() as c:
+            s = c.execute(sa.select(jobs.c.spec).where(jobs.c.id == job_id)).scalar_one()
+        return json.loads(s) if isinstance(s, str) else s
+
+    def job_failures(self, job_id: int) -> int:
+        with self.read() as c:
+            return int(c.execute(sa.select(jobs.c.failures).where(jobs.c.id == job_id)).scalar_one())
+
+    def begin_attempt(self, job_id: int, now: float, placement: dict[str, Any], where: str) -> tuple[int, int]:
+        """Record the next attempt of a waiting job (job running, attempt row) before it is spawned:
+        (attempt id, attempt number)."""
+        with self.write() as c:
+            row = c.execute(sa.select(jobs.c.state, jobs.c.attempts).where(jobs.c.id == job_id)).one()
+            n = int(row.attempts) + 1
+            self.transition(c, job_id, JobState(row.state), JobState.RUNNING, now, f"attempt {n} on {where}",
+                            attempts=n, not_before=None)
+            aid = c.execute(job_attempts.insert().values(job_id=job_id, n=n, started_at=now, placement=placement)
+                            ).inserted_primary_key[0]
+        return int(aid), n
+
+    def record_spawned(self, attempt_id: int, procs: list[Any], pgid: int | None) -> None:
+        """What the executor needs to find the attempt's processes again (after they were spawned)."""
+        with self.write() as c:
+            c.execute(job_attempts.update().where(job_attempts.c.id == attempt_id).values(procs=procs, pgid=pgid))
+
+    def spawn_failed(self, job_id: int, attempt_id: int, now: float, error: str) -> None:
+        with self.write() as c:
+            c.execute(job_attempts.update().where(job_attempts.c.id == attempt_id)
+                      .values(ended_at=now, exit_code=None, outcome=AttemptOutcome.SPAWN_FAILED))
+            failures = c.execute(sa.select(jobs.c.failures).where(jobs.c.id == job_id)).scalar_one()
+            self.transition(c, job_id, JobState.RUNNING, JobState.FAILED, now, f"could not start: {error}",
+                            failures=int(failures) + 1, reason="spawn failed")
+
+    def finish_attempt(self, job_id: int, attempt_id: int, now: float, outcome: AttemptOutcome,
+                       exit_code: int | None, stop_reason: StopReason | None, steps: Sequence[Step]) -> None:
+        """The end of an attempt and the job's next state(s), in one transaction."""
+        with self.write() as c:
+            for st in steps:
+                self.transition(c, job_id, st.src, st.dst, now, st.message, **st.values)
+            c.execute(job_attempts.update().where(job_attempts.c.id == attempt_id)
+                      .values(ended_at=now, exit_code=exit_code, outcome=outcome, stop_reason=stop_reason))
+
+    def requeue_lost(self, job_id: int, attempt_id: int | None, now: float, why: str,
+                     outcome: AttemptOutcome = AttemptOutcome.LOST) -> None:
+        """End an attempt that cannot go on (never spawned, partial, placement gone) and requeue the job, no
+        failure counted."""
+        with self.write() as c:
+            if attempt_id is not None:
+                c.execute(job_attempts.update()
+                          .where(job_attempts.c.id == attempt_id, job_attempts.c.ended_at.is_(None))
+                          .values(ended_at=now, outcome=outcome))
+            self.transition(c, job_id, JobState.RUNNING, JobState.REQUEUED, now, why)
+
+    def record_adopted(self, job_id: int, attempt_id: int, message: str, now: float,
+                       record: tuple[list[Any], int | None] | None = None) -> None:
+        """The event of a re-adopted attempt, and what the executor found of it when nothing was recorded."""
+        with self.write() as c:
+            self.event(c, job_id, "adopted", message, now)
+            if record is not None:
+                c.execute(job_attempts.update().where(job_attempts.c.id == attempt_id)
+                          .values(procs=record[0], pgid=record[1]))

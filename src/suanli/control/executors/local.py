@@ -1,0 +1,351 @@
+"""The local executor: runs a job's command as real processes on this machine.
+
+One process per device (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``, torchrun style;
+every rank sees all the job's devices through the vendor's visible-devices variable and picks its own with
+``LOCAL_RANK``), one process for a CPU-only or fractional job. All ranks of an attempt share one process group,
+which is what cancel and preemption kill.
+
+Each rank runs under a tiny ``/bin/sh`` wrapper that writes the command's exit status to a file when it ends, so
+an attempt that finishes while the controller is down still has its exit code when the controller comes back.
+Each process carries ``SUANLI_ATTEMPT_KEY`` in its environment: after a crash, the controller finds every process
+of an attempt by it even if it died before recording their pids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from suanli.control.executors.base import (
+    Adoption,
+    AdoptVerdict,
+    AttemptRecord,
+    AttemptSpec,
+    DeviceInfo,
+    Executor,
+    Handle,
+    NodeInfo,
+    rank_env,
+)
+from suanli.control.types import DeviceHealth, StopReason
+from suanli.devices import all_visible_env_vars, visible_devices_env
+
+#: a health probe: the node's devices -> {local index: (healthy, reason)} for the devices it has news of
+HealthProbe = Callable[[tuple[DeviceInfo, ...]], dict[int, tuple[bool, str | None]]]
+
+_WRAPPER = (
+    '"$@"; rc=$?; printf "%s\\n" "$rc" > "$SUANLI_EXIT_FILE.tmp" && mv -f "$SUANLI_EXIT_FILE.tmp" "$SUANLI_EXIT_FILE";'
+    " exit $rc"
+)
+
+
+def proc_start_ticks(pid: int) -> int | None:
+    """Start time of ``pid`` (clock ticks since boot) or None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rfind(b")") + 2 :].split()
+    if not rest or rest[0] in (b"Z", b"X"):
+        return None
+    return int(rest[19])
+
+
+def scan_attempt_pids(prefix: str) -> dict[str, list[int]]:
+    """Processes whose environment holds ``SUANLI_ATTEMPT_KEY=<prefix>...``: attempt key -> pids."""
+    needle = b"SUANLI_ATTEMPT_KEY=" + prefix.encode()
+    out: dict[str, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        i = env.find(needle)
+        if i < 0:
+            continue
+        j = env.find(b"\0", i)
+        key = env[i + len(b"SUANLI_ATTEMPT_KEY=") : j if j >= 0 else None].decode()
+        if proc_start_ticks(int(d)) is not None:
+            out.setdefault(key, []).append(int(d))
+    return out
+
+
+def proc_rank(pid: int) -> int | None:
+    """The ``RANK`` a process was started with (its environment), or None."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read()
+    except OSError:
+        return None
+    for item in env.split(b"\0"):
+        if item.startswith(b"RANK="):
+            try:
+                return int(item[5:])
+            except ValueError:
+                return None
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LocalHandle(Handle):
+    """A local attempt: its process group and its ranks' processes."""
+
+    pgid: int = 0
+    procs: list[tuple[int, int]] = field(default_factory=list)  # (pid, start ticks) per rank
+    exit_files: list[Path] = field(default_factory=list)
+    popens: list[subprocess.Popen[bytes]] | None = None  # None when adopted after a restart
+    extra: list[tuple[int, int]] = field(default_factory=list)  # other live members found by the scan (adopted)
+
+    def record(self) -> tuple[list[Any], int | None]:
+        return [list(p) for p in self.procs], self.pgid
+
+
+class LocalExecutor(Executor):
+    """Processes on this machine (one node). ``health_probe`` (optional) reports device health."""
+
+    def __init__(self, data_dir: str | Path, *, node: NodeInfo | None = None, grace_s: float = 5.0,
+                 health_probe: HealthProbe | None = None) -> None:
+        self.root = Path(data_dir).resolve()
+        self.grace_s = grace_s
+        self.key_prefix = hashlib.sha256(str(self.root).encode()).hexdigest()[:12] + "-"
+        self.node = node
+        self.health_probe = health_probe
+
+    # -- membership ----------------------------------------------------------------------------------------
+    def nodes(self) -> list[NodeInfo]:
+        if self.node is None:
+            return []
+        if self.health_probe is not None:
+            news = self.health_probe(self.node.devices)
+            if news:
+                devs = tuple(d if d.index not in news else DeviceInfo(
+                    d.index, d.model, d.uuid, d.memory_mib, d.declared,
+                    DeviceHealth.HEALTHY if news[d.index][0] else DeviceHealth.UNHEALTHY,
+                    None if news[d.index][0] else news[d.index][1]) for d in self.node.devices)
+                return [NodeInfo(self.node.name, devs, self.node.cpu_milli, self.node.memory_mib, self.node.domain,
+                                 self.node.rack, self.node.address)]
+        return [self.node]
+
+    # -- paths ---------------------------------------------------------------------------------------------
+    def job_dir(self, job_id: int) -> Path:
+        return self.root / "jobs" / str(job_id)
+
+    def log_path(self, job_id: int, n: int, rank: int = 0) -> Path:
+        return self.job_dir(job_id) / "logs" / f"attempt-{n}.rank-{rank}.log"
+
+    def attempt_key(self, attempt_id: int) -> str:
+        return f"{self.key_prefix}{attempt_id}"
+
+    # -- start ---------------------------------------------------------------------------------------------
+    def start(self, a: AttemptSpec) -> LocalHandle:
+        """Start every rank of ``a`` here (its placement must be on this one node)."""
+        if len(a.nodes) > 1:
+            raise ValueError(f"the local executor runs on one node; the placement spans {len(a.nodes)}")
+        jd = self.job_dir(a.job_id)
+        work, ckpt, logs, att = jd / "work", jd / "checkpoint", jd / "logs", jd / "attempts" / str(a.n)
+        for d in (work, ckpt, logs, att):
+            d.mkdir(parents=True, exist_ok=True)
+        ranks = a.ranks()
+        world = len(ranks)
+        port = _free_port()
+        base = {k: v for k, v in os.environ.items() if k not in all_visible_env_vars()}
+        base.update(a.spec.get("env") or {})
+        base["SUANLI_ATTEMPT_KEY"] = self.attempt_key(a.attempt_id)
+        command = list(a.spec.get("command") or [])
+        popens: list[subprocess.Popen[bytes]] = []
+        exit_files: list[Path] = []
+        pgid = 0
+        try:
+            for r in ranks:
+                env = dict(base, **rank_env(a, r, world, "127.0.0.1", port, str(ckpt), str(work)))
+                if r.devices:
+                    env.update(visible_devices_env(a.model, list(r.devices)))
+                ef = att / f"rank-{r.rank}.exit"
+                ef.unlink(missing_ok=True)
+                env["SUANLI_EXIT_FILE"] = str(ef)
+                with open(self.log_path(a.job_id, a.n, r.rank), "ab") as log:
+                    p = subprocess.Popen(
+                        ["/bin/sh", "-c", _WRAPPER, "suanli-rank", *command], cwd=work, env=env,
+                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                        process_group=0 if r.rank == 0 else pgid,
+                    )
+                if r.rank == 0:
+                    pgid = p.pid
+                popens.append(p)
+                exit_files.append(ef)
+        except Exception:
+            if pgid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+            for p in popens:
+                p.wait()
+            raise
+        procs = [(p.pid, proc_start_ticks(p.pid) or 0) for p in popens]
+        return LocalHandle(a.job_id, a.attempt_id, a.n, pgid=pgid, procs=procs, exit_files=exit_files,
+                           popens=popens)
+
+    # -- adopt after a restart -----------------------------------------------------------------------------
+    def adopt(self, records: list[AttemptRecord]) -> dict[int, Adoption]:
+        """Re-attach to attempts an earlier controller process started: by their recorded pids (with start
+        times) and by a ``/proc`` scan for their attempt key (which covers a crash between spawning and
+        recording the pids). The exit files tell ranks that ended while nobody watched."""
+        found = scan_attempt_pids(self.key_prefix) if records else {}
+        out: dict[int, Adoption] = {}
+        for rec in records:
+            world = rec.world
+            h = self._rebuild(rec, found.get(self.attempt_key(rec.attempt_id), []), world)
+            alive = any(self._alive(p, t) for p, t in (*h.procs, *h.extra))
+            if rec.procs is None:
+                # The controller died between recording the attempt and recording its pids: some, all or none
+                # of the ranks were spawned. All of them (alive, or ended with an exit file): adopt. None: not
+                # started. Some: the attempt cannot work without the others; stop what exists.
+                ranks = {r for r in (proc_rank(p) for p, _ in h.extra) if r is not None}
+                ranks |= {r for r, f in enumerate(h.exit_files) if f.exists()}
+                if len(ranks) < world:
+                    if alive:
+                        self.kill(h)
+                        self.wait(h, 5.0)
+                    out[rec.attempt_id] = Adoption(AdoptVerdict.PARTIAL if ranks else AdoptVerdict.NOT_STARTED,
+                                                   None, False, len(ranks), world)
+                    continue
+            out[rec.attempt_id] = Adoption(AdoptVerdict.ADOPTED, h, alive, world, world)
+        return out
+
+    def _rebuild(self, rec: AttemptRecord, found: list[int], world: int) -> LocalHandle:
+        att = self.job_dir(rec.job_id) / "attempts" / str(rec.n)
+        exit_files = [att / f"rank-{r}.exit" for r in range(world)]
+        ps: list[tuple[int, int]] = [(int(p), int(t)) for p, t in (rec.procs or [])]
+        known = {p for p, _ in ps}
+        extra: list[tuple[int, int]] = []
+        for pid in found:  # the ranks' children, or ranks whose pids were never recorded
+            if pid not in known:
+                t = proc_start_ticks(pid)
+                if t is not None:
+                    extra.append((pid, t))
+        pgid = rec.pgid
+        if not pgid and (ps or extra):
+            with contextlib.suppress(OSError):
+                pgid = os.getpgid((ps or extra)[0][0])
+        return LocalHandle(rec.job_id, rec.attempt_id, rec.n, pgid=pgid or 0, procs=ps, exit_files=exit_files,
+                           popens=None, extra=extra)
+
+    # -- observe -------------------------------------------------------------------------------------------
+    @staticmethod
+    def _alive(pid: int, ticks: int) -> bool:
+        t = proc_start_ticks(pid)
+        return t is not None and (ticks == 0 or t == ticks)
+
+    def poll(self, h: Handle) -> tuple[bool, int | None]:
+        """(finished, exit code). A failing rank ends the attempt: the others are killed (torchrun does the same).
+        The code is the first non-zero rank's (negative: killed by that signal), or None when nobody knows it
+        (processes gone without an exit file)."""
+        assert isinstance(h, LocalHandle)
+        now = time.monotonic()
+        if h.popens is not None:
+            running = False
+            for r, p in enumerate(h.popens):
+                if r in h.codes:
+                    continue
+                rc = p.poll()
+                if rc is None:
+                    running = True
+                else:
+                    h.codes[r] = rc
+        else:  # adopted: not our children; liveness from /proc, exit codes from the files the wrapper wrote
+            running = any(self._alive(pid, t) for pid, t in (*h.procs, *h.extra))
+            if not running:
+                for r in range(len(h.exit_files)):
+                    h.codes.setdefault(r, self._read_exit(h.exit_files[r]))
+        failed = [c for c in h.codes.values() if c != 0]
+        if running and failed and h.stopping is None:
+            self.stop(h, StopReason.RANK_FAILED, grace_s=min(self.grace_s, 2.0))
+        if running and h.kill_at is not None and now >= h.kill_at:
+            self._signal(h, signal.SIGKILL)
+            h.kill_at = now + 1.0
+        if running:
+            return False, None
+        if self.group_alive(h):  # stragglers the ranks left behind in the group
+            self._signal(h, signal.SIGKILL)
+        code: int | None = 0
+        for r in sorted(h.codes):
+            c = h.codes[r]
+            if c != 0:
+                code = c
+                break
+        return True, code
+
+    @staticmethod
+    def _read_exit(p: Path) -> int | None:
+        try:
+            return int(p.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def group_alive(self, h: LocalHandle) -> bool:
+        if not h.pgid:
+            return False
+        try:
+            os.killpg(h.pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        # killpg(0) also succeeds for zombies; look for a live member
+        return any(self._alive(pid, t) for pid, t in (*h.procs, *h.extra)) or self._group_has_live_member(h.pgid)
+
+    @staticmethod
+    def _group_has_live_member(pgid: int) -> bool:
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat", "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            rest = data[data.rfind(b")") + 2 :].split()
+            if len(rest) > 2 and int(rest[2]) == pgid and rest[0] not in (b"Z", b"X"):
+                return True
+        return False
+
+    # -- act -----------------------------------------------------------------------------------------------
+    def _signal(self, h: LocalHandle, sig: int) -> None:
+        if h.pgid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(h.pgid, sig)
+        for pid, t in (*h.procs, *h.extra):
+            if pid != h.pgid and self._alive(pid, t):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+
+    def stop(self, h: Handle, why: StopReason, grace_s: float | None = None) -> None:
+        """SIGTERM the attempt's process group now, SIGKILL after the grace period (see :meth:`poll`)."""
+        assert isinstance(h, LocalHandle)
+        if h.stopping is None:
+            h.stopping = StopReason(why)
+        g = self.grace_s if grace_s is None else grace_s
+        self._signal(h, signal.SIGTERM)
+        h.kill_at = time.monotonic() + g
+
+    def kill(self, h: Handle) -> None:
+        assert isinstance(h, LocalHandle)
+        self._signal(h, signal.SIGKILL)
+
+    kill_now = kill  # the name before the executor interface
