@@ -102,7 +102,10 @@ class Attempt(BaseModel):
     procs: list[Any] | None
     pgid: int | None
     exit_code: int | None
-    outcome: str | None = Field(description="succeeded, failed, cancelled, preempted, lost...")
+    outcome: str | None = Field(description="succeeded, failed, cancelled, preempted, stopped, lost, aborted, "
+                                "spawn-failed, node-lost")
+    stop_reason: str | None = Field(description="why it was stopped: cancel, preempt, shutdown, rank-failed, "
+                                    "node-lost, device-unhealthy")
 
 
 class JobDetail(JobSubmitted):
@@ -131,6 +134,8 @@ class Node(BaseModel):
     declared: bool
     drained: bool
     updated_at: float
+    status: str = Field(description="up, or lost (the executor does not report it: nothing is placed on it)")
+    last_seen: float | None
 
 
 class Device(BaseModel):
@@ -140,6 +145,8 @@ class Device(BaseModel):
     uuid: str | None
     memory_mib: int | None
     declared: bool
+    health: str = Field(description="healthy or unhealthy (unhealthy devices are drained)")
+    health_reason: str | None
 
 
 class Queue(BaseModel):
