@@ -10,6 +10,7 @@ from suanli import __version__
 from suanli.cli import catalog
 from suanli.cli import client as client_cli
 from suanli.cli import plan as plan_cli
+from suanli.cli import replay as replay_cli
 from suanli.cli import serve as serve_cli
 from suanli.cli import sim as sim_cli
 from suanli.cli import up as up_cli
@@ -28,6 +29,7 @@ app.add_typer(catalog.app, name="catalog")
 app.add_typer(plan_cli.app, name="plan")
 app.command("sim")(sim_cli.sim)
 app.command("up")(up_cli.up)
+app.command("replay")(replay_cli.replay)
 client_cli.register(app)
 app.command("demo")(demo)
 app.command("mock-engine")(serve_cli.mock_engine)
