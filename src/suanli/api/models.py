@@ -174,6 +174,8 @@ class TenantToken(BaseModel):
 class Health(BaseModel):
     ok: bool
     controller: str = Field(description="ready, starting or none")
+    virtual: dict[str, Any] | None = Field(default=None, description="a virtual fleet (suanli up --virtual): its "
+                                           "speed (virtual seconds per wall second), size and faults")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -35,6 +35,13 @@ def up(
     retry_backoff: float = typer.Option(2.0, "--retry-backoff", min=0.0, help="first retry delay in seconds "
                                         "(doubles per failure, at most 300 s)"),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn/controller log level"),
+    virtual: str = typer.Option(None, "--virtual", help="a virtual fleet instead of this machine: a cluster file or "
+                                "NODESxDEVICESxMODEL (1250x8xBR100; '+' joins pools); jobs run on a virtual clock"),
+    speed: float = typer.Option(1.0, "--speed", min=1e-3, max=1e6, help="--virtual: virtual seconds per wall second "
+                                "(runtimes, back-offs and timestamps alike)"),
+    faults: float = typer.Option(None, "--faults", min=0.0, help="--virtual: random device/node failures per "
+                                 "device-hour, the twin's failure model (e.g. 0.0002)"),
+    fault_seed: int = typer.Option(0, "--fault-seed", help="--virtual: seed of the random faults"),
 ) -> None:
     """Start the controller and the REST API on this machine (Ctrl-C stops cleanly)."""
     import uvicorn
@@ -59,8 +66,11 @@ def up(
             raise SuanliError(f"cannot listen on {host}:{port}: {e.strerror or e} (use --port)") from None
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        if virtual is not None and devices is not None:
+            raise SuanliError("--virtual and --devices exclude each other")
         svc = open_service(data_dir, db=db, devices=devices, node=node, policy=policy, sync=sync,
-                           keep_jobs_on_stop=keep_jobs, retry_base_s=retry_backoff, lock=True)
+                           keep_jobs_on_stop=keep_jobs, retry_base_s=retry_backoff, lock=True, virtual=virtual,
+                           speed=speed, fault_rate=faults, fault_seed=fault_seed)
     except SuanliError:
         raise
     except Exception as e:  # a database that cannot be reached, a data directory that cannot be written...
@@ -77,6 +87,11 @@ def up(
     (svc.data_dir / SERVER_FILE).write_text(json.dumps(server_info) + "\n")
     inv = (f"{len(svc.devices)}x {svc.devices[0].model}" + (" (declared)" if svc.devices[0].declared else
                                                             " (discovered)")) if svc.devices else "CPU only"
+    describe = getattr(svc.executor, "describe", None)
+    if callable(describe):
+        v = describe()
+        inv = (f"VIRTUAL fleet of {v['nodes']} nodes, {v['devices']} devices (names virt-*), clock x{v['speed']:g}"
+               + (f", faults {faults:g}/device-hour" if faults else ""))
     store_desc = "PostgreSQL" if db and db.startswith("postgres") else f"SQLite {svc.data_dir / 'suanli.db'}"
     console.print(f"[bold]suanli[/] control plane on [cyan]{url}[/] (OpenAPI: {url}/docs)")
     console.print(f"  node {svc.node}: {inv}; store: {store_desc}; policy {policy}")

@@ -113,10 +113,15 @@ def lock_database(store: Store) -> None:
 def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, devices: str | None = None,
                  node: str | None = None, policy: str = "fifo", tick_s: float = 0.1, retry_base_s: float = 2.0,
                  grace_s: float = 5.0, sync: str = "normal", keep_jobs_on_stop: bool = False,
-                 lock: bool = False) -> Service:
+                 lock: bool = False, virtual: str | None = None, speed: float = 1.0,
+                 fault_rate: float | None = None, fault_seed: int = 0) -> Service:
     """Open (creating if needed) the data directory and database, register this machine and build the controller.
     Nothing runs yet: call ``service.controller.start()``. The API over it: :func:`suanli.api.server.open_service`
-    (``control`` does not import ``api``)."""
+    (``control`` does not import ``api``).
+
+    ``virtual`` (a cluster file or ``1250x8xBR100``): no local node; the executor is
+    :class:`~suanli.control.executors.virtual.VirtualExecutor` on those nodes, its clock ``speed`` times the wall
+    clock (retry back-offs shrink alike), with the twin's random faults at ``fault_rate`` per device-hour."""
     dd = Path(data_dir).resolve()
     dd.mkdir(parents=True, exist_ok=True)
     if lock:
@@ -125,14 +130,25 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
     if lock:
         lock_database(store)
     store.ensure_defaults()
-    devs = parse_declared(devices) if devices else discover()
-    name = node or socket.gethostname() or "local"
-    me = local_node(name, devs)
-    store.upsert_node(*me.store_spec())
+    ex: Executor
+    retry_cap_s = 300.0
+    if virtual is not None:
+        from suanli.control.executors.virtual import VirtualExecutor, parse_faults, virtual_cluster
+
+        devs: list[LocalDevice] = []
+        name = node or "virtual"
+        ex = VirtualExecutor(virtual_cluster(virtual), dd, speed=speed, faults=parse_faults(fault_rate, fault_seed),
+                             grace_s=grace_s)
+        retry_base_s, retry_cap_s = retry_base_s / ex.speed, retry_cap_s / ex.speed
+    else:
+        devs = parse_declared(devices) if devices else discover()
+        name = node or socket.gethostname() or "local"
+        me = local_node(name, devs)
+        store.upsert_node(*me.store_spec())
+        ex = LocalExecutor(dd, node=me, grace_s=grace_s)
     tok_path = ensure_admin_token(store, dd)
-    ex = LocalExecutor(dd, node=me, grace_s=grace_s)
     metrics = Metrics()
     metrics.store = store
-    ctl = Controller(store, ex, policy=policy, tick_s=tick_s, retry_base_s=retry_base_s,
+    ctl = Controller(store, ex, policy=policy, tick_s=tick_s, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s,
                      keep_jobs_on_stop=keep_jobs_on_stop, metrics=metrics)
     return Service(dd, store, ex, ctl, metrics, name, devs, tok_path)

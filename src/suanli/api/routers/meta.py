@@ -14,7 +14,9 @@ router = APIRouter(tags=["meta"])
 
 @router.get("/healthz", response_model=Health)
 def healthz(ctx: CtxDep) -> Health:
-    return Health(ok=True, controller=ctx.controller_state())
+    ex = getattr(ctx.controller, "ex", None)
+    describe = getattr(ex, "describe", None)
+    return Health(ok=True, controller=ctx.controller_state(), virtual=describe() if callable(describe) else None)
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses={

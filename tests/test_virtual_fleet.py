@@ -1,0 +1,144 @@
+"""The real controller, store and API on a virtual fleet (``open_service(virtual=...)``): runtimes on the virtual
+clock, failures and retries, cancel and preemption, a node lost and back, a controller restart that re-adopts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from suanli.api.server import Service, open_service
+
+SPEED = 50.0
+
+
+def start(dd: Path, **kw: Any) -> Service:
+    kw.setdefault("policy", "fifo")
+    svc = open_service(dd, virtual="3x4xBR100", speed=SPEED, tick_s=0.02, retry_base_s=10.0, grace_s=2.0, **kw)
+    svc.controller.nodes_every_s = 0.05
+    svc.controller.start()
+    assert svc.controller.ready.wait(20)
+    return svc
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[Service]:
+    s = start(tmp_path / "d")
+    yield s
+    s.controller.stop()
+    s.store.close()
+
+
+def hdr(s: Service) -> dict[str, str]:
+    return {"Authorization": f"Bearer {s.admin_token_path.read_text().strip()}"}
+
+
+def submit(c: TestClient, s: Service, **spec: Any) -> int:
+    spec.setdefault("command", ["sleep", "1"])
+    r = c.post("/v1/jobs", json=spec, headers=hdr(s))
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def wait(c: TestClient, s: Service, jid: int, states: set[str], timeout: float = 20) -> dict[str, Any]:
+    end = time.monotonic() + timeout
+    while True:
+        j = c.get(f"/v1/jobs/{jid}", headers=hdr(s)).json()
+        if j["state"] in states or time.monotonic() > end:
+            return j
+        time.sleep(0.02)
+
+
+def test_virtual_nodes_run_jobs_on_the_virtual_clock(svc: Service) -> None:
+    c = TestClient(svc.app)
+    h = c.get("/healthz").json()
+    assert h["virtual"]["speed"] == SPEED and h["virtual"]["devices"] == 12
+    names = [n["name"] for n in c.get("/v1/nodes", headers=hdr(svc)).json()]
+    assert len(names) == 3 and all(n.startswith("virt-") for n in names)
+    t0 = time.monotonic()
+    jid = submit(c, svc, name="a", resources={"accelerators": 8}, simulate={"duration": 25})  # 0.5 s of wall
+    j = wait(c, svc, jid, {"succeeded", "failed"})
+    wall = time.monotonic() - t0
+    assert j["state"] == "succeeded" and 0.4 < wall < 5
+    a = j["attempt_list"][0]
+    assert len(a["placement"]["nodes"]) == 2  # 8 devices over two 4-device nodes: a gang of 8 ranks
+    assert 25 <= (a["ended_at"] - a["started_at"]) * SPEED < 25 + 0.5 * SPEED
+    log = c.get(f"/v1/jobs/{jid}/logs", params={"rank": 7}, headers=hdr(svc)).text
+    assert "virtual rank 7/8" in log and "exit 0" in log
+
+
+def test_failures_retry_with_backoff_on_the_virtual_clock(svc: Service) -> None:
+    c = TestClient(svc.app)
+    jid = submit(c, svc, name="f", max_retries=1, simulate={"duration": 5, "exit_code": 3})
+    j = wait(c, svc, jid, {"failed"})
+    assert j["state"] == "failed" and j["exit_code"] == 3 and j["attempts"] == 2
+    a1, a2 = j["attempt_list"]
+    assert (a2["started_at"] - a1["ended_at"]) * SPEED >= 9  # 10 virtual seconds of back-off
+
+
+def test_cancel_and_preemption_are_honoured(tmp_path: Path) -> None:
+    s = start(tmp_path / "p", policy="fifo")
+    try:
+        c = TestClient(s.app)
+        low = submit(c, s, name="low", priority=0, resources={"accelerators": 12}, simulate={"duration": 10_000})
+        assert wait(c, s, low, {"running"})["state"] == "running"
+        hi = submit(c, s, name="hi", priority=10, resources={"accelerators": 4}, simulate={"duration": 10})
+        assert wait(c, s, hi, {"succeeded"})["state"] == "succeeded"
+        j = c.get(f"/v1/jobs/{low}", headers=hdr(s)).json()
+        assert j["attempts"] >= 2 and j["attempt_list"][0]["outcome"] == "preempted"
+        assert wait(c, s, low, {"running"})["state"] == "running"
+        c.post(f"/v1/jobs/{low}/cancel", headers=hdr(s))
+        assert wait(c, s, low, {"cancelled"})["state"] == "cancelled"
+    finally:
+        s.controller.stop()
+        s.store.close()
+
+
+def test_node_lost_requeues_and_resumes_from_checkpoint(svc: Service) -> None:
+    c = TestClient(svc.app)
+    svc.executor.faults.checkpoint_s = 20.0
+    jid = submit(c, svc, name="n", resources={"accelerators": 4}, simulate={"duration": 100})
+    j = wait(c, svc, jid, {"running"})
+    node = j["attempt_list"][0]["placement"]["nodes"][0]
+    time.sleep(50 / SPEED)  # ~50 virtual seconds of work: two checkpoints
+    svc.executor.fail_node(node, repair_s=30)
+    j = wait(c, svc, jid, {"succeeded"})
+    assert j["state"] == "succeeded"
+    first = j["attempt_list"][0]
+    assert first["outcome"] == "node-lost" and first["stop_reason"] == "node-lost"
+    lost_work = svc.executor.fault_log  # the failure is recorded
+    assert any(k == "node-failed" and n == node for _, k, n, _ in lost_work)
+    log = c.get(f"/v1/jobs/{jid}/logs", params={"attempt": 2}, headers=hdr(svc)).text
+    assert "resumed at 40s" in log
+    end = time.monotonic() + 10
+    while time.monotonic() < end:  # repaired after 30 virtual seconds: registered again
+        st = {n["name"]: n["status"] for n in c.get("/v1/nodes", headers=hdr(svc)).json()}
+        if st[node] == "up":
+            break
+        time.sleep(0.05)
+    assert st[node] == "up"
+
+
+def test_restart_readopts_virtual_attempts(tmp_path: Path) -> None:
+    dd = tmp_path / "r"
+    s = start(dd, keep_jobs_on_stop=True)
+    c = TestClient(s.app)
+    ids = [submit(c, s, name=f"r{i}", resources={"accelerators": 4}, simulate={"duration": 40}) for i in range(3)]
+    for i in ids:
+        assert wait(c, s, i, {"running"})["state"] == "running"
+    s.controller.stop()  # leaves the virtual processes "running", as a SIGKILL would
+    s.store.close()
+    time.sleep(0.2)
+    s2 = start(dd, keep_jobs_on_stop=False)
+    try:
+        c2 = TestClient(s2.app)
+        for i in ids:
+            j = wait(c2, s2, i, {"succeeded", "failed"})
+            assert j["state"] == "succeeded" and j["attempts"] == 1  # nothing ran twice
+    finally:
+        s2.controller.stop()
+        s2.store.close()
