@@ -16,6 +16,7 @@ from suanli.api import logs
 from suanli.api.deps import ControllerView, Ctx
 from suanli.api.errors import BodyLimit, install_handlers
 from suanli.api.routers import jobs, meta, nodes, queues, tenants
+from suanli.control.logs import FollowerLimit
 from suanli.control.metrics import Metrics, RouteTimer
 from suanli.control.store import Store
 from suanli.workload.spec import JobSpec
@@ -28,16 +29,18 @@ _file_chunks = logs.file_chunks
 
 
 def create_app(store: Store, *, data_dir: str | Path | None = None, controller: ControllerView | None = None,
-               metrics: Metrics | None = None, max_body: int = MAX_BODY) -> FastAPI:
+               metrics: Metrics | None = None, max_body: int = MAX_BODY, follow_per_tenant: int = 8,
+               follow_per_admin: int = 64) -> FastAPI:
     """The API over ``store``. ``controller`` (optional) gives feasibility checks and live metrics;
-    ``data_dir`` is where job logs live."""
+    ``data_dir`` is where job logs live; ``follow_per_tenant`` caps the logs a tenant follows at once."""
     app = FastAPI(title="suanli control plane", version="1", description=__doc__)
     app.add_middleware(BodyLimit, limit=max_body)
     metrics = metrics or Metrics()
     metrics.store = store
     metrics.watch_store(store)
     app.add_middleware(RouteTimer, metrics=metrics)
-    app.state.ctx = Ctx(store, metrics, controller, Path(data_dir).resolve() if data_dir is not None else None)
+    app.state.ctx = Ctx(store, metrics, controller, Path(data_dir).resolve() if data_dir is not None else None,
+                        FollowerLimit(follow_per_tenant, follow_per_admin))
     app.state.store = store
     app.state.metrics = metrics
     install_handlers(app)

@@ -12,6 +12,7 @@ from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from suanli.api.batch import Batcher
+from suanli.control.logs import FollowerLimit
 from suanli.control.metrics import Metrics
 from suanli.control.store import Principal, Store
 from suanli.workload.spec import Job
@@ -36,6 +37,7 @@ class Ctx:
     metrics: Metrics
     controller: ControllerView | None = None
     data_dir: Path | None = None  # where job logs live (None: no logs)
+    followers: FollowerLimit = field(default_factory=FollowerLimit)  # concurrent log followers per tenant
     batcher: Batcher = field(init=False)  # group commit of submissions
 
     def __post_init__(self) -> None:

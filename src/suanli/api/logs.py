@@ -1,13 +1,18 @@
-"""Reading job logs: tails from the end in bounded memory, whole files in chunks, and following a growing log."""
+"""Reading job logs: tails from the end in bounded memory, whole files in chunks, and following a growing log
+without a thread per follower (see :mod:`suanli.control.logs`)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from pathlib import Path
 
-from suanli.control.store import Store
-from suanli.workload.states import TERMINAL, JobState
+import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from suanli.control import logs as clogs
 
 
 def log_path(root: Path, job_id: int, attempt: int, rank: int) -> Path:
@@ -15,77 +20,47 @@ def log_path(root: Path, job_id: int, attempt: int, rank: int) -> Path:
 
 
 def last_lines(path: Path, n: int, end: int | None = None) -> bytes:
-    """The last ``n`` lines of the first ``end`` bytes of a file, reading backwards (logs can be large)."""
-    with open(path, "rb") as f:
-        size = end if end is not None else f.seek(0, 2)
-        pos, data = size, b""
-        while pos > 0 and data.count(b"\n") <= n:
-            step = min(pos, 1 << 16)
-            pos -= step
-            f.seek(pos)
-            data = f.read(step) + data
-    lines = data.splitlines(keepends=True)
-    return b"".join(lines[-n:]) if n > 0 else data
-
-
-def tail_text(path: Path, n: int) -> str:
-    return last_lines(path, n).decode("utf-8", "replace")
+    """The last ``n`` lines of the first ``end`` bytes of a file (0: all of it), found by reading backwards."""
+    return b"".join(clogs.file_chunks(path, clogs.tail_offset(path, n, end) if n > 0 else 0, end))
 
 
 def file_chunks(path: Path, end: int | None = None) -> Iterator[bytes]:
     """A file (its first ``end`` bytes) in chunks, without reading it all into memory."""
-    left = end if end is not None else path.stat().st_size
-    with open(path, "rb") as f:
-        while left > 0:
-            chunk = f.read(min(left, 1 << 16))
-            if not chunk:
-                return
-            left -= len(chunk)
-            yield chunk
+    return clogs.file_chunks(path, 0, end)
 
 
-def follow(store: Store, root: Path, job_id: int, n: int, attempt: int | None, rank: int, tail: int,
-           idle_limit_s: float = 3600.0) -> Iterator[bytes]:
-    """Stream the log of attempt ``n`` as it grows; without ``attempt``, wait for the first attempt and go on to the
-    next ones (retries, requeues) until the job is final."""
+class FollowResponse(StreamingResponse):
+    """A stream that ends as soon as the client disconnects, whatever the server's ASGI version (the generator is
+    cancelled at its next await, and its ``finally`` runs), then calls ``on_close``."""
 
-    def path(k: int) -> Path:
-        return log_path(root, job_id, k, rank)
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None], media_type: str) -> None:
+        super().__init__(content, media_type=media_type)
+        self.on_close = on_close
 
-    cur, pos = n, 0
-    if cur and path(cur).exists():
-        pos = path(cur).stat().st_size
-        if tail:
-            yield last_lines(path(cur), tail, pos)
-        else:
-            yield from file_chunks(path(cur), pos)
-    idle_since = time.monotonic()
-    while True:
-        if cur and path(cur).exists():
-            with open(path(cur), "rb") as f:
-                f.seek(pos)
-                chunk = f.read(1 << 16)
-            if chunk:
-                pos += len(chunk)
-                idle_since = time.monotonic()
-                yield chunk
-                continue
-        st = store.get_job(job_id)
-        if attempt is None and st["attempts"] > cur:  # the next attempt, one by one
-            if cur:
-                if path(cur).exists():  # what it wrote between our last read and its end
-                    with open(path(cur), "rb") as f:
-                        f.seek(pos)
-                        yield f.read()
-                yield f"--- attempt {cur + 1} ---\n".encode()
-            cur, pos = cur + 1, 0
-            continue
-        if JobState(st["state"]) in TERMINAL or (attempt is not None and st["attempts"] != attempt):
-            if cur and path(cur).exists():
-                with open(path(cur), "rb") as f:
-                    f.seek(pos)
-                    yield f.read()
-            return
-        if time.monotonic() - idle_since > idle_limit_s:
-            return
-        time.sleep(0.2)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def stream() -> None:
+                    with contextlib.suppress(OSError):
+                        await self.stream_response(send)
+                    tg.cancel_scope.cancel()
+
+                async def listen() -> None:
+                    await self.listen_for_disconnect(receive)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(stream)
+                tg.start_soon(listen)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+            self.on_close()
+
+
+def follower(root: Path, job_id: int, rank: int, first: int, state: Callable[[], tuple[int, bool]],
+             attempt_fixed: bool, tail: int) -> AsyncIterator[bytes]:
+    return clogs.follow(partial(log_path, root, job_id, rank=rank), first, state, attempt_fixed=attempt_fixed,
+                        tail=tail)

@@ -15,10 +15,11 @@ from suanli.api import logs
 from suanli.api.deps import MAX_ID, NAME, Ctx, CtxDep, JobId, Who, tenant_scope
 from suanli.api.errors import errors_detail
 from suanli.api.models import ERRORS, ErrorOut, JobDetail, JobEvent, JobPage, JobSubmitted
+from suanli.control import logs as clogs
 from suanli.errors import SuanliError
 from suanli.specfile import load_bounded, printable, validate
 from suanli.workload.spec import JobSpec
-from suanli.workload.states import JobState
+from suanli.workload.states import TERMINAL, JobState
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json", "")  # no Content-Type: JSON
@@ -142,16 +143,18 @@ def job_events(job_id: JobId, p: Who, ctx: CtxDep) -> list[dict[str, Any]]:
 
 
 @router.get("/v1/jobs/{job_id}/logs", response_class=PlainTextResponse, responses={
-    **NOT_FOUND, 200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "the log text"}})
-def job_logs(
+    **NOT_FOUND, 200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "the log text"},
+    429: {"model": ErrorOut, "description": "too many logs followed at once by this tenant"}})
+async def job_logs(
     job_id: JobId, p: Who, ctx: CtxDep,
     tail: Annotated[int, Query(ge=0, le=1_000_000, description="last N lines (0: all)")] = 0,
     follow: bool = False,
     attempt: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
     rank: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> Response:
-    """The job's output (stdout and stderr) of one attempt (default: the latest) and rank (default 0)."""
-    job = ctx.store.get_job(job_id, tenant_scope(p))
+    """The job's output (stdout and stderr) of one attempt (default: the latest) and rank (default 0).
+    ``follow`` streams it as it grows (a tenant may follow a few logs at once; 429 past that)."""
+    job = await run_in_threadpool(ctx.store.get_job, job_id, tenant_scope(p))
     if attempt is not None and attempt > job["attempts"] and not follow:
         raise HTTPException(404, f"job {job_id} has no attempt {attempt}")
     n = attempt or job["attempts"]
@@ -162,7 +165,16 @@ def job_logs(
         path = logs.log_path(root, job_id, n, rank)
         if not n or not path.exists():
             return PlainTextResponse("")
-        if tail:
-            return PlainTextResponse(logs.tail_text(path, tail))
-        return StreamingResponse(logs.file_chunks(path), media_type="text/plain; charset=utf-8")
-    return StreamingResponse(logs.follow(ctx.store, root, job_id, n, attempt, rank, tail), media_type="text/plain")
+        return StreamingResponse(clogs.tail_chunks(path, tail, path.stat().st_size),
+                                 media_type="text/plain; charset=utf-8")
+    who = "admin" if p.admin else f"t:{p.tenant}"
+    if not ctx.followers.acquire(who, p.admin):
+        cap = ctx.followers.per_admin if p.admin else ctx.followers.per_tenant
+        raise HTTPException(429, f"follow: at most {cap} logs followed at once per tenant; close one first")
+
+    def state() -> tuple[int, bool]:
+        st = ctx.store.get_job(job_id)
+        return int(st["attempts"]), JobState(st["state"]) in TERMINAL
+
+    gen = logs.follower(root, job_id, rank, n, state, attempt is not None, tail)
+    return logs.FollowResponse(gen, lambda: ctx.followers.release(who), media_type="text/plain; charset=utf-8")
