@@ -31,6 +31,7 @@ FIGURE_FIELDS: tuple[str, ...] = (
     "pcie_gen",
     "tdp_w",
     "price_usd",
+    "scaleup_domain",
 )
 
 
@@ -70,6 +71,9 @@ class Accelerator(BaseModel):
     pcie_gen: Figure
     tdp_w: Figure
     price_usd: Figure
+    # chips in one scale-up domain, given only for rack-scale systems sold as one unit (GB200 NVL72: 72); a
+    # server chip leaves it unknown and the planner assumes 8-chip servers
+    scaleup_domain: Figure = Field(default_factory=Figure)
 
     @model_validator(mode="after")
     def _every_figure_is_sourced(self) -> Accelerator:

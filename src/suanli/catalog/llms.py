@@ -32,6 +32,36 @@ class MoE(BaseModel):
         "(Llama 4 interleave_moe_layer_step: MoE layers k-1, 2k-1, ...)")
 
 
+class Vision(BaseModel):
+    """The vision encoder of a multimodal model (a ViT whose merged patches become prompt tokens)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    layers: int = Field(gt=0, description="vision_config.depth")
+    hidden: int = Field(gt=0)
+    intermediate: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    patch_size: int = Field(gt=0)
+    spatial_merge: int = Field(gt=0, description="spatial_merge_size: merge x merge patches become one LLM token")
+    out_hidden: int = Field(gt=0, description="width of the LLM the merged tokens are projected into")
+    mlp: Literal["swiglu", "gelu"] = Field("swiglu", description="swiglu: 3 matrices per block, gelu: 2")
+    bias: bool = True
+    extra_mergers: int = Field(0, ge=0, description="additional patch mergers (Qwen3-VL DeepStack feature taps)")
+
+
+def vision_params(v: Vision) -> int:
+    """Weights of the vision encoder: blocks (QKV + output projection, MLP, two norms), patch embedding and the
+    patch merger(s) (norm + two linear layers from merge^2 x hidden to out_hidden)."""
+    h, i = v.hidden, v.intermediate
+    attn = 4 * h * h + (4 * h if v.bias else 0)
+    mats = 3 if v.mlp == "swiglu" else 2
+    mlp = mats * h * i + ((mats - 1) * i + h if v.bias else 0)
+    blocks = v.layers * (attn + mlp + 2 * h)
+    patch = 3 * 2 * v.patch_size * v.patch_size * h  # 3 channels x temporal patch 2 x patch^2 -> hidden
+    m = h * v.spatial_merge * v.spatial_merge
+    merger = h + m * m + m * v.out_hidden + (m + v.out_hidden if v.bias else 0)
+    return blocks + patch + merger * (1 + v.extra_mergers)
+
+
 class Architecture(BaseModel):
     """The decoder architecture as the model config states it."""
 
@@ -54,6 +84,7 @@ class Architecture(BaseModel):
     qk_rope_head_dim: int | None = None
     v_head_dim: int | None = None
     moe: MoE | None = None
+    vision: Vision | None = None
 
     @model_validator(mode="after")
     def _mla_fields(self) -> Architecture:
@@ -99,6 +130,7 @@ class LLM(BaseModel):
     active_params_b: float = Field(gt=0)
     published: str | None = None
     kv_bytes_per_token_bf16: int = Field(gt=0)
+    vision_params_b: float | None = Field(None, gt=0, description="vision encoder weights (multimodal models)")
     source: str
     notes: str | None = None
 
@@ -124,9 +156,11 @@ class ParamBreakdown(BaseModel):
     shared_experts: int
     router: int
     norms: int
+    vision: int = 0  # vision encoder of a multimodal model (not part of `total`/`active`: the language model)
 
     @property
     def total(self) -> int:
+        """The language model's weights (the vision encoder is counted apart, in ``vision``)."""
         return (self.embedding + self.lm_head + self.attention + self.dense_mlp + self.routed_experts
                 + self.shared_experts + self.router + self.norms)
 
@@ -172,8 +206,10 @@ def computed_params(a: Architecture) -> ParamBreakdown:
         routed_active = a.moe_layers * m.experts_per_token * per_expert
         shared = a.moe_layers * m.shared_experts * per_expert
         router = a.moe_layers * h * m.routed_experts
+    vis = vision_params(a.vision) if a.vision is not None else 0
     return ParamBreakdown(embedding=emb, lm_head=head, attention=attn, dense_mlp=dense, routed_experts=routed,
-                          routed_experts_active=routed_active, shared_experts=shared, router=router, norms=norms)
+                          routed_experts_active=routed_active, shared_experts=shared, router=router, norms=norms,
+                          vision=vis)
 
 
 def computed_kv_bytes_per_token(a: Architecture, bytes_per_value: float = 2.0) -> float:

@@ -48,7 +48,7 @@ def accelerators_cmd(
                       ("mem type", "left"), ("mem BW GB/s", "right"), ("BF16 TF", "right"), ("FP8 TF", "right"),
                       ("FP4 TF", "right"),
                       ("INT8 TOPS", "right"), ("link", "left"), ("link GB/s", "right"), ("PCIe", "right"),
-                      ("TDP W", "right"), ("price $", "right")]:
+                      ("TDP W", "right"), ("price $", "right"), ("scale-up", "right")]:
         t.add_column(col, justify=just, no_wrap=col in ("key", "vendor"))  # type: ignore[arg-type]
     for a in accs:
         t.add_row(a.key, a.vendor, *[_fmt(a.value(f)) for f in FIGURE_FIELDS])
