@@ -26,6 +26,10 @@ def test_serving_factors_reproduce() -> None:
     assert NVIDIA.serve_eff_fp4 == pytest.approx(fit["serve_eff_fp4"], rel=0.01)
     assert NVIDIA.expert_m_half == pytest.approx(fit["expert_m_half"], rel=0.02)
     assert NVIDIA.moe_eff == pytest.approx(fit["moe_eff"], rel=0.01)
+    # the fixed step costs fitted with them: ~0 per step, a few microseconds per sequence and step
+    assert NVIDIA.seq_overhead_s == pytest.approx(fit["seq_overhead_s"], rel=0.1)
+    assert NVIDIA.step_overhead_s == pytest.approx(fit["step_overhead_s"], abs=1e-4)
+    assert 1e-6 < NVIDIA.seq_overhead_s < 1e-5
 
 
 def test_moe_factors_rest_on_several_models() -> None:

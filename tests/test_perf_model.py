@@ -70,7 +70,8 @@ def test_too_few_chips_is_explained() -> None:
 
 def test_serving_picks_a_replica_that_holds_weights_and_kv() -> None:
     s = estimate_serve(ServeJob(model="qwen2.5-72b", input_tokens=2000, output_tokens=500), "H200")
-    assert s.chips_per_replica == 1 and s.precision == "fp8" and s.batch and s.batch >= 1
+    # 73 GB of FP8 weights fit one 141 GB H200; the planner may still prefer 2 chips for their larger KV pool
+    assert s.chips_per_replica in (1, 2) and s.precision == "fp8" and s.batch and s.batch >= 1
     big = estimate_serve(ServeJob(model="llama-3.1-405b", precision="bf16"), "H100")
     assert big.chips_per_replica and big.chips_per_replica >= 16  # 811 GB of BF16 weights
 
@@ -79,7 +80,8 @@ def test_slo_limits_the_batch_and_latency() -> None:
     free = estimate_serve(ServeJob(model="llama-3.1-70b"), "H100")
     tight = estimate_serve(ServeJob(model="llama-3.1-70b", tpot_slo_s=0.03), "H100")
     assert tight.tpot_s is not None and free.tpot_s is not None
-    assert tight.tpot_s <= 0.03 or any("SLO" in n for n in tight.notes)
+    assert tight.reason is None and tight.tpot_s <= 0.03  # p99 under Poisson arrivals
+    assert tight.latency == "p99 under Poisson arrivals" and free.latency and "mean" in free.latency
     assert (tight.batch or 0) <= (free.batch or 0)
 
 

@@ -23,14 +23,17 @@ UtilOpt = Annotated[float, typer.Option("--utilisation", help="Share of its life
 KwhOpt = Annotated[float, typer.Option("--usd-per-kwh", help="Electricity price, USD per kWh.")]
 PueOpt = Annotated[float, typer.Option("--pue", help="Data-centre power usage effectiveness.")]
 NetOpt = Annotated[float, typer.Option("--scaleout-gbps", help="Per-chip scale-out bandwidth, GB/s each way.")]
-NodeOpt = Annotated[int, typer.Option("--scaleup-size", help="Chips per scale-up domain (NVLink/HCCS node).")]
+NodeOpt = Annotated[int | None, typer.Option("--scaleup-size", help="Chips per scale-up domain (NVLink/HCCS node); "
+                                             "default 8, or the whole domain of a rack-scale system (GB200-NVL72: "
+                                             "72, CloudMatrix384: 384).")]
 
 
-def _money_cluster(years: float, util: float, kwh: float, pue: float, net: float, node: int) -> tuple[Any, Any]:
+def _money_cluster(years: float, util: float, kwh: float, pue: float, net: float, node: int | None
+                   ) -> tuple[Any, Any]:
     from suanli.perf.assumptions import Cluster, Money
     from suanli.perf.units import InvalidQuantity
 
-    if years <= 0 or not 0 < util <= 1 or kwh < 0 or pue < 1 or net <= 0 or node < 1:
+    if years <= 0 or not 0 < util <= 1 or kwh < 0 or pue < 1 or net <= 0 or (node is not None and node < 1):
         raise InvalidQuantity("assumptions out of range: amortisation years > 0, 0 < utilisation <= 1, "
                               "usd/kWh >= 0, PUE >= 1, scale-out GB/s > 0, scale-up size >= 1")
     return Money(amortisation_years=years, utilisation=util, usd_per_kwh=kwh, pue=pue), Cluster(
@@ -54,7 +57,9 @@ def _assumptions(money: Any, cluster: Any) -> dict[str, Any]:
 
 
 def _footer(rows: list[Any], money: Any, cluster: Any) -> None:
-    console.print(f"Assumptions: {money.describe()}; {cluster.scaleup_size} chips per scale-up node, "
+    node = (f"{cluster.scaleup_size} chips per scale-up domain" if cluster.scaleup_size else
+            "8 chips per scale-up domain (a rack-scale system: its whole domain, e.g. 72 for GB200-NVL72)")
+    console.print(f"Assumptions: {money.describe()}; {node}, "
                   f"{cluster.scaleout_gbps:g} GB/s scale-out per chip (override with --amortisation-years, "
                   "--utilisation, --usd-per-kwh, --pue, --scaleup-size, --scaleout-gbps).", highlight=False)
     fams = sorted({(r.family, r.confidence, r.uncertainty) for r in rows}, key=str)
@@ -73,7 +78,11 @@ def train_cmd(
     accelerator: AccOpt,
     chips: ChipsOpt = None,
     seq: Annotated[str, typer.Option("--seq", help="Sequence length (tokens).")] = "4096",
-    precision: Annotated[str, typer.Option("--precision", help="bf16 or fp8 (FP8 GEMMs).")] = "bf16",
+    precision: Annotated[str, typer.Option("--precision", help="bf16, fp8 or fp4 (FP8 / NVFP4 GEMMs; fp4 only "
+                                           "where the chip has FP4 tensor units).")] = "bf16",
+    method: Annotated[str, typer.Option("--method", help="pretrain, full (full fine-tuning) or lora (frozen base "
+                                        "+ LoRA adapters).")] = "pretrain",
+    lora_rank: Annotated[str, typer.Option("--lora-rank", help="LoRA adapter rank (--method lora).")] = "16",
     global_batch: Annotated[str | None, typer.Option("--global-batch", help="Tokens per optimizer step "
                                                      "(default 16M; 4M under 20B params).")] = None,
     target_days: Annotated[str, typer.Option("--target-days", help="Without --chips: plan the smallest "
@@ -84,7 +93,7 @@ def train_cmd(
     kwh: KwhOpt = 0.10,
     pue: PueOpt = 1.3,
     net: NetOpt = 50.0,
-    node: NodeOpt = 8,
+    node: NodeOpt = None,
 ) -> None:
     """Chips, parallel layout, step time, MFU, days, chip-hours, energy and cost to train MODEL on TOKENS."""
     try:
@@ -98,22 +107,29 @@ def train_cmd(
             days = float(target_days)
         except ValueError:
             raise InvalidQuantity(f"--target-days {target_days!r} is not a number") from None
-        if precision not in ("bf16", "fp8"):
-            raise InvalidQuantity(f"--precision must be bf16 or fp8, got {precision!r}")
+        if precision not in ("bf16", "fp8", "fp4"):
+            raise InvalidQuantity(f"--precision must be bf16, fp8 or fp4, got {precision!r}")
+        if method not in ("pretrain", "full", "lora"):
+            raise InvalidQuantity(f"--method must be pretrain, full or lora, got {method!r}")
         rows = plan_train(model, parse_accelerators(accelerator), n_tokens, seq=parse_positive_int(seq, "--seq"),
                           precision=precision, chips=_chips(chips), global_batch_tokens=gbt, target_days=days,
-                          cluster=cluster, money=money)
+                          cluster=cluster, money=money, method=method,
+                          lora_rank=parse_positive_int(lora_rank, "--lora-rank"))
     except SuanliError as e:
         fail(str(e))
     if json_out:
         print_json([{**r.to_dict(), "assumptions": _assumptions(money, cluster)} for r in rows])
         return
-    t = Table(title=f"Training {rows[0].model} on {n_tokens:.3g} tokens (seq {seq}, {precision})")
+    what = {"pretrain": "Training", "full": "Full fine-tuning", "lora": f"LoRA (rank {lora_rank}) fine-tuning"}[method]
+    t = Table(title=f"{what} {rows[0].model} on {n_tokens:.3g} tokens (seq {seq}, {precision})")
     for col in ("accelerator", "min chips (mem)", "chips", "layout", "GB/chip", "tokens/s", "MFU", "days",
                 "chip-hours", "energy MWh", "cost $"):
         t.add_column(col, justify="left" if col in ("accelerator", "layout") else "right",
                      no_wrap=col == "accelerator")
     for r in rows:
+        if r.reason:
+            t.add_row(r.accelerator, *(["-"] * 10))
+            continue
         t.add_row(r.accelerator, _n(r.min_chips_memory), _n(r.chips), r.layout or "-",
                   _n(r.memory_per_chip_gb, "{:.0f}"), _n(r.tokens_per_s), _n(r.mfu, "{:.1%}"), _n(r.days, "{:,.1f}"),
                   _n(r.chip_hours), _n(None if r.energy_kwh is None else r.energy_kwh / 1000, "{:,.0f}"),
@@ -133,14 +149,20 @@ def serve_cmd(
     tpot_slo: Annotated[str | None, typer.Option("--tpot-slo", help="Time-per-output-token SLO, e.g. 100ms.")] = None,
     chips: ChipsOpt = None,
     precision: Annotated[str, typer.Option("--precision", help="auto, bf16, fp8 or fp4 (weights/GEMMs).")] = "auto",
-    max_batch: Annotated[str, typer.Option("--max-batch", help="Engine limit on sequences per replica.")] = "2048",
+    max_batch: Annotated[str | None, typer.Option("--max-batch", help="Limit on sequences in flight per replica "
+                                                  "(default: ranks x --max-batch-per-rank).")] = None,
+    max_batch_per_rank: Annotated[str, typer.Option("--max-batch-per-rank", help="Engine limit on sequences per "
+                                                    "scheduler rank (a TP group, or one attention-DP rank).")
+                                  ] = "1024",
+    image_tokens: Annotated[str, typer.Option("--image-tokens", help="Image tokens per request (multimodal "
+                                              "models): vision encoder + prefill.")] = "0",
     json_out: JsonOpt = False,
     years: YearsOpt = 4.0,
     util: UtilOpt = 0.8,
     kwh: KwhOpt = 0.10,
     pue: PueOpt = 1.3,
     net: NetOpt = 50.0,
-    node: NodeOpt = 8,
+    node: NodeOpt = None,
 ) -> None:
     """Chips per replica, batch, prefill/decode throughput, TTFT/TPOT, replicas and $/M tokens to serve MODEL."""
     try:
@@ -148,6 +170,7 @@ def serve_cmd(
         from suanli.perf.units import (
             InvalidQuantity,
             parse_accelerators,
+            parse_count,
             parse_duration,
             parse_positive_int,
             parse_tokens,
@@ -167,22 +190,32 @@ def serve_cmd(
             output_tokens=parse_tokens(output_tokens, "--output-tokens"), qps=q,
             ttft_slo_s=parse_duration(ttft_slo, "--ttft-slo") if ttft_slo else None,
             tpot_slo_s=parse_duration(tpot_slo, "--tpot-slo") if tpot_slo else None, precision=precision,
-            chips=_chips(chips), max_batch=parse_positive_int(max_batch, "--max-batch"), cluster=cluster,
-            money=money)
+            chips=_chips(chips), max_batch=parse_positive_int(max_batch, "--max-batch") if max_batch else None,
+            max_batch_per_rank=parse_positive_int(max_batch_per_rank, "--max-batch-per-rank"),
+            image_tokens=parse_count(image_tokens, "--image-tokens"), cluster=cluster, money=money)
     except SuanliError as e:
         fail(str(e))
     if json_out:
         print_json([{**r.to_dict(), "assumptions": _assumptions(money, cluster)} for r in rows])
         return
     title = f"Serving {rows[0].model}: {input_tokens} in / {output_tokens} out tokens"
+    if image_tokens not in ("0", ""):
+        title += f" (+ {image_tokens} image tokens)"
     if q:
         title += f", {q:g} req/s"
+    latency_bound = bool(ttft_slo or tpot_slo)
+    if latency_bound:
+        title += " - TTFT/TPOT are p99 under Poisson arrivals"
     t = Table(title=title)
+    p99 = " p99" if latency_bound else ""
     for col in ("accelerator", "prec", "replica", "replicas", "chips", "batch", "prefill tok/s", "decode tok/s",
-                "out tok/s", "tok/s/chip", "TTFT s", "TPOT ms", "$/M tok"):
+                "out tok/s", "tok/s/chip", f"TTFT{p99} s", f"TPOT{p99} ms", "$/M tok"):
         t.add_column(col, justify="left" if col in ("accelerator", "replica", "prec") else "right",
                      no_wrap=col == "accelerator")
     for r in rows:
+        if r.reason:  # no plan (SLO not reachable, does not fit, figures unknown): no numbers, the reason below
+            t.add_row(r.accelerator, r.precision or "-", *(["-"] * 11))
+            continue
         rep = "-"
         if r.chips_per_replica:
             par = f"EP{r.ep}" if r.ep and r.ep > 1 else f"TP{r.tp}" + (f"xPP{r.pp}" if r.pp and r.pp > 1 else "")

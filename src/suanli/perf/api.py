@@ -14,7 +14,7 @@ from suanli.catalog.llms import resolve_llm
 from suanli.perf.assumptions import Cluster, Money
 from suanli.perf.calibration import calibration_for
 from suanli.perf.hardware import chip
-from suanli.perf.serve import ServeEstimate, ServeJob, estimate_serve
+from suanli.perf.serve import MAX_SEQS_PER_RANK, ServeEstimate, ServeJob, estimate_serve
 from suanli.perf.shape import shape
 from suanli.perf.train import TrainEstimate, TrainJob, best_layout, estimate_train, min_chips_by_memory
 
@@ -23,21 +23,25 @@ Kind = Literal["train", "serve"]
 
 def plan_train(model: str, accelerators: list[str], tokens: float, *, seq: int = 4096, precision: str = "bf16",
                chips: int | None = None, global_batch_tokens: float | None = None, target_days: float = 60.0,
-               cluster: Cluster | None = None, money: Money | None = None) -> list[TrainEstimate]:
+               cluster: Cluster | None = None, money: Money | None = None, method: str = "pretrain",
+               lora_rank: int = 16) -> list[TrainEstimate]:
     """One training estimate per accelerator (rows with unknown figures carry ``reason``)."""
     job = TrainJob(model=resolve_llm(model), tokens=tokens, seq=seq, precision=precision, chips=chips,
-                   global_batch_tokens=global_batch_tokens, target_days=target_days)
+                   global_batch_tokens=global_batch_tokens, target_days=target_days, method=method,
+                   lora_rank=lora_rank)
     return [estimate_train(job, a, cluster=cluster, money=money) for a in accelerators]
 
 
 def plan_serve(model: str, accelerators: list[str], *, input_tokens: float = 2000, output_tokens: float = 500,
                qps: float | None = None, ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
-               precision: str = "auto", chips: int | None = None, max_batch: int = 2048,
+               precision: str = "auto", chips: int | None = None, max_batch: int | None = None,
+               max_batch_per_rank: int = MAX_SEQS_PER_RANK, image_tokens: float = 0.0,
                cluster: Cluster | None = None, money: Money | None = None) -> list[ServeEstimate]:
-    """One serving estimate per accelerator (rows with unknown figures carry ``reason``)."""
+    """One serving estimate per accelerator (rows with unknown figures or an unreachable SLO carry ``reason``).
+    Raises InvalidQuantity for a job the model cannot run (prompt + output beyond its context window)."""
     job = ServeJob(model=resolve_llm(model), input_tokens=input_tokens, output_tokens=output_tokens, qps=qps,
                    ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, precision=precision, chips=chips,
-                   max_batch=max_batch)
+                   max_batch=max_batch, max_batch_per_rank=max_batch_per_rank, image_tokens=image_tokens)
     return [estimate_serve(job, a, cluster=cluster, money=money) for a in accelerators]
 
 
@@ -81,7 +85,7 @@ def _per_chip_speed(llm: str, accelerator: str, kind: str) -> float | None:
     s = shape(llm)
     job = TrainJob(model=llm, tokens=1e12)
     cal = calibration_for(c.vendor)
-    cluster = Cluster()
+    cluster = Cluster().for_chip(c.scaleup_domain)
     n = min_chips_by_memory(s, c, cal, cluster, job)
     while n is not None and n <= 1 << 16:
         est = best_layout(s, c, cal, cluster, job, max(n, 8))

@@ -3,16 +3,30 @@ overridable from the CLI / API."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+
+DEFAULT_SCALEUP = 8  # chips per scale-up domain of an HGX-style 8-GPU server
 
 
 @dataclass(frozen=True)
 class Cluster:
     """How the chips are wired."""
 
-    scaleup_size: int = 8  # chips per scale-up domain (NVLink / HCCS / BLink node): 8 in HGX-style servers
+    # chips per scale-up domain (NVLink / HCCS / BLink / UB); None = the chip's own: 8 for a server chip, the whole
+    # domain for a rack-scale system of the catalog (GB200 NVL72: 72, CloudMatrix 384: 384)
+    scaleup_size: int | None = None
     scaleout_gbps: float = 50.0  # per-chip scale-out bandwidth, GB/s each way: one 400 Gb/s NIC per chip
     # (the DeepSeek-V3 report's H800 cluster: 8x 400 Gb/s InfiniBand per 8-GPU node)
+
+    def for_chip(self, chip_domain: int | None) -> Cluster:
+        """This cluster with a concrete scale-up size for a chip whose catalog domain is ``chip_domain``."""
+        if self.scaleup_size is not None:
+            return self
+        return replace(self, scaleup_size=chip_domain or DEFAULT_SCALEUP)
+
+    @property
+    def domain(self) -> int:
+        return self.scaleup_size or DEFAULT_SCALEUP
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,15 @@ much of a rated peak real software reaches. There is **one set per vendor family
 
 * kernel efficiencies (``gemm_eff``, ``hbm_eff``, ``link_eff``) are *measured microbenchmarks* (BAAI FlagPerf, via
   ``shared/research/anchors.md``), not fitted;
-* the end-to-end factors (``train_eff``, ``serve_eff``, ``serve_eff_fp4``, ``expert_m_half``, ``moe_eff``) cover
-  what a roofline does not (kernel launch and scheduling gaps, non-GEMM kernels, imperfect overlap, stragglers,
-  MoE routing and expert-parallel waits). Each is fitted
+* the end-to-end factors (``train_eff``, ``serve_eff``, ``serve_eff_fp4``, ``expert_m_half``, ``moe_eff``) and the
+  fixed step costs (``step_overhead_s``, ``seq_overhead_s``) cover what a roofline does not (kernel launch and
+  scheduling gaps, host work per sequence, non-GEMM kernels, imperfect overlap, stragglers, MoE routing and
+  expert-parallel waits). Each is fitted
   *once* on a calibration set that is disjoint from the validation set (:mod:`suanli.perf.fit` recomputes them; a
   test checks these numbers):
   - ``train_eff``: BAAI FlagPerf's Llama 2 70B Megatron case on 32 H800 (two parallel layouts, measured tokens/s);
-  - ``serve_eff`` / ``serve_eff_fp4``: TensorRT-LLM's published throughput table, dense rows (Llama 3.1 8B,
+  - ``serve_eff`` / ``serve_eff_fp4`` / ``step_overhead_s`` / ``seq_overhead_s``: TensorRT-LLM's published
+    throughput table, dense rows (Llama 3.1 8B,
     Llama 3.3 70B, Llama 3.1 405B on H100, H200 and B200 at ten input/output lengths;
     NVIDIA/TensorRT-LLM docs/source/performance/perf-overview.md, commit 00f3768);
   - ``expert_m_half`` / ``moe_eff``: the MoE rows of the same table, four models of very different expert shapes
@@ -43,12 +45,15 @@ class Calibration:
     serve_eff_fp4: float  # the same for FP4 GEMMs (4-bit tensor units reach a smaller share of their peak)
     expert_m_half: float  # tokens per expert per step at which a grouped expert GEMM reaches half its peak
     moe_eff: float  # end-to-end factor of a MoE model's serving step on top of serve_eff (routing, EP waits)
+    step_overhead_s: float  # fixed wall time of every serving engine step (launches, scheduling, host sync)
+    seq_overhead_s: float  # wall time per running sequence and step on its rank (sampling, detokenising, bookkeeping)
     kv_pool_frac: float  # share of memory left after weights that the serving engine gives the KV cache
     mem_reserve_gb: float  # per-chip memory the runtime keeps (context, workspace, fragmentation)
     confidence: str  # "calibrated" (end-to-end measurements behind it) or "low" (defaults only)
     uncertainty: float  # relative band printed next to an estimate of a dense model (e.g. 0.15 = +-15%)
     uncertainty_moe: float  # the same for mixture-of-experts models (the least-constrained part of the model)
     sources: tuple[tuple[str, str], ...] = ()
+    dense_saturation: bool = True  # dense GEMMs saturate with their token rows like grouped expert GEMMs do
 
 
 NVIDIA = Calibration(
@@ -66,27 +71,33 @@ NVIDIA = Calibration(
     # Megatron-style TP collectives are not overlapped: a fit of (train_eff, tp_overlap) on the two FlagPerf
     # layouts lands on tp_overlap = 0
     tp_overlap=0.0,
-    # fitted by suanli.perf.fit.fit_serve() on the TensorRT-LLM table, dense FP8 rows (Llama 3.x 8B/70B/405B)
-    serve_eff=0.665,
-    # the same fit on the dense FP4 rows (B200)
-    serve_eff_fp4=0.496,
+    # fitted by suanli.perf.fit.dense_fit() on the TensorRT-LLM table, dense rows (Llama 3.x 8B/70B/405B), jointly
+    # with the two fixed step costs below: FP8 GEMMs ...
+    serve_eff=0.819,
+    # ... and FP4 GEMMs (B200)
+    serve_eff_fp4=0.572,
     # fitted jointly by suanli.perf.fit.fit_serve() on the MoE rows of the same table (Qwen3-235B-A22B,
     # Qwen3-30B-A3B, Llama 4 Maverick, Llama 4 Scout: 90 rows, H100/H200/B200, TP1 and expert parallel):
     # grouped-GEMM half-efficiency point and the MoE step factor (least squares in log of the throughput)
-    expert_m_half=320.0,
-    moe_eff=0.704,
+    # (expert_m_half also sets the saturation of dense GEMMs over their token rows)
+    expert_m_half=330.0,
+    moe_eff=0.633,
+    # the dense fit's fixed costs: per step ~0 (TensorRT-LLM runs decode steps as CUDA graphs), per sequence on its
+    # rank and step 3.3 us (sampling, detokenising, scheduling: 6.8 ms per step at 2,048 sequences)
+    step_overhead_s=0.0,
+    seq_overhead_s=3.3e-6,
     # TensorRT-LLM's default kv_cache_free_gpu_mem_fraction (0.9 of the memory free after weights)
     kv_pool_frac=0.90,
     # CUDA context + activation workspace + allocator slack, order of magnitude of what serving engines keep
     mem_reserve_gb=3.0,
     confidence="calibrated",
-    # RMS error of the calibration rows, dense (15.4%) and MoE (24.6%): suanli.perf.fit.rms_error, see docs/planner.md
-    uncertainty=0.15,
-    uncertainty_moe=0.25,
+    # RMS error of the calibration rows, dense (11.9%) and MoE (23.7%): suanli.perf.fit.rms_error, see docs/planner.md
+    uncertainty=0.12,
+    uncertainty_moe=0.24,
     sources=(
         ("gemm_eff/hbm_eff/link_eff", "BAAI FlagPerf A100 microbenchmarks, shared/research/anchors.md"),
         ("train_eff", "FlagOpen/FlagPerf training/nvidia/llama2_70B-megatron: 791.37 / 641.93 tokens/s/GPU, 32 H800"),
-        ("serve_eff/serve_eff_fp4/expert_m_half/moe_eff",
+        ("serve_eff/serve_eff_fp4/expert_m_half/moe_eff/step_overhead_s/seq_overhead_s",
          "NVIDIA/TensorRT-LLM docs/source/performance/perf-overview.md @ 00f3768 (170 rows, H100/H200/B200)"),
     ),
 )
@@ -107,6 +118,8 @@ CN_DEFAULT = Calibration(
     serve_eff_fp4=NVIDIA.serve_eff_fp4,
     expert_m_half=NVIDIA.expert_m_half,
     moe_eff=NVIDIA.moe_eff,
+    step_overhead_s=NVIDIA.step_overhead_s,
+    seq_overhead_s=NVIDIA.seq_overhead_s,
     kv_pool_frac=0.90,
     mem_reserve_gb=3.0,
     confidence="low",

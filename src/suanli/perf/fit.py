@@ -18,6 +18,7 @@ Each factor is one number for the whole family (geometric-mean fit), never one p
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from suanli.perf.assumptions import Cluster
@@ -58,6 +59,8 @@ TRTLLM_TABLE: dict[tuple[str, str, str, int], tuple[int | None, ...]] = {
     ("Llama-4-Scout-17B-16E", "H100", "fp8", 4): (None, 15130, 8603, 12399, 12129, 9838, 3253, 7972, 3342, None),
 }
 
+TRTLLM_MAX_BATCH_PER_RANK = 2048  # TensorRT-LLM's default max_batch_size (per rank)
+
 # (accelerator, chips, tp, pp, measured tokens/s per chip)
 FLAGPERF_LLAMA2_70B: tuple[tuple[str, int, int, int, float], ...] = (
     ("H800", 32, 4, 8, 791.37),
@@ -93,8 +96,10 @@ def serve_rows(cal: Calibration, *, moe: bool | None = None, precision: str | No
             if pub is None:
                 continue
             # the table's MoE runs use attention data parallelism + expert parallelism (its MoE llm_options)
+            # TensorRT-LLM's engine defaults (max_batch_size 2,048 and max_num_tokens 8,192 per rank)
             job = ServeJob(model=model, input_tokens=isl, output_tokens=osl, precision=prec, replica_chips=tp,
-                           expert_parallel=True if shape(model).is_moe else None)
+                           expert_parallel=True if shape(model).is_moe else None,
+                           max_batch_per_rank=TRTLLM_MAX_BATCH_PER_RANK)
             est = estimate_serve(job, acc, calibration=cal)
             if est.tokens_per_s is None:
                 continue
@@ -102,39 +107,101 @@ def serve_rows(cal: Calibration, *, moe: bool | None = None, precision: str | No
     return out
 
 
+def _log_rms(rows: list[FitRow]) -> float:
+    return math.sqrt(sum(math.log(r.ratio) ** 2 for r in rows) / len(rows))
+
+
+def nelder_mead(f: Callable[[list[float]], float], x0: list[float], step: list[float], *, iters: int = 200,
+                tol: float = 1e-6) -> tuple[list[float], float]:
+    """Minimise ``f`` from ``x0`` (Nelder-Mead simplex, standard coefficients); returns (x, f(x))."""
+    n = len(x0)
+    pts = [list(x0)] + [[x0[j] + (step[j] if j == i else 0.0) for j in range(n)] for i in range(n)]
+    vals = [f(p) for p in pts]
+    for _ in range(iters):
+        order = sorted(range(n + 1), key=lambda k: vals[k])
+        pts, vals = [pts[k] for k in order], [vals[k] for k in order]
+        if abs(vals[-1] - vals[0]) < tol:
+            break
+        centroid = [sum(p[j] for p in pts[:-1]) / n for j in range(n)]
+
+        def towards(c: float, p: list[float] = pts[-1], centroid: list[float] = centroid) -> list[float]:
+            return [centroid[j] + c * (p[j] - centroid[j]) for j in range(n)]
+
+        xr = towards(-1.0)
+        fr = f(xr)
+        if fr < vals[0]:
+            xe = towards(-2.0)
+            fe = f(xe)
+            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
+        elif fr < vals[-2]:
+            pts[-1], vals[-1] = xr, fr
+        else:
+            xc = towards(0.5)
+            fc = f(xc)
+            if fc < vals[-1]:
+                pts[-1], vals[-1] = xc, fc
+            else:  # shrink towards the best point
+                pts = [pts[0]] + [[pts[0][j] + 0.5 * (p[j] - pts[0][j]) for j in range(n)] for p in pts[1:]]
+                vals = [vals[0]] + [f(p) for p in pts[1:]]
+    k = min(range(n + 1), key=lambda i: vals[i])
+    return pts[k], vals[k]
+
+
+def dense_fit(base: Calibration) -> dict[str, float]:
+    """``serve_eff`` (FP8/BF16 GEMMs), ``serve_eff_fp4`` and the fixed step costs ``step_overhead_s`` and
+    ``seq_overhead_s`` jointly on the dense rows (least squares in log throughput). The fixed costs are shared by
+    both precisions; parameters are searched as log(eff) and sqrt(cost) so that they stay positive."""
+
+    def cal_of(x: list[float]) -> Calibration:
+        return with_factors(base, serve_eff=math.exp(x[0]), serve_eff_fp4=math.exp(x[1]),
+                            step_overhead_s=x[2] ** 2 * 1e-3, seq_overhead_s=x[3] ** 2 * 1e-6)
+
+    def err(x: list[float]) -> float:
+        return _log_rms(serve_rows(cal_of(x), moe=False))
+
+    x, rms = nelder_mead(err, [math.log(0.66), math.log(0.5), 1.0, 1.0], [0.1, 0.1, 0.7, 0.7], iters=250)
+    c = cal_of(x)
+    return {"serve_eff": c.serve_eff, "serve_eff_fp4": c.serve_eff_fp4, "step_overhead_s": c.step_overhead_s,
+            "seq_overhead_s": c.seq_overhead_s, "dense_rms_log": rms}
+
+
 def moe_fit(base: Calibration, m_half: float) -> tuple[float, float]:
-    """For a given ``expert_m_half``: the ``moe_eff`` that zeroes the mean log error of the MoE rows (throughput is
-    proportional to it, so it is their geometric-mean ratio at ``moe_eff = 1``) and the RMS log error left."""
-    ratios = [r.ratio for r in serve_rows(with_factors(base, expert_m_half=m_half, moe_eff=1.0), moe=True)]
-    eff = _geo(ratios)
-    return eff, math.sqrt(sum(math.log(x / eff) ** 2 for x in ratios) / len(ratios))
+    """For a given ``expert_m_half``: the ``moe_eff`` that best fits the MoE rows (least squares in log; with fixed
+    step costs throughput is no longer proportional to it, so it is searched) and the RMS log error left."""
 
+    def err(e: float) -> float:
+        return _log_rms(serve_rows(with_factors(base, expert_m_half=m_half, moe_eff=e), moe=True))
 
-def fit_serve(base: Calibration = NVIDIA) -> dict[str, float]:
-    """``serve_eff`` (dense FP8 rows), ``serve_eff_fp4`` (dense FP4 rows), and (``expert_m_half``, ``moe_eff``)
-    jointly on the MoE rows (least squares in log throughput), all for the whole family."""
-    unit = with_factors(base, serve_eff=1.0, serve_eff_fp4=1.0)
-    # throughput is proportional to the serve factor, so the geometric-mean ratio is the least-squares fit in log
-    eff8 = _geo([r.ratio for r in serve_rows(unit, moe=False, precision="fp8")])
-    eff4 = _geo([r.ratio for r in serve_rows(unit, moe=False, precision="fp4")])
-    dense = with_factors(base, serve_eff=eff8, serve_eff_fp4=eff4)
-    # expert_m_half: golden-section search of the RMS log error on [0, 4000] tokens (one minimum; see docs)
-    lo, hi = 0.0, 4000.0
+    lo, hi = 0.2, 1.5
     inv = (math.sqrt(5.0) - 1.0) / 2.0
     a, b = hi - inv * (hi - lo), lo + inv * (hi - lo)
-    fa, fb = moe_fit(dense, a)[1], moe_fit(dense, b)[1]
-    for _ in range(30):
+    fa, fb = err(a), err(b)
+    for _ in range(22):
         if fa < fb:
             hi, b, fb = b, a, fa
             a = hi - inv * (hi - lo)
-            fa = moe_fit(dense, a)[1]
+            fa = err(a)
         else:
             lo, a, fa = a, b, fb
             b = lo + inv * (hi - lo)
-            fb = moe_fit(dense, b)[1]
-    m_half = (lo + hi) / 2.0
-    moe_eff, rms = moe_fit(dense, m_half)
-    return {"serve_eff": eff8, "serve_eff_fp4": eff4, "expert_m_half": m_half, "moe_eff": moe_eff, "moe_rms_log": rms}
+            fb = err(b)
+    eff = (lo + hi) / 2.0
+    return eff, err(eff)
+
+
+def fit_serve(base: Calibration = NVIDIA) -> dict[str, float]:
+    """The dense factors and fixed costs (:func:`dense_fit`), then (``expert_m_half``, ``moe_eff``) jointly on the
+    MoE rows (least squares in log throughput), all for the whole family."""
+    d = dense_fit(base)
+    dense = with_factors(base, serve_eff=d["serve_eff"], serve_eff_fp4=d["serve_eff_fp4"],
+                         step_overhead_s=d["step_overhead_s"], seq_overhead_s=d["seq_overhead_s"])
+
+    def err(x: list[float]) -> float:
+        return _log_rms(serve_rows(with_factors(dense, expert_m_half=math.exp(x[0]), moe_eff=math.exp(x[1])),
+                                   moe=True))
+
+    x, rms = nelder_mead(err, [math.log(320.0), math.log(0.7)], [0.5, 0.1], iters=120)
+    return {**d, "expert_m_half": math.exp(x[0]), "moe_eff": math.exp(x[1]), "moe_rms_log": rms}
 
 
 def train_rows(cal: Calibration) -> list[FitRow]:

@@ -42,6 +42,8 @@ class Chip:
     tdp_w: float | None
     price_usd: float | None
     sources: dict[str, str] = field(default_factory=dict)
+    scaleup_domain: int | None = None  # chips in one scale-up domain of a rack-scale system (None: server, 8)
+    system: str | None = None  # the rack-scale system this chip is sold in, e.g. "GB200 NVL72"
 
     def peak_tflops(self, precision: str) -> float | None:
         return {"bf16": self.bf16_tflops, "fp8": self.fp8_tflops, "fp4": self.fp4_tflops}[precision]
@@ -62,7 +64,8 @@ def chip(name: str) -> Chip:
     """The planner's view of catalog accelerator ``name`` (key or alias); raises UnknownName."""
     acc = accelerator(name)
     sources = {f: s for f in ("bf16_tflops", "fp8_tflops", "fp4_tflops", "memory_bw_gbps", "memory_gb",
-                              "interconnect_bw_gbps", "tdp_w", "price_usd") if (s := acc.source_of(f))}
+                              "interconnect_bw_gbps", "tdp_w", "price_usd", "scaleup_domain")
+               if (s := acc.source_of(f))}
     link = _num(acc, "interconnect_bw_gbps")
     if link is not None:
         # catalog link figures are bidirectional aggregates per device (NVLink 900 GB/s = 450 each way)
@@ -77,6 +80,8 @@ def chip(name: str) -> Chip:
         memory_gb=_num(acc, "memory_gb"), memory_bw_gbps=_num(acc, "memory_bw_gbps"),
         link_gbps_per_dir=link_dir, link_kind=kind,
         tdp_w=_num(acc, "tdp_w"), price_usd=_num(acc, "price_usd"), sources=sources,
+        scaleup_domain=int(d) if (d := _num(acc, "scaleup_domain")) is not None else None,
+        system=acc.name if acc.value("scaleup_domain") is not None else None,
     )
 
 

@@ -3,11 +3,13 @@
 A measurement is one run of ``suanli bench serve`` against a live endpoint of a known model on known chips:
 output tokens/s at a mean number of requests in flight. The planner's prediction for the same replica at the same
 batch (``estimate_serve`` with ``replica_chips`` and ``max_batch`` fixed) is proportional to the family's serving
-factor (every term of the step time is divided by it), so the least-squares fit in log throughput of one factor
-for a vendor over all its measurements is the geometric mean of measured / predicted, times the default factor.
+factor when the fixed step costs scale with it (every term of the step time is divided by the factor, and the fixed
+costs are divided by the same ratio), so the least-squares fit in log throughput of one factor for a vendor over
+all its measurements is the geometric mean of measured / predicted, times the default factor.
 
 The fitted set is a new family ``<vendor>-measured`` (``serve_eff`` and ``serve_eff_fp4`` scaled by the same
-ratio; kernel efficiencies and the training factors stay as the default family has them). Measurements live in a
+ratio, ``step_overhead_s`` and ``seq_overhead_s`` divided by it; kernel efficiencies and the training factors stay
+as the default family has them). Measurements live in a
 user file - ``$SUANLI_CALIBRATION_FILE``, else ``~/.suanli/calibration.json`` - that
 :func:`suanli.perf.calibration.calibration_for` reads, so every ``suanli plan`` on that machine uses them.
 """
@@ -158,7 +160,8 @@ def fit_vendor(vendor: str, measurements: list[Measurement]) -> Fit | None:
     band = max(MIN_BAND, math.sqrt(sum(e * e for e in errs) / len(errs)))
     fitted = replace(
         base, family=f"{vendor.lower()}-measured", serve_eff=base.serve_eff * ratio,
-        serve_eff_fp4=base.serve_eff_fp4 * ratio, confidence=f"measured ({len(pairs)} runs)", uncertainty=band,
+        serve_eff_fp4=base.serve_eff_fp4 * ratio, step_overhead_s=base.step_overhead_s / ratio,
+        seq_overhead_s=base.seq_overhead_s / ratio, confidence=f"measured ({len(pairs)} runs)", uncertainty=band,
         # MoE rows keep the default's wider band unless a MoE model was measured
         uncertainty_moe=band if any(_is_moe(m.model) for m, _ in pairs) else max(band, base.uncertainty_moe),
         sources=(*base.sources, ("serve_eff/serve_eff_fp4", f"fitted on {len(pairs)} measurement(s) of this "

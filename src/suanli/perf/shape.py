@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from suanli.catalog.llms import LLM, computed_params, llm
+from suanli.catalog.llms import LLM, Architecture, computed_params, llm
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,11 @@ class Shape:
     params_routed: float  # all routed experts, all layers
     params_routed_active: float
     kv_values_per_token: float  # cached values per token over all layers (x bytes/value = KV bytes)
+    max_positions: int = 0  # context window (prompt + output tokens)
+    decode_qk_dim: int = 0  # per-head dims a decode step's attention core works in (MLA: the absorbed latent)
+    decode_v_dim: int = 0
+    vision_params: float = 0.0  # vision encoder weights (multimodal models)
+    vision_flops_per_image_token: float = 0.0  # ViT forward FLOPs for one LLM image token (merge^2 patches)
 
     @property
     def is_moe(self) -> bool:
@@ -56,6 +61,18 @@ class Shape:
     def attn_flops_per_key(self) -> float:
         """Forward attention-core FLOPs of one query token per attended key, all layers."""
         return 2.0 * self.heads * (self.qk_dim + self.v_dim) * self.layers
+
+    def decode_attn_flops_per_key(self) -> float:
+        """Attention-core FLOPs of one *decode* query per cached key, all layers. Equal to the prefill figure for
+        GQA; for MLA the engines absorb the up-projections into the query and the output (DeepSeek-V3 inference
+        code, FlashMLA), so each head attends over the cached latent: QK over ``kv_lora_rank + rope`` values
+        and AV over ``kv_lora_rank`` values per key - 3.4x DeepSeek-V3's prefill figure per key."""
+        per_head = (self.decode_qk_dim or self.qk_dim) + (self.decode_v_dim or self.v_dim)
+        return 2.0 * self.heads * per_head * self.layers
+
+    @property
+    def is_multimodal(self) -> bool:
+        return self.vision_params > 0
 
     def kv_bytes_per_token(self, bytes_per_value: float) -> float:
         return self.kv_values_per_token * bytes_per_value
@@ -88,9 +105,18 @@ def shape_of(model: LLM) -> Shape:
         kv_width = a.heads * (a.head_dim + a.v_dim) // 2
         assert a.kv_lora_rank is not None and a.qk_rope_head_dim is not None
         kv_values = a.layers * (a.kv_lora_rank + a.qk_rope_head_dim)
+        dec_qk, dec_v = a.kv_lora_rank + a.qk_rope_head_dim, a.kv_lora_rank
     else:
         kv_width = a.kv_heads * a.head_dim
         kv_values = a.layers * 2 * a.kv_heads * a.head_dim
+        dec_qk, dec_v = a.head_dim, a.v_dim
+    vis_flops = 0.0
+    if a.vision is not None:
+        v = a.vision
+        patches = v.spatial_merge * v.spatial_merge  # ViT tokens behind one LLM image token
+        # linear layers of the ViT on every patch + the merger on the merged token; attention core over
+        # windows of ~64-256 patches is small next to them and left out
+        vis_flops = 2.0 * (p.vision - _merger_params(a)) * patches + 2.0 * _merger_params(a)
     m = a.moe
     return Shape(
         key=model.key, layers=a.layers, hidden=a.hidden, heads=a.heads, qk_dim=a.head_dim, v_dim=a.v_dim,
@@ -101,7 +127,17 @@ def shape_of(model: LLM) -> Shape:
         params_total=float(p.total), params_active=float(p.active), params_embedding=float(p.embedding),
         params_head=float(p.lm_head), head_flop_params=float(a.vocab * a.hidden), params_routed=float(p.routed_experts),
         params_routed_active=float(p.routed_experts_active), kv_values_per_token=float(kv_values),
+        max_positions=a.max_positions, decode_qk_dim=dec_qk, decode_v_dim=dec_v, vision_params=float(p.vision),
+        vision_flops_per_image_token=vis_flops,
     )
+
+
+def _merger_params(a: Architecture) -> float:
+    """Weights of the patch merger(s), which run once per merged (LLM) token rather than per patch."""
+    v = a.vision
+    assert v is not None
+    m = v.hidden * v.spatial_merge * v.spatial_merge
+    return float((1 + v.extra_mergers) * (v.hidden + m * m + m * v.out_hidden + (m + v.out_hidden if v.bias else 0)))
 
 
 @cache

@@ -37,6 +37,30 @@ RECOMPUTE_CHOICES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 MAX_CHIPS = 1 << 17
 BYTES_WEIGHT_GRAD = 6.0  # bf16 weights + fp32 gradient buffers (Megatron-Core distributed optimizer default)
 BYTES_OPTIMIZER = 12.0  # fp32 master weights + Adam first and second moments
+BYTES_LORA_BASE: dict[str, float] = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5625}  # frozen base weights (LoRA)
+# Latency of one step of a ring collective (NCCL src/graph/tuning.cc, ring / Simple protocol: base 8.4 us, plus
+# 3.4 us per NVLink hop and 14 us per network hop)
+NCCL_BASE_S, NCCL_NVLINK_HOP_S, NCCL_NET_HOP_S = 8.4e-6, 3.4e-6, 14e-6
+# Megatron-Core DDP bucket: max(40M, 1M x data-parallel size) parameters per gradient reduce-scatter
+DDP_BUCKET_MIN, DDP_BUCKET_PER_RANK = 40e6, 1e6
+
+
+def lora_params(s: Shape, rank: int) -> float:
+    """Trainable LoRA parameters: rank x (in + out) for every linear layer of the body - attention projections,
+    dense FFNs and shared experts (routed experts keep no adapter)."""
+    h = s.hidden
+    attn = (h + s.q_width) * 2 + 2 * (h + s.kv_width)
+    dense_ffn = 3 * (h + s.ffn_width)
+    moe_ffn = 3 * (h + s.moe_width) * s.shared_experts
+    return float(rank * (s.layers * attn + (s.layers - s.moe_layers) * dense_ffn + s.moe_layers * moe_ffn))
+
+
+def ring_latency(ranks: int, cluster: Cluster) -> float:
+    """Latency part of one ring reduce-scatter or all-gather over ``ranks`` chips (NCCL's tuning model)."""
+    if ranks <= 1:
+        return 0.0
+    nodes = math.ceil(ranks / cluster.domain)
+    return NCCL_BASE_S + (ranks - nodes) * NCCL_NVLINK_HOP_S + (nodes - 1) * NCCL_NET_HOP_S
 
 
 @dataclass(frozen=True)
@@ -44,24 +68,34 @@ class TrainJob:
     model: str
     tokens: float
     seq: int = 4096
-    precision: str = "bf16"  # bf16 | fp8 (FP8 GEMMs, BF16 attention, optimizer as for bf16)
+    precision: str = "bf16"  # bf16 | fp8 | fp4 (FP8 / NVFP4 GEMMs, BF16 attention, optimizer as for bf16)
     global_batch_tokens: float | None = None  # default: 16M tokens (4M for models under 20B params)
     chips: int | None = None  # fixed chip count; otherwise the planner picks one (see target_days)
     target_days: float = 60.0  # with chips unset: the smallest power-of-two count that trains within this
+    method: str = "pretrain"  # pretrain | full (full fine-tuning: the same work) | lora (frozen base + adapters)
+    lora_rank: int = 16  # LoRA adapter rank (method "lora"), adapters on every linear layer of the body
 
     def __post_init__(self) -> None:
         if self.tokens <= 0:
             raise InvalidQuantity("training tokens must be positive")
         if self.seq < 1:
             raise InvalidQuantity("sequence length must be >= 1")
-        if self.precision not in ("bf16", "fp8"):
-            raise InvalidQuantity(f"training precision must be bf16 or fp8, got {self.precision!r}")
+        if self.precision not in ("bf16", "fp8", "fp4"):
+            raise InvalidQuantity(f"--precision must be bf16, fp8 or fp4, got {self.precision!r}")
+        if self.method not in ("pretrain", "full", "lora"):
+            raise InvalidQuantity(f"--method must be pretrain, full or lora, got {self.method!r}")
+        if self.lora_rank < 1:
+            raise InvalidQuantity(f"--lora-rank must be >= 1, got {self.lora_rank}")
         if self.chips is not None and self.chips <= 0:
             raise InvalidQuantity(f"--chips must be a positive whole number, got {self.chips}")
         if self.global_batch_tokens is not None and self.global_batch_tokens < self.seq:
             raise InvalidQuantity("global batch must hold at least one sequence")
         if self.target_days <= 0:
             raise InvalidQuantity("target days must be positive")
+
+    @property
+    def lora(self) -> bool:
+        return self.method == "lora"
 
     def batch_tokens(self, s: Shape) -> float:
         if self.global_batch_tokens is not None:
@@ -154,9 +188,14 @@ def memory_per_chip(s: Shape, c: Chip, job: TrainJob, lay: Layout, micro_batches
     dense_chip = dense / (lay.tp * lay.pp)
     routed_chip = s.params_routed / (lay.pp * lay.ep) if s.is_moe else 0.0
     edp = max(1.0, lay.dp * lay.tp / lay.ep)
-    sharded = BYTES_OPTIMIZER + (BYTES_WEIGHT_GRAD - 2.0 if lay.zero >= 2 else 0.0)
-    replicated = BYTES_WEIGHT_GRAD - (BYTES_WEIGHT_GRAD - 2.0 if lay.zero >= 2 else 0.0)
-    states = replicated * (dense_chip + routed_chip) + sharded * (dense_chip / lay.dp + routed_chip / edp)
+    if job.lora:
+        # frozen base weights in the training precision's storage, trainable adapters with full training states
+        base = BYTES_LORA_BASE[job.precision] * (dense_chip + routed_chip)
+        states = base + (BYTES_WEIGHT_GRAD + BYTES_OPTIMIZER) * lora_params(s, job.lora_rank) / (lay.tp * lay.pp)
+    else:
+        sharded = BYTES_OPTIMIZER + (BYTES_WEIGHT_GRAD - 2.0 if lay.zero >= 2 else 0.0)
+        replicated = BYTES_WEIGHT_GRAD - (BYTES_WEIGHT_GRAD - 2.0 if lay.zero >= 2 else 0.0)
+        states = replicated * (dense_chip + routed_chip) + sharded * (dense_chip / lay.dp + routed_chip / edp)
     layers_stage = math.ceil(s.layers / lay.pp)
     in_flight = min(lay.pp, max(1.0, micro_batches))
     if lay.v > 1:
@@ -202,15 +241,24 @@ def step_estimate(s: Shape, c: Chip, cal: Calibration, cluster: Cluster, job: Tr
     if check_memory and mem > _usable_bytes(c, cal):
         return None
     assert c.bf16_tflops is not None and c.memory_bw_gbps is not None
-    peak_lin = (c.fp8_tflops if job.precision == "fp8" and c.fp8_tflops else c.bf16_tflops) * 1e12
+    peak_lin = peak_rated = (c.peak_tflops(job.precision) or c.bf16_tflops) * 1e12
+    if job.precision == "fp4":
+        # 4-bit tensor units reach a smaller share of their peak than 8-bit ones: the ratio of the family's
+        # fitted FP4 and FP8 serving factors (no FP4 training measurement in the calibration set)
+        peak_lin *= cal.serve_eff_fp4 / cal.serve_eff
     peak_attn = c.bf16_tflops * 1e12
     tokens = float(job.seq)
     shard = lay.tp * lay.pp  # chips sharing one micro-batch's work (experts: balanced over the EP group)
-    lin = 3.0 * (s.linear_flops_body() + s.head_flops()) * tokens
+    # forward + backward (input gradients + weight gradients); LoRA computes no weight gradients of the frozen
+    # base (2 of the 3 passes) and trains only the adapters
+    passes = 2.0 if job.lora else 3.0
+    lin = passes * (s.linear_flops_body() + s.head_flops()) * tokens
+    if job.lora:
+        lin += 6.0 * lora_params(s, job.lora_rank) * tokens
     attn = 3.0 * s.attn_flops_per_key() * (job.seq / 2.0) * tokens
     # flash attention recomputes the attention core in its backward pass; block recomputation reruns the
     # forward pass of the recomputed layers
-    extra_lin = lay.recompute * lin / 3.0
+    extra_lin = lay.recompute * lin / passes
     extra_attn = attn / 3.0
     gemm = cal.gemm_eff
     t_flops = ((lin + extra_lin) / peak_lin + (attn + extra_attn) / peak_attn) / (shard * gemm)
@@ -226,41 +274,50 @@ def step_estimate(s: Shape, c: Chip, cal: Calibration, cluster: Cluster, job: Tr
     t_ep = 0.0
     if s.is_moe and lay.ep > 1:
         moe_stage = s.moe_layers / lay.pp
-        act_bytes = 1.0 + 2.0 if job.precision == "fp8" else 2.0 + 2.0  # dispatch + combine bytes per value
+        act_bytes = 1.0 + 2.0 if job.precision in ("fp8", "fp4") else 2.0 + 2.0  # dispatch + combine, per value
         per_token = 2.0 * s.experts_per_token * (lay.ep - 1) / lay.ep * s.hidden * act_bytes  # fwd + bwd
         vol = tokens / lay.tp * moe_stage * per_token
         ep_span_chips = lay.ep * lay.tp  # the EP group spreads over dp ranks that sit tp chips apart
-        local = min(1.0, cluster.scaleup_size / ep_span_chips) if ep_span_chips > cluster.scaleup_size else 1.0
+        local = min(1.0, cluster.domain / ep_span_chips) if ep_span_chips > cluster.domain else 1.0
         t_local = vol * local / ((c.link_gbps_per_dir or cluster.scaleout_gbps) * 1e9 * cal.link_eff)
         t_remote = vol * (1.0 - local) / (cluster.scaleout_gbps * 1e9 * cal.net_eff)
         t_ep = max(t_local, t_remote)
     t_pp = 0.0
     if lay.pp > 1:
-        crosses = lay.tp * lay.pp > cluster.scaleup_size
+        crosses = lay.tp * lay.pp > cluster.domain
         bw = cluster.scaleout_gbps * cal.net_eff if crosses else (c.link_gbps_per_dir or 0.0) * cal.link_eff
         t_pp = 2.0 * lay.v * tokens * s.hidden * 2.0 / lay.tp / (bw * 1e9) if bw > 0 else math.inf
-    t_mb = t_comp + (1.0 - cal.tp_overlap) * t_tp + t_ep + t_pp
+    # fixed cost of a forward + backward pass of one micro-batch on one stage (kernel launches, host work): three
+    # forward passes' worth of the family's fitted per-step serving overhead (an assumption: no training fit)
+    t_fixed = 3.0 * cal.step_overhead_s * layers_stage / s.layers
+    t_mb = t_comp + (1.0 - cal.tp_overlap) * t_tp + t_ep + t_pp + t_fixed
     bubble = (lay.pp - 1) / lay.v * t_mb if lay.pp > 1 else 0.0
     # data parallel: reduce-scatter gradients + all-gather parameters (bf16), over the NICs
     dense_chip = (s.params_total - s.params_routed) / (lay.tp * lay.pp)
     routed_chip = s.params_routed / (lay.pp * lay.ep) if s.is_moe else 0.0
     edp = max(1.0, lay.dp * lay.tp / lay.ep)
+    if job.lora:  # only the adapters have gradients and optimizer states
+        dense_chip, routed_chip = lora_params(s, job.lora_rank) / (lay.tp * lay.pp), 0.0
     grad_bytes = 2.0 * ((lay.dp - 1) / lay.dp * dense_chip + (edp - 1) / edp * routed_chip)  # bf16, one pass
     net = cluster.scaleout_gbps * 1e9 * cal.net_eff
+    # each gradient bucket's ring collective also pays NCCL's latency, which grows with the data-parallel ranks
+    buckets = math.ceil((dense_chip + routed_chip) / max(DDP_BUCKET_MIN, DDP_BUCKET_PER_RANK * lay.dp))
+    t_grad = grad_bytes / net + buckets * ring_latency(lay.dp, cluster) if lay.dp > 1 else 0.0
     if lay.zero >= 2:
         # gradients are reduce-scattered after every micro-batch (hidden behind its backward pass) and the
         # parameters all-gathered once per step
-        per_mb = max(0.0, grad_bytes / net - 2.0 / 3.0 * t_mb)
-        dp_exposed = m * per_mb + max(0.0, grad_bytes / net - t_mb)
+        per_mb = max(0.0, t_grad - 2.0 / 3.0 * t_mb)
+        dp_exposed = m * per_mb + max(0.0, t_grad - t_mb)
     else:
         # reduce-scatter gradients + all-gather parameters once per step, behind the last micro-batch
-        dp_exposed = max(0.0, 2.0 * grad_bytes / net - t_mb)
+        dp_exposed = max(0.0, 2.0 * t_grad - t_mb)
     opt_params = dense_chip / lay.dp + routed_chip / edp
     t_opt = opt_params * 2.0 * (BYTES_OPTIMIZER + BYTES_WEIGHT_GRAD) / (c.memory_bw_gbps * 1e9 * cal.hbm_eff)
     step = m * t_mb + bubble + dp_exposed + t_opt
-    model_flops = (3.0 * (s.linear_flops_body() + s.head_flops()) + 3.0 * s.attn_flops_per_key() * job.seq / 2.0)
+    # model FLOPs the job needs (no recomputation): 6 x active params for training, 4 x for LoRA (+ adapters)
+    model_flops = lin / tokens + 3.0 * s.attn_flops_per_key() * job.seq / 2.0
     step_tokens = batch_seqs * job.seq
-    mfu = model_flops * step_tokens / (lay.chips * peak_lin * step)
+    mfu = model_flops * step_tokens / (lay.chips * peak_rated * step)
     return StepEstimate(layout=lay, memory_gb=mem / 1e9, step_s=step, compute_s=m * t_comp, tp_comm_s=m * t_tp,
                         ep_comm_s=m * t_ep, pp_comm_s=m * t_pp, bubble_s=bubble, dp_exposed_s=dp_exposed,
                         optimizer_s=t_opt, mfu=mfu, tokens_per_s=step_tokens / step)
@@ -268,7 +325,7 @@ def step_estimate(s: Shape, c: Chip, cal: Calibration, cluster: Cluster, job: Tr
 
 def layouts(s: Shape, c: Chip, cluster: Cluster, chips: int) -> list[Layout]:
     """Candidate layouts for ``chips`` chips (tp within the scale-up domain)."""
-    tps = [t for t in TP_CHOICES if t <= cluster.scaleup_size and s.heads % t == 0]
+    tps = [t for t in TP_CHOICES if t <= cluster.domain and s.heads % t == 0]
     if c.link_kind == "none":
         tps = [1]
     out = []
@@ -319,14 +376,27 @@ def min_chips_by_memory(s: Shape, c: Chip, cal: Calibration, cluster: Cluster, j
 def estimate_train(job: TrainJob, accelerator: str, *, cluster: Cluster | None = None, money: Money | None = None,
                    calibration: Calibration | None = None) -> TrainEstimate:
     """Plan training ``job`` on ``accelerator`` (catalog key or alias)."""
-    cluster = cluster or Cluster()
     money = money or Money()
     c, s, cal, fields, reason = setup(job.model, accelerator, calibration)
+    cluster = (cluster or Cluster()).for_chip(c.scaleup_domain)
     row = TrainEstimate(**fields)
     if reason:
         row.reason = reason
         return row
     precision = job.precision
+    if precision == "fp4" and not c.supports("fp4"):
+        row.reason = (f"FP4 training refused on {c.key}: the catalog has no FP4 peak for it (no FP4 tensor units; "
+                      "FP4 needs Blackwell-class chips such as B200 or GB200) - plan with --precision fp8 or bf16")
+        return row
+    if precision == "fp4":
+        row.notes.append("FP4 (NVFP4) GEMMs at the family's FP4/FP8 efficiency ratio; no FP4 training measurement "
+                         "in the calibration set")
+    if job.method == "lora":
+        row.notes.append(f"LoRA rank {job.lora_rank}: {lora_params(s, job.lora_rank) / 1e6:,.0f}M trainable "
+                         f"parameters on a frozen base in {precision} storage; MFU counts 4 x params per token")
+    if s.max_positions and job.seq > s.max_positions:
+        row.notes.append(f"sequence {job.seq:,} is longer than {s.key}'s context window ({s.max_positions:,}): "
+                         "a context-extension job")
     if precision == "fp8" and not c.supports("fp8"):
         precision = "bf16"
         row.notes.append(f"{c.key} has no known fp8 peak: planned in bf16")

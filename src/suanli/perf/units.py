@@ -24,6 +24,8 @@ def parse_tokens(text: str | float | int, what: str = "token count") -> float:
     else:
         s = str(text).strip().replace(",", "").replace("_", "")
         m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBgGtTpP]?)", s)
+        if not m and re.fullmatch(r"-\s*[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?\s*[kKmMbBgGtTpP]?", s):
+            raise InvalidQuantity(f"{what} must be a positive number, got {text!r}")
         if not m:
             raise InvalidQuantity(f"{what} {text!r} is not a number like 14.8T, 500B, 2M or 1e12")
         value = float(m.group(1)) * _TOKEN_SUFFIX[m.group(2).lower()]
@@ -39,12 +41,21 @@ def parse_duration(text: str | float | int, what: str = "duration") -> float:
     else:
         s = str(text).strip().lower()
         m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(ms|us|µs|min|s|h)?", s)
+        if not m and re.fullmatch(r"-\s*[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?\s*(ms|us|µs|min|s|h)?", s):
+            raise InvalidQuantity(f"{what} must be positive, got {text!r}")
         if not m:
             raise InvalidQuantity(f"{what} {text!r} is not a duration like 2s, 100ms or 250us")
         value = float(m.group(1)) * _TIME_SUFFIX[m.group(2) or ""]
     if not math.isfinite(value) or value <= 0:
         raise InvalidQuantity(f"{what} must be positive, got {text!r}")
     return value
+
+
+def parse_count(text: str | float | int, what: str) -> float:
+    """A token count that may be zero (``--image-tokens 0``); same forms as :func:`parse_tokens`."""
+    if str(text).strip() in ("0", "0.0"):
+        return 0.0
+    return parse_tokens(text, what)
 
 
 def parse_positive_int(text: str | int, what: str) -> int:
