@@ -19,3 +19,13 @@ def shared() -> Path:
 def _no_user_calibration(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """The planner reads the user's measured calibration file (suanli plan calibrate): tests never see one."""
     monkeypatch.setenv("SUANLI_CALIBRATION_FILE", str(tmp_path_factory.mktemp("cal") / "calibration.json"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Say where the browser tests left their screenshots."""
+    try:
+        from test_dashboard_browser import SHOTS_KEY
+    except ImportError:
+        return
+    for d in sorted(config.stash.get(SHOTS_KEY, set())):
+        terminalreporter.write_line(f"dashboard screenshots: {d}")

@@ -11,11 +11,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
 
 from suanli.api import logs
 from suanli.api.deps import ControllerView, Ctx
 from suanli.api.errors import BodyLimit, install_handlers
-from suanli.api.routers import jobs, meta, nodes, queues, tenants
+from suanli.api.routers import fleet, history, jobs, meta, nodes, plan, queues, tenants, ui
 from suanli.control.logs import FollowerLimit
 from suanli.control.metrics import Metrics, RouteTimer
 from suanli.control.store import Store
@@ -44,8 +45,10 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
     app.state.store = store
     app.state.metrics = metrics
     install_handlers(app)
-    for r in (jobs.router, nodes.router, queues.router, tenants.router, meta.router):
+    for r in (jobs.router, nodes.router, fleet.router, queues.router, tenants.router, history.router, plan.router,
+              meta.router, ui.router):
         app.include_router(r)
+    app.mount("/static", StaticFiles(directory=ui.STATIC), name="static")
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema:

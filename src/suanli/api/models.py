@@ -182,3 +182,84 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": d}
     for code, d in ((401, "no or an invalid bearer token"), (422, "invalid input (the field is named)"))
 }
+
+
+# -- dashboard reads -------------------------------------------------------------------------------------------
+DeviceCell = tuple[int, str, str, list[int]]
+
+
+class FleetNode(BaseModel):
+    name: str
+    rack: str
+    domain: str
+    accelerator: str
+    drained: bool
+    lost: bool
+    devices: list[DeviceCell] = Field(description="[local index, model, state, job ids]; state is busy, free, "
+                                                  "drained, unhealthy or lost; a tenant sees only its own job ids")
+
+
+class FleetJob(BaseModel):
+    name: str
+    tenant: str
+    queue: str
+
+
+class FleetTotal(BaseModel):
+    vendor: str
+    model: str
+    total: int
+    busy: int
+    free: int
+    drained: int
+    unhealthy: int
+    lost: int
+
+
+class Fleet(BaseModel):
+    nodes: list[FleetNode] = Field(description="by rack, then name")
+    jobs: dict[str, FleetJob] = Field(description="the running jobs the caller may see, by id")
+    totals: list[FleetTotal] = Field(description="devices by vendor and model")
+
+
+class QueueUsage(Queue):
+    used: dict[str, float] = Field(description="devices in use by running jobs, per accelerator model")
+    borrowed: dict[str, float] = Field(description="devices in use beyond the quota, per model")
+    running: int
+    pending: int = Field(description="waiting jobs (the caller's own, for a tenant)")
+
+
+class PlanRow(BaseModel):
+    """One accelerator's row of a plan (the planner's fields; see ``suanli plan --json``)."""
+
+    model_config = ConfigDict(extra="allow")
+    accelerator: str
+    vendor: str
+    model: str
+    precision: str | None
+    chips: int | None
+    tokens_per_s: float | None
+    usd_per_chip_hour: float | None
+    confidence: str | None
+    reason: str | None = Field(description="why there is no plan for this accelerator (None: there is one)")
+    notes: list[str]
+
+
+class Me(BaseModel):
+    admin: bool
+    tenant: str | None = Field(description="None for an admin token")
+
+
+class Sample(BaseModel):
+    at: float = Field(description="Unix time (bucket start for averages)")
+    total: float = Field(description="devices the controller schedules")
+    allocated: float = Field(description="devices allocated (fractions count as fractions)")
+    running: float
+    pending: float = Field(description="waiting jobs")
+    reasons: dict[str, float] = Field(description="waiting jobs by reason code")
+
+
+class History(BaseModel):
+    window: str
+    step_s: float | None = Field(description="seconds between samples (None: not known)")
+    samples: list[Sample]

@@ -161,6 +161,21 @@ node_events = sa.Table(  # append-only: node lost / back, device unhealthy / hea
 sa.Index("ix_node_events_node", node_events.c.node, node_events.c.id)
 
 
+samples = sa.Table(  # the dashboard's history: level 0 raw, 1 five-minute and 2 hourly averages
+    "samples",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("level", sa.SmallInteger, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),  # sample time; bucket start for averages
+    sa.Column("total", sa.Float, nullable=False),  # schedulable devices
+    sa.Column("allocated", sa.Float, nullable=False),  # devices allocated (fractions count as fractions)
+    sa.Column("running", sa.Float, nullable=False),
+    sa.Column("pending", sa.Float, nullable=False),
+    sa.Column("reasons", sa.JSON, nullable=False),  # waiting jobs by reason code
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_samples_level_at", samples.c.level, samples.c.at)
+
 def make_engine(url: str, *, sync: str = "normal") -> Engine:
     """An engine for ``url``. SQLite: WAL, ``synchronous`` as given, a busy timeout, and write transactions that
     take the write lock at BEGIN (``BEGIN IMMEDIATE``) so that concurrent writers wait instead of failing."""
@@ -197,7 +212,7 @@ def sqlite_url(path: str | Path) -> str:
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0002"  # newest migration; a test checks it against Alembic's view of migrations/versions
+HEAD = "0003"  # newest migration; a test checks it against Alembic's view of migrations/versions
 
 
 def migrate(engine: Engine) -> None:

@@ -16,6 +16,7 @@ from suanli.sched import WHOLE
 
 if TYPE_CHECKING:
     from suanli.control.controller import Controller
+    from suanli.control.history import Sampler
     from suanli.control.store import Store
 
 
@@ -77,6 +78,7 @@ class Metrics:
             "suanli_reconcile_interval_seconds", "Time between the ends of two reconcile ticks (the tick period plus "
             "any lag)", buckets=(0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry)
         self.last_tick: float | None = None
+        self.sampler: Sampler | None = None  # the history sampler, fed each snapshot
         self._store_hooked: set[int] = set()
         self.registry.register(_Live(self))
 
@@ -124,6 +126,8 @@ class Metrics:
         if self.last_tick is not None:
             self.tick_interval.observe(now - self.last_tick)
         self.last_tick = now
+        if self.sampler is not None:
+            self.sampler.observe(self.snapshot)
 
 
 class RouteTimer:

@@ -13,6 +13,7 @@ from suanli.control.controller import Controller
 from suanli.control.db import sqlite_url
 from suanli.control.executors.base import DeviceInfo, Executor, NodeInfo
 from suanli.control.executors.local import LocalExecutor
+from suanli.control.history import Sampler
 from suanli.control.metrics import Metrics
 from suanli.control.store import Store, hash_token
 from suanli.devices import LocalDevice, discover, host_cpu_memory, parse_declared
@@ -114,14 +115,15 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
                  node: str | None = None, policy: str = "fifo", tick_s: float = 0.1, retry_base_s: float = 2.0,
                  grace_s: float = 5.0, sync: str = "normal", keep_jobs_on_stop: bool = False,
                  lock: bool = False, virtual: str | None = None, speed: float = 1.0,
-                 fault_rate: float | None = None, fault_seed: int = 0) -> Service:
+                 fault_rate: float | None = None, fault_seed: int = 0, sample_s: float = 15.0) -> Service:
     """Open (creating if needed) the data directory and database, register this machine and build the controller.
     Nothing runs yet: call ``service.controller.start()``. The API over it: :func:`suanli.api.server.open_service`
     (``control`` does not import ``api``).
 
     ``virtual`` (a cluster file or ``1250x8xBR100``): no local node; the executor is
     :class:`~suanli.control.executors.virtual.VirtualExecutor` on those nodes, its clock ``speed`` times the wall
-    clock (retry back-offs shrink alike), with the twin's random faults at ``fault_rate`` per device-hour."""
+    clock (retry back-offs shrink alike), with the twin's random faults at ``fault_rate`` per device-hour.
+    ``sample_s``: how often the controller records a history sample (the dashboard's "Over time")."""
     dd = Path(data_dir).resolve()
     dd.mkdir(parents=True, exist_ok=True)
     if lock:
@@ -149,6 +151,7 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
     tok_path = ensure_admin_token(store, dd)
     metrics = Metrics()
     metrics.store = store
+    metrics.sampler = Sampler(store, interval_s=sample_s)
     ctl = Controller(store, ex, policy=policy, tick_s=tick_s, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s,
                      keep_jobs_on_stop=keep_jobs_on_stop, metrics=metrics)
     return Service(dd, store, ex, ctl, metrics, name, devs, tok_path)

@@ -110,6 +110,10 @@ def _job_out(r: Mapping[str, Any], spec: bool = False) -> dict[str, Any]:
     return d
 
 
+HISTORY_STEPS_S = (0.0, 300.0, 3600.0)  # level 0 is raw (the sampler's interval), then 5-minute and hourly buckets
+HISTORY_KEEP_S = (2 * 3600.0, 2 * 86400.0, 8 * 86400.0)  # enough for the last hour / day / week
+
+
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -579,3 +583,118 @@ class Store:
             if record is not None:
                 c.execute(job_attempts.update().where(job_attempts.c.id == attempt_id)
                           .values(procs=record[0], pgid=record[1]))
+
+    # -- dashboard reads -------------------------------------------------------------------------------------
+    def fleet(self) -> dict[str, Any]:
+        """Every node and device with its state (busy / free / drained / unhealthy / lost) and the jobs on it, in
+        one read transaction: {"nodes": [...], "jobs": {id: {name, tenant, queue}}}. Devices are listed as
+        ``[local_index, model, state, [job ids]]`` (compact: a fleet has tens of thousands of them)."""
+        dv = db.devices
+        with self.read() as c:
+            ns = c.execute(sa.select(nodes.c.id, nodes.c.name, nodes.c.rack, nodes.c.domain, nodes.c.accelerator,
+                                     nodes.c.drained, nodes.c.status).order_by(nodes.c.rack, nodes.c.name)).all()
+            ds = c.execute(sa.select(dv.c.node_id, dv.c.local_index, dv.c.model, dv.c.health)
+                           .order_by(dv.c.node_id, dv.c.local_index)).all()
+            run = c.execute(sa.select(job_attempts.c.job_id, job_attempts.c.placement, jobs.c.name, jobs.c.tenant,
+                                      jobs.c.queue)
+                            .join(jobs, jobs.c.id == job_attempts.c.job_id)
+                            .where(job_attempts.c.ended_at.is_(None), jobs.c.state == JobState.RUNNING.value)).all()
+        on: dict[tuple[str, int], list[int]] = {}
+        jobs_out: dict[int, dict[str, Any]] = {}
+        for jid, pl, jname, tenant, queue in run:
+            pl = pl if isinstance(pl, dict) else json.loads(pl)
+            jobs_out[int(jid)] = {"name": jname, "tenant": tenant, "queue": queue}
+            for node, loc in zip(pl.get("nodes", []), pl.get("local", []), strict=False):
+                for i in loc:
+                    on.setdefault((node, int(i)), []).append(int(jid))
+        by_node: dict[int, list[Any]] = {}
+        for nid, idx, model, health in ds:
+            by_node.setdefault(nid, []).append((idx, model, health == DeviceHealth.UNHEALTHY))
+        out = []
+        none: list[int] = []
+        for nid, name, rack, domain, acc, drained, status in ns:
+            lost = status == NodeStatus.LOST
+            idle = "lost" if lost else "drained" if drained else "free"
+            devs = []
+            for idx, model, bad in by_node.get(nid, ()):
+                js = on.get((name, idx), none)
+                devs.append([idx, model, "lost" if lost else "unhealthy" if bad else "busy" if js else idle, js])
+            out.append({"name": name, "rack": rack, "domain": domain, "accelerator": acc, "drained": bool(drained),
+                        "lost": lost, "devices": devs})
+        return {"nodes": out, "jobs": jobs_out}
+
+    def queue_usage(self, tenant: str | None = None) -> dict[str, dict[str, Any]]:
+        """Per queue: devices in use by running jobs per accelerator model, running jobs, and waiting jobs (only
+        ``tenant``'s, when given: the usage is the queue's, the jobs counted are the tenant's)."""
+        with self.read() as c:
+            run = c.execute(sa.select(jobs.c.queue, job_attempts.c.placement)
+                            .join(jobs, jobs.c.id == job_attempts.c.job_id)
+                            .where(job_attempts.c.ended_at.is_(None), jobs.c.state == JobState.RUNNING.value)).all()
+            wq = (sa.select(jobs.c.queue, sa.func.count())
+                  .where(jobs.c.state.in_([JobState.PENDING.value, JobState.REQUEUED.value])).group_by(jobs.c.queue))
+            if tenant is not None:
+                wq = wq.where(jobs.c.tenant == tenant)
+            waiting = c.execute(wq).all()
+        out: dict[str, dict[str, Any]] = {}
+        for q, pl in run:
+            pl = pl if isinstance(pl, dict) else json.loads(pl)
+            u = out.setdefault(q, {"used": {}, "running": 0, "pending": 0})
+            u["running"] += 1
+            model = pl.get("model") or ""
+            if model:
+                n = sum(len(loc) for loc in pl.get("local", [])) * int(pl.get("milli", 1000)) / 1000
+                u["used"][model] = u["used"].get(model, 0) + n
+        for q, n in waiting:
+            out.setdefault(q, {"used": {}, "running": 0, "pending": 0})["pending"] = int(n)
+        return out
+
+    # -- history samples ---------------------------------------------------------------------------------------
+    def add_sample(self, at: float, values: Mapping[str, Any], *, keep_s: Sequence[float] = HISTORY_KEEP_S) -> None:
+        """Record one raw sample (``total``, ``allocated``, ``running``, ``pending``, ``reasons``) and, when it
+        starts a new five-minute or hourly bucket, the average of the bucket before it; drop what is older than
+        each level's retention. One transaction."""
+        samples = db.samples
+        row = {"total": float(values["total"]), "allocated": float(values["allocated"]),
+               "running": float(values["running"]), "pending": float(values["pending"]),
+               "reasons": {str(k): float(v) for k, v in dict(values.get("reasons") or {}).items()}}
+        with self.write() as c:
+            c.execute(samples.insert().values(level=0, at=at, **row))
+            for level, step in enumerate(HISTORY_STEPS_S[1:], start=1):
+                start = (at // step) * step - step  # the bucket that just ended
+                have = c.execute(sa.select(samples.c.id).where(samples.c.level == level, samples.c.at == start)
+                                 .limit(1)).first()
+                if have is not None:
+                    continue
+                finer = c.execute(sa.select(samples).where(samples.c.level == level - 1, samples.c.at >= start,
+                                                           samples.c.at < start + step)).all()
+                if finer:
+                    c.execute(samples.insert().values(level=level, at=start, **_average(finer)))
+            for level, keep in enumerate(keep_s):
+                c.execute(samples.delete().where(samples.c.level == level, samples.c.at < at - keep))
+
+    def history(self, since: float, level: int) -> list[dict[str, Any]]:
+        """Samples of ``level`` (0 raw, 1 five-minute, 2 hourly) from ``since`` on, oldest first."""
+        s = db.samples
+        with self.read() as c:
+            rows = c.execute(sa.select(s.c.at, s.c.total, s.c.allocated, s.c.running, s.c.pending, s.c.reasons)
+                             .where(s.c.level == level, s.c.at >= since).order_by(s.c.at)).all()
+        out = []
+        for r in rows:
+            d = dict(r._mapping)
+            if isinstance(d["reasons"], str):
+                d["reasons"] = json.loads(d["reasons"])
+            out.append(d)
+        return out
+
+
+
+def _average(rows: Sequence[Any]) -> dict[str, Any]:
+    n = len(rows)
+    reasons: dict[str, float] = {}
+    for r in rows:
+        rs = r.reasons if isinstance(r.reasons, dict) else json.loads(r.reasons)
+        for k, v in rs.items():
+            reasons[k] = reasons.get(k, 0.0) + float(v) / n
+    return {"total": sum(r.total for r in rows) / n, "allocated": sum(r.allocated for r in rows) / n,
+            "running": sum(r.running for r in rows) / n, "pending": sum(r.pending for r in rows) / n,
+            "reasons": reasons}

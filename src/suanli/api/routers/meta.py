@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from suanli.api.deps import CtxDep
-from suanli.api.models import Health
+from suanli.api.deps import CtxDep, Who
+from suanli.api.models import ERRORS, Health, Me
 
 router = APIRouter(tags=["meta"])
 
@@ -23,3 +23,9 @@ def healthz(ctx: CtxDep) -> Health:
     200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}})
 def prom(ctx: CtxDep) -> Response:
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/whoami", response_model=Me, responses=ERRORS)
+def whoami(p: Who) -> Me:
+    """Who the token belongs to (the pages show admin actions only to admins; the API checks them anyway)."""
+    return Me(admin=p.admin, tenant=p.tenant)

@@ -1,0 +1,26 @@
+"use strict";
+(() => {
+  const { api, rows, el, poll, whoami } = SL;
+  async function act(name, what) {
+    try { await api(`/v1/nodes/${encodeURIComponent(name)}/${what}`, { method: "POST" }); await load(); }
+    catch (e) { SL.showError(e); }
+  }
+  async function load() {
+    const [me, nodes, fleet] = await Promise.all([whoami(), api("/v1/nodes"), api("/v1/fleet")]);
+    const byName = new Map(fleet.nodes.map((n) => [n.name, n]));
+    rows(document.querySelector("#nodes tbody"), nodes, (n) => {
+      const f = byName.get(n.name) || { devices: [], lost: false };
+      const busy = f.devices.filter((d) => d[2] === "busy").length;
+      const bad = f.devices.filter((d) => d[2] === "unhealthy").length;
+      const state = f.lost ? "lost" : n.drained ? "drained" : "up";
+      const btn = me.admin ? el("button", { type: "button", class: "small", "data-node": n.name,
+        text: n.drained ? "undrain" : "drain", onclick: () => act(n.name, n.drained ? "undrain" : "drain") }) : "";
+      const tr = el("td", {}, btn);
+      return [el("td", { id: "node-" + n.name }, n.name), n.rack, n.accelerator || "CPU only", n.devices, busy, bad,
+        (n.cpu_milli / 1000).toFixed(0), (n.memory_mib / 1024).toFixed(0) + " GiB",
+        el("span", { class: "state st-" + state, text: state }), tr];
+    });
+    document.body.dataset.ready = "1";
+  }
+  poll(load, 5000);
+})();
