@@ -106,6 +106,7 @@ class Attempt(BaseModel):
                                 "spawn-failed, node-lost")
     stop_reason: str | None = Field(description="why it was stopped: cancel, preempt, shutdown, rank-failed, "
                                     "node-lost, device-unhealthy")
+    lost_device_s: float | None = Field(description="node-lost: device-seconds of work since the last checkpoint")
 
 
 class JobDetail(JobSubmitted):

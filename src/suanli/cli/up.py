@@ -42,6 +42,12 @@ def up(
     faults: float = typer.Option(None, "--faults", min=0.0, help="--virtual: random device/node failures per "
                                  "device-hour, the twin's failure model (e.g. 0.0002)"),
     fault_seed: int = typer.Option(0, "--fault-seed", help="--virtual: seed of the random faults"),
+    ray: str = typer.Option(None, "--ray", help="cluster mode: run jobs on the nodes of a Ray cluster, 'auto' (the "
+                            "cluster this machine belongs to) or HEAD:6379; see README 'Cluster mode'"),
+    checkpoint_root: Path = typer.Option(None, "--checkpoint-root", help="directory mounted at the same path on "
+                                         "every node; each job's SUANLI_CHECKPOINT_DIR is <root>/<job id>"),
+    ray_work_dir: Path = typer.Option(Path("/tmp/suanli-ray"), "--ray-work-dir", help="with --ray: each node's "
+                                      "local directory for job work directories, logs and exit files"),
 ) -> None:
     """Start the controller and the REST API on this machine (Ctrl-C stops cleanly)."""
     import uvicorn
@@ -68,9 +74,12 @@ def up(
     try:
         if virtual is not None and devices is not None:
             raise SuanliError("--virtual and --devices exclude each other")
+        if virtual is not None and ray is not None:
+            raise SuanliError("--virtual and --ray exclude each other")
         svc = open_service(data_dir, db=db, devices=devices, node=node, policy=policy, sync=sync,
                            keep_jobs_on_stop=keep_jobs, retry_base_s=retry_backoff, lock=True, virtual=virtual,
-                           speed=speed, fault_rate=faults, fault_seed=fault_seed)
+                           speed=speed, fault_rate=faults, fault_seed=fault_seed, ray=ray,
+                           checkpoint_root=checkpoint_root, ray_work_dir=ray_work_dir)
     except SuanliError:
         raise
     except Exception as e:  # a database that cannot be reached, a data directory that cannot be written...
@@ -94,7 +103,14 @@ def up(
                + (f", faults {faults:g}/device-hour" if faults else ""))
     store_desc = "PostgreSQL" if db and db.startswith("postgres") else f"SQLite {svc.data_dir / 'suanli.db'}"
     console.print(f"[bold]suanli[/] control plane on [cyan]{url}[/] (OpenAPI: {url}/docs)")
-    console.print(f"  node {svc.node}: {inv}; store: {store_desc}; policy {policy}")
+    if ray:
+        console.print(f"  Ray cluster {ray}: nodes register as their agents report (suanli nodes); "
+                      f"store: {store_desc}; policy {policy}")
+        if checkpoint_root is None:
+            err_console.print("[bold yellow]warning:[/] no --checkpoint-root: a job's checkpoints stay on the node "
+                              "that wrote them and a job moved to another node starts over", highlight=False)
+    else:
+        console.print(f"  node {svc.node}: {inv}; store: {store_desc}; policy {policy}")
     console.print(f"  admin token: {svc.admin_token_path} (the CLI uses it from this directory)")
     console.print("  submit a first job:  suanli submit examples/hello-cpu.yaml && suanli jobs")
     console.print("  Ctrl-C stops" + (" (running jobs keep running)" if keep_jobs else " (running jobs are requeued)"))

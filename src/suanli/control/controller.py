@@ -215,8 +215,8 @@ class Controller:
         h = found.handle
         try:
             pl, model = placement_from_json(self.cluster, a.placement)
-            if not set(a.placement["nodes"]) <= self.live_nodes:
-                raise KeyError("node not live")
+            if not self.ex.dynamic_membership and not set(a.placement["nodes"]) <= self.live_nodes:
+                raise KeyError("node not live")  # (an executor with membership reports lost parts itself)
         except (KeyError, ValueError, IndexError):
             if found.alive:
                 self.ex.kill(h)
@@ -445,6 +445,7 @@ class Controller:
         job = r.job
         why = h.stopping
         requeue_at: float | None = None
+        lost_ds: float | None = None
         codestr = "unknown" if code is None else str(code)
         steps: list[Step]
         if why == StopReason.CANCEL:
@@ -462,8 +463,15 @@ class Controller:
             requeue_at = now
         elif why in INFRA_REASONS:
             outcome = AttemptOutcome.NODE_LOST
+            # lost work as the twin counts it: the time since the last checkpoint (or since the start) on every
+            # device of the attempt
+            ck = self.ex.last_checkpoint(jid)
+            since = r.start if ck is None else max(r.start, ck)
+            until = min(now, h.lost_at) if h.lost_at is not None else now
+            lost_ds = max(0.0, until - since) * job.devices_equiv
             where = "a node was lost" if why == StopReason.NODE_LOST else "a device turned unhealthy"
-            steps = [Step(S.RUNNING, S.REQUEUED, f"{why}: {where}; requeued (exit {codestr})")]
+            steps = [Step(S.RUNNING, S.REQUEUED, f"{why}: {where}; requeued; {lost_ds / 3600:.4f} device-hours "
+                          f"lost since the {'last checkpoint' if ck and ck > r.start else 'start'}")]
             requeue_at = now
         elif code == 0:
             outcome = AttemptOutcome.SUCCEEDED
@@ -480,7 +488,7 @@ class Controller:
             else:
                 steps = [Step(S.RUNNING, S.FAILED, f"exit {codestr}; no retries left ({max_retries} allowed)",
                               {"exit_code": code, "failures": failures, "reason": f"exit {codestr}"})]
-        self.store.finish_attempt(jid, h.attempt_id, now, outcome, code, why, steps)
+        self.store.finish_attempt(jid, h.attempt_id, now, outcome, code, why, steps, lost_ds)
         del self.handles[jid]
         self.placements.pop(jid, None)
         self.state.stop(jid, now)

@@ -131,6 +131,7 @@ job_attempts = sa.Table(
     sa.Column("exit_code", sa.Integer, nullable=True),
     sa.Column("outcome", _enum(AttemptOutcome), nullable=True),
     sa.Column("stop_reason", _enum(StopReason), nullable=True),  # why it was stopped, when it was
+    sa.Column("lost_device_s", sa.Float, nullable=True),  # node-lost: device-seconds since the last checkpoint
     sa.UniqueConstraint("job_id", "n", name="uq_attempts_job_n"),
     sqlite_autoincrement=True,
 )

@@ -16,7 +16,7 @@ from suanli.control.executors.local import LocalExecutor
 from suanli.control.history import Sampler
 from suanli.control.metrics import Metrics
 from suanli.control.store import Store, hash_token
-from suanli.devices import LocalDevice, discover, host_cpu_memory, parse_declared
+from suanli.devices import LocalDevice, discover, health, host_cpu_memory, parse_declared
 from suanli.errors import SuanliError
 
 ADMIN_TOKEN_FILE = "admin.token"
@@ -59,6 +59,18 @@ def local_node(name: str, devs: list[LocalDevice]) -> NodeInfo:
     cpu, mem = host_cpu_memory()
     return NodeInfo(name, tuple(DeviceInfo(d.index, d.model, d.uuid, d.memory_mib, d.declared) for d in devs),
                     cpu, mem, name, "local")
+
+
+def device_probe(devs: list[LocalDevice], node: str) -> Any:
+    """The local executor's health probe: :func:`suanli.devices.health` of this machine's devices (vendor probes
+    for discovered ones, injected faults for all)."""
+    if not devs:
+        return None
+
+    def probe(_: Any) -> dict[int, tuple[bool, str | None]]:
+        return {h.index: (h.healthy, h.reason or None) for h in health(devs, node=node)}
+
+    return probe
 
 
 def register_node(store: Store, name: str, devs: list[LocalDevice]) -> None:
@@ -115,7 +127,9 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
                  node: str | None = None, policy: str = "fifo", tick_s: float = 0.1, retry_base_s: float = 2.0,
                  grace_s: float = 5.0, sync: str = "normal", keep_jobs_on_stop: bool = False,
                  lock: bool = False, virtual: str | None = None, speed: float = 1.0,
-                 fault_rate: float | None = None, fault_seed: int = 0, sample_s: float = 15.0) -> Service:
+                 fault_rate: float | None = None, fault_seed: int = 0, sample_s: float = 15.0,
+                 ray: str | None = None, checkpoint_root: str | Path | None = None,
+                 ray_work_dir: str | Path | None = None, agent_timeout_s: float = 30.0) -> Service:
     """Open (creating if needed) the data directory and database, register this machine and build the controller.
     Nothing runs yet: call ``service.controller.start()``. The API over it: :func:`suanli.api.server.open_service`
     (``control`` does not import ``api``).
@@ -142,12 +156,23 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
         ex = VirtualExecutor(virtual_cluster(virtual), dd, speed=speed, faults=parse_faults(fault_rate, fault_seed),
                              grace_s=grace_s)
         retry_base_s, retry_cap_s = retry_base_s / ex.speed, retry_cap_s / ex.speed
+    elif ray:  # cluster mode: the nodes come from Ray (the controller registers them as its agents report)
+        if devices or node:
+            raise SuanliError("--devices and --node describe this machine; with --ray every node describes itself "
+                              "(Ray node labels suanli.io/devices, suanli.io/name)")
+        from suanli.control.executors.ray import RayExecutor
+
+        devs = []
+        name = "ray"
+        ex = RayExecutor(dd, ray, work_root=ray_work_dir, checkpoint_root=checkpoint_root, grace_s=grace_s,
+                         agent_timeout_s=agent_timeout_s)
     else:
         devs = parse_declared(devices) if devices else discover()
         name = node or socket.gethostname() or "local"
         me = local_node(name, devs)
         store.upsert_node(*me.store_spec())
-        ex = LocalExecutor(dd, node=me, grace_s=grace_s)
+        ex = LocalExecutor(dd, node=me, grace_s=grace_s, checkpoint_root=checkpoint_root,
+                           health_probe=device_probe(devs, name))
     tok_path = ensure_admin_token(store, dd)
     metrics = Metrics()
     metrics.store = store

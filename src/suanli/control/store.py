@@ -556,13 +556,21 @@ class Store:
                             failures=int(failures) + 1, reason="spawn failed")
 
     def finish_attempt(self, job_id: int, attempt_id: int, now: float, outcome: AttemptOutcome,
-                       exit_code: int | None, stop_reason: StopReason | None, steps: Sequence[Step]) -> None:
+                       exit_code: int | None, stop_reason: StopReason | None, steps: Sequence[Step],
+                       lost_device_s: float | None = None) -> None:
         """The end of an attempt and the job's next state(s), in one transaction."""
         with self.write() as c:
             for st in steps:
                 self.transition(c, job_id, st.src, st.dst, now, st.message, **st.values)
             c.execute(job_attempts.update().where(job_attempts.c.id == attempt_id)
-                      .values(ended_at=now, exit_code=exit_code, outcome=outcome, stop_reason=stop_reason))
+                      .values(ended_at=now, exit_code=exit_code, outcome=outcome, stop_reason=stop_reason,
+                              lost_device_s=lost_device_s))
+
+    def lost_device_seconds(self) -> float:
+        """Work lost to node losses and unhealthy devices, all attempts together (device-seconds)."""
+        with self.read() as c:
+            return float(c.execute(sa.select(sa.func.coalesce(sa.func.sum(job_attempts.c.lost_device_s), 0.0)))
+                         .scalar() or 0.0)
 
     def requeue_lost(self, job_id: int, attempt_id: int | None, now: float, why: str,
                      outcome: AttemptOutcome = AttemptOutcome.LOST) -> None:

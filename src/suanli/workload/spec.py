@@ -29,7 +29,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -253,6 +253,9 @@ class JobSpec(BaseModel):
     llm: Text | None = Field(default=None, description="LLM the job trains or serves (for the planner)")
     command: list[Arg] = Field(default_factory=list)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    processes: Literal["device", "node"] = Field(
+        default="device", description="one process per device (torchrun style) or one per node (it starts its own "
+        "per-device workers)")
     simulate: Simulate | None = Field(default=None, description="virtual fleets only: simulated runtime, exit code")
 
     @field_validator("name", "tenant", "queue")

@@ -153,6 +153,7 @@ class Handle:
     stopping: StopReason | None = None  # why it is being stopped (None: it runs, or ends by itself)
     kill_at: float | None = None  # monotonic time of the SIGKILL after the grace period
     codes: dict[int, int | None] = field(default_factory=dict)  # rank -> exit code once ended (None: unknown)
+    lost_at: float | None = None  # node-lost: wall-clock time the lost node was last heard of (lost work ends there)
 
     def record(self) -> tuple[list[Any], int | None]:
         """What the store keeps to find the processes again after a restart: (``procs`` JSON, ``pgid``)."""
@@ -229,6 +230,11 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def log_path(self, job_id: int, n: int, rank: int = 0) -> Path:
         """The local file holding the output of rank ``rank`` of attempt ``n``."""
+
+    def last_checkpoint(self, job_id: int) -> float | None:
+        """When the job last wrote its checkpoint (the newest file's mtime; None: never or not known). Lost work
+        on a node loss is counted from it, as the twin counts it (time since the last checkpoint)."""
+        return None
 
     def read_log(self, job_id: int, n: int, rank: int = 0, offset: int = 0, size: int = 1 << 20) -> bytes:
         """Up to ``size`` bytes of a rank's log from ``offset`` (empty if there is none yet)."""

@@ -34,6 +34,7 @@ from suanli.control.executors.base import (
     Executor,
     Handle,
     NodeInfo,
+    RankPlan,
     rank_env,
 )
 from suanli.control.types import DeviceHealth, StopReason
@@ -99,6 +100,20 @@ def proc_rank(pid: int) -> int | None:
     return None
 
 
+def newest_mtime(d: Path) -> float | None:
+    """Modification time of the newest file under ``d`` (None: nothing there)."""
+    best: float | None = None
+    try:
+        for root, _dirs, files in os.walk(d):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    t = os.stat(os.path.join(root, f)).st_mtime
+                    best = t if best is None or t > best else best
+    except OSError:
+        return None
+    return best
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,6 +129,7 @@ class LocalHandle(Handle):
     exit_files: list[Path] = field(default_factory=list)
     popens: list[subprocess.Popen[bytes]] | None = None  # None when adopted after a restart
     extra: list[tuple[int, int]] = field(default_factory=list)  # other live members found by the scan (adopted)
+    ranks: list[int] = field(default_factory=list)  # the (global) rank of each process, in order
 
     def record(self) -> tuple[list[Any], int | None]:
         return [list(p) for p in self.procs], self.pgid
@@ -123,8 +139,9 @@ class LocalExecutor(Executor):
     """Processes on this machine (one node). ``health_probe`` (optional) reports device health."""
 
     def __init__(self, data_dir: str | Path, *, node: NodeInfo | None = None, grace_s: float = 5.0,
-                 health_probe: HealthProbe | None = None) -> None:
+                 health_probe: HealthProbe | None = None, checkpoint_root: str | Path | None = None) -> None:
         self.root = Path(data_dir).resolve()
+        self.checkpoint_root = Path(checkpoint_root).resolve() if checkpoint_root else None
         self.grace_s = grace_s
         self.key_prefix = hashlib.sha256(str(self.root).encode()).hexdigest()[:12] + "-"
         self.node = node
@@ -160,13 +177,26 @@ class LocalExecutor(Executor):
         """Start every rank of ``a`` here (its placement must be on this one node)."""
         if len(a.nodes) > 1:
             raise ValueError(f"the local executor runs on one node; the placement spans {len(a.nodes)}")
+        ranks = a.ranks()
+        return self.start_ranks(a, ranks, len(ranks), "127.0.0.1", _free_port())
+
+    def checkpoint_dir(self, job_id: int) -> Path:
+        """``<checkpoint root>/<job id>`` when a checkpoint root is set (shared by every node), else the job's
+        directory's ``checkpoint``."""
+        if self.checkpoint_root is not None:
+            return self.checkpoint_root / str(job_id)
+        return self.job_dir(job_id) / "checkpoint"
+
+    def last_checkpoint(self, job_id: int) -> float | None:
+        return newest_mtime(self.checkpoint_dir(job_id))
+
+    def start_ranks(self, a: AttemptSpec, ranks: list[RankPlan], world: int, master_addr: str, master_port: int
+                    ) -> LocalHandle:
+        """Start ``ranks`` (all of ``a``'s, or one node's share of a multi-node attempt) as one process group."""
         jd = self.job_dir(a.job_id)
-        work, ckpt, logs, att = jd / "work", jd / "checkpoint", jd / "logs", jd / "attempts" / str(a.n)
+        work, ckpt, logs, att = jd / "work", self.checkpoint_dir(a.job_id), jd / "logs", jd / "attempts" / str(a.n)
         for d in (work, ckpt, logs, att):
             d.mkdir(parents=True, exist_ok=True)
-        ranks = a.ranks()
-        world = len(ranks)
-        port = _free_port()
         base = {k: v for k, v in os.environ.items() if k not in all_visible_env_vars()}
         base.update(a.spec.get("env") or {})
         base["SUANLI_ATTEMPT_KEY"] = self.attempt_key(a.attempt_id)
@@ -176,7 +206,7 @@ class LocalExecutor(Executor):
         pgid = 0
         try:
             for r in ranks:
-                env = dict(base, **rank_env(a, r, world, "127.0.0.1", port, str(ckpt), str(work)))
+                env = dict(base, **rank_env(a, r, world, master_addr, master_port, str(ckpt), str(work)))
                 if r.devices:
                     env.update(visible_devices_env(a.model, list(r.devices)))
                 ef = att / f"rank-{r.rank}.exit"
@@ -186,9 +216,9 @@ class LocalExecutor(Executor):
                     p = subprocess.Popen(
                         ["/bin/sh", "-c", _WRAPPER, "suanli-rank", *command], cwd=work, env=env,
                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                        process_group=0 if r.rank == 0 else pgid,
+                        process_group=pgid,
                     )
-                if r.rank == 0:
+                if not pgid:
                     pgid = p.pid
                 popens.append(p)
                 exit_files.append(ef)
@@ -201,38 +231,41 @@ class LocalExecutor(Executor):
             raise
         procs = [(p.pid, proc_start_ticks(p.pid) or 0) for p in popens]
         return LocalHandle(a.job_id, a.attempt_id, a.n, pgid=pgid, procs=procs, exit_files=exit_files,
-                           popens=popens)
+                           popens=popens, ranks=[r.rank for r in ranks])
 
     # -- adopt after a restart -----------------------------------------------------------------------------
     def adopt(self, records: list[AttemptRecord]) -> dict[int, Adoption]:
         """Re-attach to attempts an earlier controller process started: by their recorded pids (with start
         times) and by a ``/proc`` scan for their attempt key (which covers a crash between spawning and
         recording the pids). The exit files tell ranks that ended while nobody watched."""
+        return self.adopt_ranks([(rec, list(range(rec.world))) for rec in records])
+
+    def adopt_ranks(self, records: list[tuple[AttemptRecord, list[int]]]) -> dict[int, Adoption]:
+        """:meth:`adopt` for the given ranks of each attempt (one node's share of a multi-node attempt)."""
         found = scan_attempt_pids(self.key_prefix) if records else {}
         out: dict[int, Adoption] = {}
-        for rec in records:
-            world = rec.world
-            h = self._rebuild(rec, found.get(self.attempt_key(rec.attempt_id), []), world)
+        for rec, want in records:
+            h = self._rebuild(rec, found.get(self.attempt_key(rec.attempt_id), []), want)
             alive = any(self._alive(p, t) for p, t in (*h.procs, *h.extra))
             if rec.procs is None:
                 # The controller died between recording the attempt and recording its pids: some, all or none
                 # of the ranks were spawned. All of them (alive, or ended with an exit file): adopt. None: not
                 # started. Some: the attempt cannot work without the others; stop what exists.
                 ranks = {r for r in (proc_rank(p) for p, _ in h.extra) if r is not None}
-                ranks |= {r for r, f in enumerate(h.exit_files) if f.exists()}
-                if len(ranks) < world:
+                ranks |= {r for r, f in zip(want, h.exit_files, strict=True) if f.exists()}
+                if not set(want) <= ranks:
                     if alive:
                         self.kill(h)
                         self.wait(h, 5.0)
                     out[rec.attempt_id] = Adoption(AdoptVerdict.PARTIAL if ranks else AdoptVerdict.NOT_STARTED,
-                                                   None, False, len(ranks), world)
+                                                   None, False, len(ranks & set(want)), len(want))
                     continue
-            out[rec.attempt_id] = Adoption(AdoptVerdict.ADOPTED, h, alive, world, world)
+            out[rec.attempt_id] = Adoption(AdoptVerdict.ADOPTED, h, alive, len(want), len(want))
         return out
 
-    def _rebuild(self, rec: AttemptRecord, found: list[int], world: int) -> LocalHandle:
+    def _rebuild(self, rec: AttemptRecord, found: list[int], ranks: list[int]) -> LocalHandle:
         att = self.job_dir(rec.job_id) / "attempts" / str(rec.n)
-        exit_files = [att / f"rank-{r}.exit" for r in range(world)]
+        exit_files = [att / f"rank-{r}.exit" for r in ranks]
         ps: list[tuple[int, int]] = [(int(p), int(t)) for p, t in (rec.procs or [])]
         known = {p for p, _ in ps}
         extra: list[tuple[int, int]] = []
@@ -246,7 +279,7 @@ class LocalExecutor(Executor):
             with contextlib.suppress(OSError):
                 pgid = os.getpgid((ps or extra)[0][0])
         return LocalHandle(rec.job_id, rec.attempt_id, rec.n, pgid=pgid or 0, procs=ps, exit_files=exit_files,
-                           popens=None, extra=extra)
+                           popens=None, extra=extra, ranks=list(ranks))
 
     # -- observe -------------------------------------------------------------------------------------------
     @staticmethod
@@ -262,7 +295,7 @@ class LocalExecutor(Executor):
         now = time.monotonic()
         if h.popens is not None:
             running = False
-            for r, p in enumerate(h.popens):
+            for r, p in zip(h.ranks, h.popens, strict=True):
                 if r in h.codes:
                     continue
                 rc = p.poll()
@@ -273,8 +306,8 @@ class LocalExecutor(Executor):
         else:  # adopted: not our children; liveness from /proc, exit codes from the files the wrapper wrote
             running = any(self._alive(pid, t) for pid, t in (*h.procs, *h.extra))
             if not running:
-                for r in range(len(h.exit_files)):
-                    h.codes.setdefault(r, self._read_exit(h.exit_files[r]))
+                for r, f in zip(h.ranks, h.exit_files, strict=True):
+                    h.codes.setdefault(r, self._read_exit(f))
         failed = [c for c in h.codes.values() if c != 0]
         if running and failed and h.stopping is None:
             self.stop(h, StopReason.RANK_FAILED, grace_s=min(self.grace_s, 2.0))
