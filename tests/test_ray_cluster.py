@@ -9,6 +9,7 @@ import os
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # every node on 127.0.0.1, before Ray starts
 
+import contextlib
 import json
 import signal
 import socket
@@ -117,7 +118,7 @@ def wait_for(pred: Any, timeout: float = 60, what: str = "") -> Any:
         if v:
             return v
         if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
         time.sleep(0.05)
 
 
@@ -255,14 +256,22 @@ def test_node_lost_job_resumes_from_checkpoint_elsewhere(svc: Service,
     wait_for(lambda: ck.exists() and int(ck.read_text()) >= 8, what="a few checkpoints")
     a = j["attempt_list"][0]
     victim = a["placement"]["nodes"][0]
+    pgids = [pgid for _node, _procs, pgid in a["procs"] if pgid]
+    for pgid in pgids:  # the ranks share this machine with the other "nodes": freeze them with their node...
+        os.killpg(pgid, signal.SIGSTOP)
     t_kill = time.time()
-    c.remove_node(nodes[victim], allow_graceful=False)  # the plug pulled: the raylet and its workers die...
-    for _node, _procs, pgid in a["procs"]:  # ...and so do the ranks (here they share the machine: kill them)
-        if pgid:
-            with __import__("contextlib").suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+    agent_pid = next(n.info["pid"] for n in svc.executor._nodes.values() if n.name == victim and n.info)
+    c.remove_node(nodes[victim], allow_graceful=False)  # the plug pulled: the raylet and its workers die
+    end = time.monotonic() + 10
+    while os.path.exists(f"/proc/{agent_pid}") and time.monotonic() < end:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(agent_pid, signal.SIGKILL)
+    for pgid in pgids:  # ...and the ranks die with it (frozen until their agent is gone: no exit code reported)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
     j = wait_for(lambda: (x := svc.store.get_job(jid))["attempts"] == 2 and x["state"] == "running" and x,
-                 what="requeued and running elsewhere")
+                 what=lambda: f"requeued and running elsewhere: {svc.store.events(jid)}")
     t_back = time.time()
     a1, a2 = j["attempt_list"]
     assert a1["outcome"] == AttemptOutcome.NODE_LOST and a1["stop_reason"] == StopReason.NODE_LOST
