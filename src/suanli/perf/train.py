@@ -43,6 +43,7 @@ BYTES_LORA_BASE: dict[str, float] = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5625}  # 
 NCCL_BASE_S, NCCL_NVLINK_HOP_S, NCCL_NET_HOP_S = 8.4e-6, 3.4e-6, 14e-6
 # Megatron-Core DDP bucket: max(40M, 1M x data-parallel size) parameters per gradient reduce-scatter
 DDP_BUCKET_MIN, DDP_BUCKET_PER_RANK = 40e6, 1e6
+MOE_TRAINING_SATURATION = True
 
 
 def lora_params(s: Shape, rank: int) -> float:
@@ -262,6 +263,15 @@ def step_estimate(s: Shape, c: Chip, cal: Calibration, cluster: Cluster, job: Tr
     extra_attn = attn / 3.0
     gemm = cal.gemm_eff
     t_flops = ((lin + extra_lin) / peak_lin + (attn + extra_attn) / peak_attn) / (shard * gemm)
+    if s.is_moe and MOE_TRAINING_SATURATION:
+        # grouped expert GEMMs run at m / (m + expert_m_half) of peak, m = tokens one local expert gets per
+        # micro-batch: each rank's routed tokens (seq x k) spread over E experts, gathered from the ep ranks of
+        # the expert-parallel group (the serving fit's kernel constant; the same tile/wave effect)
+        m_exp = tokens * s.experts_per_token * lay.ep / s.experts
+        g = m_exp / (m_exp + cal.expert_m_half)
+        routed = (lin + extra_lin - (s.head_flops() * tokens * passes if not job.lora else 0.0)) * (
+            s.params_routed_active / s.linear_params_body)
+        t_flops += routed / peak_lin * (1.0 / g - 1.0) / (shard * gemm)
     traffic = 3.0 * s.activation_bytes_per_token_layer() * tokens * s.layers / shard
     t_mem = traffic / (c.memory_bw_gbps * 1e9 * cal.hbm_eff)
     t_comp = (t_flops + t_mem) / cal.train_eff
