@@ -12,7 +12,7 @@ from suanli.api.models import ERRORS, Health, Me
 router = APIRouter(tags=["meta"])
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health, response_model_exclude_none=True)  # "virtual" only on a virtual fleet
 def healthz(ctx: CtxDep) -> Health:
     ex = getattr(ctx.controller, "ex", None)
     describe = getattr(ex, "describe", None)
