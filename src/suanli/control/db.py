@@ -177,6 +177,36 @@ samples = sa.Table(  # the dashboard's history: level 0 raw, 1 five-minute and 2
 )
 sa.Index("ix_samples_level_at", samples.c.level, samples.c.at)
 
+
+services = sa.Table(
+    "services",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("model", sa.String(255), nullable=False),  # the `model` clients send to the OpenAI-style routes
+    sa.Column("spec", sa.JSON, nullable=False),  # the ServiceSpec (after planner sizing)
+    sa.Column("generation", sa.Integer, nullable=False),  # +1 at every spec change (rollouts)
+    sa.Column("min_replicas", sa.Integer, nullable=False),
+    sa.Column("max_replicas", sa.Integer, nullable=False),
+    sa.Column("desired", sa.Integer, nullable=False),  # the autoscaler's last answer
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+service_replicas = sa.Table(
+    "service_replicas",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("service_id", sa.Integer, sa.ForeignKey("services.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("job_id", sa.BigInteger, sa.ForeignKey("jobs.id"), nullable=False, unique=True),
+    sa.Column("idx", sa.Integer, nullable=False),  # replica number within the service (job name NAME-rIDX)
+    sa.Column("port", sa.Integer, nullable=False),  # $PORT of the replica's process
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+sa.Index("ix_service_replicas_service", service_replicas.c.service_id)
+
 def make_engine(url: str, *, sync: str = "normal") -> Engine:
     """An engine for ``url``. SQLite: WAL, ``synchronous`` as given, a busy timeout, and write transactions that
     take the write lock at BEGIN (``BEGIN IMMEDIATE``) so that concurrent writers wait instead of failing."""

@@ -706,3 +706,162 @@ def _average(rows: Sequence[Any]) -> dict[str, Any]:
     return {"total": sum(r.total for r in rows) / n, "allocated": sum(r.allocated for r in rows) / n,
             "running": sum(r.running for r in rows) / n, "pending": sum(r.pending for r in rows) / n,
             "reasons": reasons}
+
+    # -- services (job kind "service"; each replica is an ordinary job) ------------------------------------
+    @staticmethod
+    def _service_out(r: Any) -> dict[str, Any]:
+        m = r._mapping
+        return {"name": m["name"], "tenant": m["tenant"], "model": m["model"], "generation": m["generation"],
+                "min": m["min_replicas"], "max": m["max_replicas"], "desired": m["desired"],
+                "created_at": m["created_at"], "updated_at": m["updated_at"], "spec": m["spec"], "id": m["id"]}
+
+    def create_service(self, spec: Any, initial: int) -> dict[str, Any]:
+        """Store a new service (a ``ServiceSpec``, already sized); its replicas are created by the service
+        manager. Conflict when the name or the served model name is taken."""
+        from suanli.control.db import services
+
+        now = time.time()
+        with self.write() as c:
+            if c.execute(sa.select(services.c.id).where(services.c.name == spec.name)).first() is not None:
+                raise Conflict(f"a service named {spec.name!r} exists")
+            if c.execute(sa.select(services.c.id).where(services.c.model == spec.served_model)).first() is not None:
+                raise Conflict(f"another service already serves the model {spec.served_model!r}")
+            c.execute(services.insert().values(
+                name=spec.name, tenant=spec.tenant, model=spec.served_model, spec=spec.model_dump(mode="json"),
+                generation=1, min_replicas=spec.replicas.min, max_replicas=spec.replicas.upper, desired=initial,
+                created_at=now, updated_at=now))
+        return self.get_service(spec.name)
+
+    def list_services(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        from suanli.control.db import services
+
+        q = sa.select(services).order_by(services.c.name)
+        if tenant is not None:
+            q = q.where(services.c.tenant == tenant)
+        with self.read() as c:
+            return [self._service_out(r) for r in c.execute(q).all()]
+
+    def get_service(self, name: str, tenant: str | None = None) -> dict[str, Any]:
+        from suanli.control.db import services
+
+        q = sa.select(services).where(services.c.name == name)
+        if tenant is not None:
+            q = q.where(services.c.tenant == tenant)
+        with self.read() as c:
+            r = c.execute(q).first()
+        if r is None:
+            raise NotFound(f"no service {name!r}")
+        return self._service_out(r)
+
+    def scale_service(self, name: str, tenant: str | None, lo: int | None, hi: int | None) -> dict[str, Any]:
+        """New replica bounds (the desired count is clamped into them at once)."""
+        from suanli.control.db import services
+
+        with self.write() as c:
+            q = sa.select(services).where(services.c.name == name)
+            if tenant is not None:
+                q = q.where(services.c.tenant == tenant)
+            r = c.execute(q).first()
+            if r is None:
+                raise NotFound(f"no service {name!r}")
+            new_lo = r.min_replicas if lo is None else lo
+            new_hi = r.max_replicas if hi is None else hi
+            if not 0 <= new_lo <= new_hi or new_hi < 1:
+                raise Invalid(f"replicas: need 0 <= min <= max and max >= 1 (got min {new_lo}, max {new_hi})")
+            c.execute(services.update().where(services.c.id == r.id).values(
+                min_replicas=new_lo, max_replicas=new_hi, desired=min(new_hi, max(new_lo, r.desired)),
+                updated_at=time.time()))
+        return self.get_service(name)
+
+    def update_service_spec(self, name: str, tenant: str | None, spec: Any) -> dict[str, Any]:
+        """A new spec for a service (rolled out by the manager: generation + 1)."""
+        from suanli.control.db import services
+
+        with self.write() as c:
+            q = sa.select(services).where(services.c.name == name)
+            if tenant is not None:
+                q = q.where(services.c.tenant == tenant)
+            r = c.execute(q).first()
+            if r is None:
+                raise NotFound(f"no service {name!r}")
+            if spec.tenant != r.tenant:
+                raise Invalid("tenant: a service cannot move to another tenant")
+            clash = c.execute(sa.select(services.c.id).where(services.c.model == spec.served_model,
+                                                             services.c.id != r.id)).first()
+            if clash is not None:
+                raise Conflict(f"another service already serves the model {spec.served_model!r}")
+            c.execute(services.update().where(services.c.id == r.id).values(
+                spec=spec.model_dump(mode="json"), model=spec.served_model, generation=r.generation + 1,
+                min_replicas=spec.replicas.min, max_replicas=spec.replicas.upper,
+                desired=min(spec.replicas.upper, max(spec.replicas.min, r.desired)), updated_at=time.time()))
+        return self.get_service(name)
+
+    def delete_service(self, name: str, tenant: str | None = None) -> dict[str, Any]:
+        """Remove a service and ask the controller to cancel its replica jobs (one transaction)."""
+        from suanli.control.db import service_replicas, services
+
+        now = time.time()
+        out = self.get_service(name, tenant)
+        terminal = [s.value for s in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
+        with self.write() as c:
+            ids = c.execute(sa.select(service_replicas.c.job_id).where(
+                service_replicas.c.service_id == out["id"])).scalars().all()
+            live = c.execute(sa.select(jobs.c.id).where(jobs.c.id.in_(ids), jobs.c.state.notin_(terminal),
+                                                        jobs.c.cancel_requested == sa.false())).scalars().all()
+            if live:
+                c.execute(jobs.update().where(jobs.c.id.in_(live)).values(cancel_requested=True))
+                c.execute(job_events.insert(), [{"job_id": j, "at": now, "kind": "cancel-requested",
+                                                 "message": f"service {name} deleted"} for j in live])
+            c.execute(service_replicas.delete().where(service_replicas.c.service_id == out["id"]))
+            c.execute(services.delete().where(services.c.id == out["id"]))
+        return out
+
+    def service_replicas(self) -> list[dict[str, Any]]:
+        """Every replica of every service with its job's state (the service manager's view)."""
+        from suanli.control.db import service_replicas
+
+        q = sa.select(service_replicas, jobs.c.state, jobs.c.cancel_requested, jobs.c.attempts).join(
+            jobs, jobs.c.id == service_replicas.c.job_id).order_by(service_replicas.c.id)
+        with self.read() as c:
+            return [dict(r._mapping) for r in c.execute(q).all()]
+
+    def add_replica(self, service_id: int, spec: JobSpec, idx: int, port: int, generation: int) -> int:
+        """Submit a replica's job and record it as the service's, in one transaction; returns the job id."""
+        from suanli.control.db import service_replicas
+
+        now = time.time()
+        row = {"name": spec.name, "tenant": spec.tenant, "queue": spec.queue, "priority": spec.priority,
+               "state": JobState.PENDING.value, "spec": spec.model_dump(mode="json"), "sched": sched_view(spec),
+               "submit_time": now, "updated_at": now, "attempts": 0, "failures": 0, "not_before": None,
+               "cancel_requested": False, "exit_code": None, "reason": None}
+        with self.write() as c:
+            jid = int(c.execute(jobs.insert().values(**row)).inserted_primary_key[0])
+            c.execute(job_events.insert().values(job_id=jid, at=now, kind="submitted",
+                                                 message=f"replica {idx} of service {spec.env.get('SUANLI_SERVICE')}"
+                                                 f" (generation {generation}, port {port})"))
+            c.execute(service_replicas.insert().values(service_id=service_id, job_id=jid, idx=idx, port=port,
+                                                       generation=generation, created_at=now))
+        return jid
+
+    def stop_replica(self, job_id: int, why: str) -> None:
+        """Ask the controller to stop a replica's job (scale in, rollout); a no-op once it has ended."""
+        now = time.time()
+        terminal = [s.value for s in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
+        with self.write() as c:
+            r = c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.state.notin_(terminal),
+                                              jobs.c.cancel_requested == sa.false()).values(cancel_requested=True))
+            if r.rowcount:
+                c.execute(job_events.insert().values(job_id=job_id, at=now, kind="cancel-requested", message=why))
+
+    def forget_replica(self, job_id: int) -> None:
+        """Drop an ended replica from its service (its job stays, with its history)."""
+        from suanli.control.db import service_replicas
+
+        with self.write() as c:
+            c.execute(service_replicas.delete().where(service_replicas.c.job_id == job_id))
+
+    def set_service_desired(self, service_id: int, desired: int) -> None:
+        from suanli.control.db import services
+
+        with self.write() as c:
+            c.execute(services.update().where(services.c.id == service_id).values(desired=desired))

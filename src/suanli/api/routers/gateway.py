@@ -1,0 +1,220 @@
+"""The inference gateway: ``/v1/services/NAME/...`` and the OpenAI-style ``/v1/completions``,
+``/v1/chat/completions``, ``/v1/embeddings`` and ``/v1/models`` (the ``model`` field chooses the service).
+
+Tenant tokens apply (a tenant reaches only its own services; an admin all). Requests go to ready replicas only,
+chosen by power of two choices on the requests each has in flight (least outstanding requests). The request is
+forwarded with httpx and the answer streamed back chunk by chunk (SSE passes through as it comes). A replica that
+cannot be reached, or that drops the connection before the first byte of its answer, is marked unready and the
+request is sent to another one: a replica dying loses only the requests that had already started streaming. With
+no ready replica (scale from zero, all restarting) a request waits up to ``WAIT_S`` for one, and counts as load
+meanwhile so the autoscaler starts one.
+"""
+
+# no "from __future__ import annotations": FastAPI reads these annotations at run time
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
+
+from suanli.api.deps import NAME, CtxDep, bearer, get_ctx
+from suanli.control.services import Replica, ServiceManager, ServiceRuntime
+from suanli.control.store import Principal
+
+WAIT_S = 60.0  # longest a request waits for a ready replica
+MAX_TRIES = 4  # replicas a request is tried on before 502
+AUTH_TTL_S = 5.0  # a token's check is reused this long (the gateway's hot path stays off the database)
+HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+                 "transfer-encoding", "upgrade", "host", "content-length", "authorization"})
+
+router = APIRouter(tags=["gateway"])
+
+
+class Gateway:
+    """The HTTP client to the replicas and a short-lived cache of token checks (one per app)."""
+
+    def __init__(self) -> None:
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
+            timeout=httpx.Timeout(connect=3.0, read=600.0, write=60.0, pool=60.0))
+        self.auth: dict[str, tuple[float, Principal | None]] = {}
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def gateway(request: Request) -> Gateway:
+    gw: Gateway | None = getattr(request.app.state, "gateway", None)
+    if gw is None:
+        gw = request.app.state.gateway = Gateway()
+    return gw
+
+
+async def caller(request: Request,
+                 cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    """The bearer token's principal, as the rest of the API checks it, cached for AUTH_TTL_S."""
+    if cred is None or not cred.credentials:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    gw = gateway(request)
+    key = hashlib.sha256(cred.credentials.encode("utf-8", "surrogatepass")).hexdigest()
+    now = time.monotonic()
+    hit = gw.auth.get(key)
+    if hit is None or now - hit[0] > AUTH_TTL_S:
+        store = get_ctx(request).store
+        p = await asyncio.to_thread(store.authenticate, cred.credentials)
+        if len(gw.auth) > 10000:
+            gw.auth.clear()
+        hit = gw.auth[key] = (now, p)
+    if hit[1] is None:
+        raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
+    return hit[1]
+
+
+Caller = Annotated[Principal, Depends(caller)]
+
+
+def _manager(ctx: Any) -> ServiceManager:
+    m: ServiceManager | None = getattr(ctx, "services", None)
+    if m is None:
+        raise HTTPException(503, "services are not running on this server")
+    return m
+
+
+def _scope(p: Principal) -> str | None:
+    return None if p.admin else p.tenant
+
+
+def _openai_error(status: int, message: str, param: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                   "code": None}}, status_code=status)
+
+
+async def forward(gw: Gateway, mgr: ServiceManager, rt: ServiceRuntime, path: str, request: Request,
+                  body: bytes) -> Response:
+    """Send the request to a ready replica (retrying others while nothing has been streamed) and stream back."""
+    t0 = time.perf_counter()
+    rt.requests += 1
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP]
+    url_tail = path + (f"?{request.url.query}" if request.url.query else "")
+    tried: set[int] = set()
+    tries = 0
+    deadline = t0 + WAIT_S
+    while True:
+        rep: Replica | None = mgr.pick(rt, tried)
+        if rep is None:
+            if time.perf_counter() > deadline:
+                rt.errors += 1
+                return _openai_error(503, f"service {rt.name}: no ready replica within {WAIT_S:g} s")
+            rt.waiting += 1
+            try:
+                await asyncio.sleep(0.05)
+            finally:
+                rt.waiting -= 1
+            if tried and not mgr.pick(rt, tried):
+                tried.clear()  # every ready replica has been tried: they may have come back
+            continue
+        rep.outstanding += 1
+        resp: httpx.Response | None = None
+        try:
+            req = gw.client.build_request(request.method, rep.url + url_tail, headers=headers, content=body)
+            resp = await gw.client.send(req, stream=True)
+            chunks = resp.aiter_raw()
+            try:
+                first = await chunks.__anext__()
+            except StopAsyncIteration:
+                first = b""
+        except httpx.TransportError as e:
+            rep.outstanding -= 1
+            if resp is not None:
+                await resp.aclose()
+            mgr.mark_unreachable(rt, rep, f"{type(e).__name__}")
+            tried.add(rep.job_id)
+            tries += 1
+            rt.retries += 1
+            if tries >= MAX_TRIES:
+                rt.errors += 1
+                return _openai_error(502, f"service {rt.name}: {tries} replicas failed ({type(e).__name__})")
+            continue
+        break
+    ttfb = time.perf_counter() - t0
+    if resp.status_code >= 500:
+        rt.errors += 1
+    out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in HOP}
+    out_headers["x-suanli-replica"] = str(rep.idx)
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+        except httpx.TransportError:
+            rt.errors += 1  # the replica died while streaming: the client sees the stream end early
+        finally:
+            rep.outstanding -= 1
+            rep.served += 1
+            rt.latencies.append((time.monotonic(), ttfb, time.perf_counter() - t0))
+            await resp.aclose()
+
+    return StreamingResponse(stream(), status_code=resp.status_code, headers=out_headers)
+
+
+@router.api_route("/v1/services/{name}/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                  summary="Forward a request to a ready replica of service NAME")
+async def by_service(name: str, path: str, request: Request, p: Caller, ctx: CtxDep) -> Response:
+    """``/v1/services/NAME/v1/chat/completions`` goes to ``/v1/chat/completions`` of one of NAME's replicas."""
+    import re
+
+    if not re.fullmatch(NAME.strip("^$"), name):
+        raise HTTPException(404, f"no service {name!r}")
+    mgr = _manager(ctx)
+    rt = mgr.find(name, _scope(p))
+    if rt is None:
+        raise HTTPException(404, f"no service {name!r}")
+    return await forward(gateway(request), mgr, rt, "/" + path, request, await request.body())
+
+
+async def _by_model(request: Request, p: Principal, ctx: Any) -> Response:
+    mgr = _manager(ctx)
+    body = await request.body()
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return _openai_error(400, "request body is not valid JSON")
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, str) or not model:
+        return _openai_error(400, "'model' is required: the model of one of your services", "model")
+    rt = mgr.find_model(model, _scope(p))
+    if rt is None:
+        return _openai_error(404, f"The model `{model}` does not exist (no service of yours serves it).", "model")
+    return await forward(gateway(request), mgr, rt, request.url.path, request, body)
+
+
+@router.post("/v1/completions", summary="OpenAI completions, routed by `model` to a service")
+async def completions(request: Request, p: Caller, ctx: CtxDep) -> Response:
+    return await _by_model(request, p, ctx)
+
+
+@router.post("/v1/chat/completions", summary="OpenAI chat completions, routed by `model` to a service")
+async def chat_completions(request: Request, p: Caller, ctx: CtxDep) -> Response:
+    return await _by_model(request, p, ctx)
+
+
+@router.post("/v1/embeddings", summary="OpenAI embeddings, routed by `model` to a service")
+async def embeddings(request: Request, p: Caller, ctx: CtxDep) -> Response:
+    return await _by_model(request, p, ctx)
+
+
+@router.get("/v1/models", summary="The models of the services the caller may use (OpenAI list format)")
+async def models(p: Caller, ctx: CtxDep) -> dict[str, Any]:
+    mgr = _manager(ctx)
+    return {"object": "list", "data": [
+        {"id": rt.model, "object": "model", "owned_by": rt.tenant, "service": rt.name,
+         "ready_replicas": len(rt.ready_replicas())} for rt in mgr.visible(_scope(p))]}

@@ -1,0 +1,132 @@
+"""Services (job kind ``service``): create (JSON or YAML), list, read with live replica state, scale, update
+(rolled out), delete. A tenant sees and manages only its own; the gateway is in :mod:`.gateway`."""
+
+# no "from __future__ import annotations": FastAPI reads these annotations at run time
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from suanli.api.deps import Ctx, CtxDep, Name, Who, tenant_scope
+from suanli.api.errors import errors_detail
+from suanli.api.models import ERRORS, ErrorOut
+from suanli.errors import SuanliError
+from suanli.specfile import load_bounded, printable, validate
+from suanli.workload.service import MAX_REPLICAS, ServiceSpec
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "no such service (for you)"}}
+
+router = APIRouter(tags=["services"], responses=ERRORS)
+
+
+class ScaleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min: Annotated[int | None, Field(ge=0, le=MAX_REPLICAS, strict=True)] = None
+    max: Annotated[int | None, Field(ge=1, le=MAX_REPLICAS, strict=True)] = None
+
+
+def parse_service(body: bytes, ctype: str) -> tuple[ServiceSpec, dict[str, Any]]:
+    """Validate a service spec (JSON or YAML); every problem is a 4xx naming the field."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "body: not UTF-8 text") from None
+    try:
+        if ctype in YAML_TYPES:
+            data, root = load_bounded(text, "body")
+            if not isinstance(data, dict):
+                raise HTTPException(422, "body: a service is a mapping")
+            spec = validate(data, root, ServiceSpec, "body")
+        else:
+            try:
+                data = json.loads(text) if text.strip() else None
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise HTTPException(400, f"body: not valid JSON: {e}") from None
+            if not isinstance(data, dict):
+                raise HTTPException(422, "body: a service is a JSON object")
+            spec = ServiceSpec.model_validate(data)
+    except ValidationError as e:
+        raise HTTPException(422, errors_detail(list(e.errors()), ("body",))["detail"]) from None
+    except (SuanliError, ValueError, TypeError, OverflowError, RecursionError) as e:
+        raise HTTPException(422, printable(f"body: {e}")) from None
+    return spec, data
+
+
+async def _accepted(request: Request, p: Any, ctx: Ctx) -> tuple[ServiceSpec, dict[str, Any] | None]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    spec, data = await run_in_threadpool(parse_service, await request.body(), ctype)
+    if not p.admin:
+        if "tenant" in data and spec.tenant != p.tenant:
+            raise HTTPException(403, f"body.tenant: you may only create services as tenant {p.tenant!r}")
+        spec = spec.model_copy(update={"tenant": p.tenant})
+    if not ctx.store.tenant_exists(spec.tenant):
+        raise HTTPException(422, f"body.tenant: no tenant {spec.tenant!r}")
+    if not ctx.store.queue_exists(spec.queue):
+        raise HTTPException(422, f"body.queue: no queue {spec.queue!r}")
+    try:
+        sized, plan = await run_in_threadpool(spec.with_plan)
+        sized.replica_job(0, 1, above_min=False).to_job(0)
+    except (SuanliError, ValueError) as e:
+        raise HTTPException(422, printable(f"body.plan: {e}")) from None
+    if ctx.controller is not None:
+        why = ctx.controller.never_fits(sized.replica_job(0, 1, above_min=False).to_job(0))
+        if why is not None:
+            raise HTTPException(422, f"body.resources: a replica {why}")
+    return sized, plan
+
+
+def _out(ctx: Ctx, s: dict[str, Any], live: bool = True) -> dict[str, Any]:
+    mgr = getattr(ctx, "services", None)
+    out = {k: v for k, v in s.items() if k != "id"}
+    out["live"] = mgr.describe(s["name"]) if (live and mgr is not None) else None
+    return out
+
+
+@router.post("/v1/services", status_code=201,
+             responses={403: {"model": ErrorOut, "description": "a tenant creating as another"},
+                        409: {"model": ErrorOut, "description": "name or model taken"}})
+async def create_service(request: Request, p: Who, ctx: CtxDep) -> dict[str, Any]:
+    """Create a service (JSON, or YAML with Content-Type application/yaml); its replicas start shortly."""
+    spec, plan = await _accepted(request, p, ctx)
+    s = await run_in_threadpool(ctx.store.create_service, spec, spec.initial_replicas)
+    out = _out(ctx, s, live=False)
+    out["plan"] = plan
+    return out
+
+
+@router.get("/v1/services")
+def list_services(p: Who, ctx: CtxDep) -> list[dict[str, Any]]:
+    """Services with their live state (ready replicas, load, latency)."""
+    return [_out(ctx, s) for s in ctx.store.list_services(tenant_scope(p))]
+
+
+@router.get("/v1/services/{name}", responses=NOT_FOUND)
+def get_service(name: Name, p: Who, ctx: CtxDep) -> dict[str, Any]:
+    return _out(ctx, ctx.store.get_service(name, tenant_scope(p)))
+
+
+@router.patch("/v1/services/{name}", responses=NOT_FOUND)
+def scale_service(name: Name, body: ScaleIn, p: Who, ctx: CtxDep) -> dict[str, Any]:
+    """New replica bounds ``{"min": 1, "max": 8}`` (either may be left out)."""
+    if body.min is None and body.max is None:
+        raise HTTPException(422, "body: give min, max or both")
+    return _out(ctx, ctx.store.scale_service(name, tenant_scope(p), body.min, body.max))
+
+
+@router.put("/v1/services/{name}", responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "model taken"}})
+async def update_service(name: Name, request: Request, p: Who, ctx: CtxDep) -> dict[str, Any]:
+    """A new spec for the service: rolled out replica by replica (``rollout.max_surge`` / ``max_unavailable``)."""
+    spec, _ = await _accepted(request, p, ctx)
+    if spec.name != name:
+        raise HTTPException(422, f"body.name: must be {name!r} (the service's name)")
+    return _out(ctx, await run_in_threadpool(ctx.store.update_service_spec, name, tenant_scope(p), spec))
+
+
+@router.delete("/v1/services/{name}", responses=NOT_FOUND)
+def delete_service(name: Name, p: Who, ctx: CtxDep) -> dict[str, Any]:
+    """Delete the service; its replica jobs are cancelled."""
+    return _out(ctx, ctx.store.delete_service(name, tenant_scope(p)), live=False)
