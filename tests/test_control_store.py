@@ -40,7 +40,7 @@ def spec(name: str = "j", **kw: object) -> JobSpec:
 def test_migrations_create_every_table_and_are_idempotent(store: Store) -> None:
     names = set(sa.inspect(store.engine).get_table_names())
     assert {"tenants", "tokens", "queues", "nodes", "devices", "jobs", "job_attempts", "job_events",
-            "alembic_version"} <= names
+            "services", "service_replicas", "alembic_version"} <= names
     db.migrate(store.engine)  # at head already: a no-op
     with store.read() as c:
         assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == db.HEAD

@@ -1,4 +1,5 @@
-"""The REST API: jobs, nodes and devices, queues and tenants, metrics. Bearer tokens; tenants see their own jobs.
+"""The REST API: jobs, nodes and devices, queues and tenants, services and their gateway, metrics. Bearer tokens;
+tenants see their own jobs and services.
 
 Every answer to bad input is a 4xx naming the field and what is wrong with it; a write either happens whole or not
 at all (each is one store transaction).
@@ -6,6 +7,8 @@ at all (each is one store transaction).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,8 @@ from fastapi.staticfiles import StaticFiles
 from suanli.api import logs
 from suanli.api.deps import ControllerView, Ctx
 from suanli.api.errors import BodyLimit, install_handlers
-from suanli.api.routers import fleet, history, jobs, meta, nodes, plan, queues, tenants, ui
+from suanli.api.routers import fleet, gateway, history, jobs, meta, nodes, plan, queues, tenants, ui
+from suanli.api.routers import services as services_router
 from suanli.control.logs import FollowerLimit
 from suanli.control.metrics import Metrics, RouteTimer
 from suanli.control.store import Store
@@ -29,24 +33,33 @@ _last_lines = logs.last_lines
 _file_chunks = logs.file_chunks
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    gw = getattr(app.state, "gateway", None)  # the gateway's HTTP client to the replicas (api/routers/gateway.py)
+    if gw is not None:
+        await gw.aclose()
+
+
 def create_app(store: Store, *, data_dir: str | Path | None = None, controller: ControllerView | None = None,
                metrics: Metrics | None = None, max_body: int = MAX_BODY, follow_per_tenant: int = 8,
-               follow_per_admin: int = 64) -> FastAPI:
+               follow_per_admin: int = 64, services: Any = None) -> FastAPI:
     """The API over ``store``. ``controller`` (optional) gives feasibility checks and live metrics;
-    ``data_dir`` is where job logs live; ``follow_per_tenant`` caps the logs a tenant follows at once."""
-    app = FastAPI(title="suanli control plane", version="1", description=__doc__)
+    ``data_dir`` is where job logs live; ``follow_per_tenant`` caps the logs a tenant follows at once;
+    ``services`` (the service manager) enables the services API and the gateway."""
+    app = FastAPI(title="suanli control plane", version="1", description=__doc__, lifespan=_lifespan)
     app.add_middleware(BodyLimit, limit=max_body)
     metrics = metrics or Metrics()
     metrics.store = store
     metrics.watch_store(store)
     app.add_middleware(RouteTimer, metrics=metrics)
     app.state.ctx = Ctx(store, metrics, controller, Path(data_dir).resolve() if data_dir is not None else None,
-                        FollowerLimit(follow_per_tenant, follow_per_admin))
+                        FollowerLimit(follow_per_tenant, follow_per_admin), services=services)
     app.state.store = store
     app.state.metrics = metrics
     install_handlers(app)
     for r in (jobs.router, nodes.router, fleet.router, queues.router, tenants.router, history.router, plan.router,
-              meta.router, ui.router):
+              meta.router, services_router.router, gateway.router, ui.router):
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=ui.STATIC), name="static")
 

@@ -5,7 +5,7 @@ identity from its bearer token, and the validated path and query types."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, HTTPException, Request
 from fastapi import Path as PathParam
@@ -38,6 +38,7 @@ class Ctx:
     controller: ControllerView | None = None
     data_dir: Path | None = None  # where job logs live (None: no logs)
     followers: FollowerLimit = field(default_factory=FollowerLimit)  # concurrent log followers per tenant
+    services: Any = None  # the service manager (control/services.py); None: no services, no gateway
     batcher: Batcher = field(init=False)  # group commit of submissions
 
     def __post_init__(self) -> None:

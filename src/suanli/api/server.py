@@ -16,7 +16,8 @@ def open_service(data_dir: str | Path = ".suanli", *, with_app: bool = True, **k
     runs yet: call ``service.controller.start()`` and serve ``service.app``."""
     svc = control_service.open_service(data_dir, **kw)
     if with_app:
-        svc.app = create_app(svc.store, data_dir=svc.data_dir, controller=svc.controller, metrics=svc.metrics)
+        svc.app = create_app(svc.store, data_dir=svc.data_dir, controller=svc.controller, metrics=svc.metrics,
+                             services=svc.services)
     return svc
 
 

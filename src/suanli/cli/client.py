@@ -98,14 +98,20 @@ def _jobs_table(items: list[dict[str, Any]]) -> Table:
 
 def submit(file: Path = typer.Argument(..., help="job file (YAML or JSON)"), server: str = ServerOpt,
            token: str = TokenOpt, data_dir: Path = DataDirOpt, as_json: bool = JsonOpt) -> None:
-    """Submit a job file."""
+    """Submit a job file (a file with `kind: service` creates a service)."""
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SuanliError(f"{file}: cannot read: {e}") from None
-    from suanli.specfile import parse_yaml
+    from suanli.specfile import load_bounded, parse_yaml
     from suanli.workload.spec import JobSpec
 
+    data, _ = load_bounded(text, str(file))
+    if isinstance(data, dict) and data.get("kind") == "service":
+        from suanli.cli.services import create_service
+
+        create_service(text, str(file), Client(server, token, data_dir), as_json)
+        return
     parse_yaml(text, JobSpec, str(file))  # file:line: field errors before anything is sent
     c = Client(server, token, data_dir)
     j = c.call("POST", "/v1/jobs", content=text.encode(), headers={"Content-Type": "application/yaml"})

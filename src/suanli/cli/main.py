@@ -12,6 +12,7 @@ from suanli.cli import client as client_cli
 from suanli.cli import plan as plan_cli
 from suanli.cli import replay as replay_cli
 from suanli.cli import serve as serve_cli
+from suanli.cli import services as services_cli
 from suanli.cli import sim as sim_cli
 from suanli.cli import up as up_cli
 from suanli.cli.common import err_console
@@ -31,6 +32,7 @@ app.command("sim")(sim_cli.sim)
 app.command("up")(up_cli.up)
 app.command("replay")(replay_cli.replay)
 client_cli.register(app)
+services_cli.register(app)
 app.command("demo")(demo)
 app.command("mock-engine")(serve_cli.mock_engine)
 app.add_typer(serve_cli.bench_app, name="bench")

@@ -66,7 +66,7 @@ def placement_from_json(c: Cluster, d: dict[str, Any]) -> tuple[Placement, int]:
 class Controller:
     def __init__(self, store: Store, executor: Executor, *, policy: str = "fifo", tick_s: float = 0.1,
                  retry_base_s: float = 2.0, retry_cap_s: float = 300.0, keep_jobs_on_stop: bool = False,
-                 metrics: Any = None, nodes_every_s: float = 1.0) -> None:
+                 metrics: Any = None, nodes_every_s: float = 1.0, services: Any = None) -> None:
         self.store = store
         self.ex = executor
         self.policy = policy
@@ -76,6 +76,7 @@ class Controller:
         self.keep_jobs_on_stop = keep_jobs_on_stop
         self.metrics = metrics
         self.nodes_every_s = nodes_every_s
+        self.services = services  # the service manager (control/services.py): started and stopped with the loop
         self.handles: dict[int, Handle] = {}
         self.placements: dict[int, dict[str, Any]] = {}  # running job -> its attempt's placement (JSON)
         self.delayed: dict[int, tuple[float, Job]] = {}  # retry backoff
@@ -268,6 +269,8 @@ class Controller:
         try:
             self.recover()
             self.ready.set()
+            if self.services is not None:
+                self.services.start()
             while not self._stop.is_set():
                 t0 = time.monotonic()
                 try:
@@ -285,6 +288,8 @@ class Controller:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the loop; unless ``keep_jobs_on_stop``, stop running jobs and requeue them (no failure counted)."""
         self._stop.set()
+        if self.services is not None:
+            self.services.stop()
         if self._thread is not None:
             self._thread.join(timeout)
         if self.keep_jobs_on_stop or not self.handles:

@@ -15,6 +15,7 @@ from suanli.control.executors.base import DeviceInfo, Executor, NodeInfo
 from suanli.control.executors.local import LocalExecutor
 from suanli.control.history import Sampler
 from suanli.control.metrics import Metrics
+from suanli.control.services import ServiceManager
 from suanli.control.store import Store, hash_token
 from suanli.devices import LocalDevice, discover, health, host_cpu_memory, parse_declared
 from suanli.errors import SuanliError
@@ -34,6 +35,7 @@ class Service:
     devices: list[LocalDevice]
     admin_token_path: Path
     app: Any = None  # the API, when built by suanli.api.server.open_service
+    services: Any = None  # the service manager (suanli.control.services.ServiceManager)
 
 
 def ensure_admin_token(store: Store, data_dir: Path) -> Path:
@@ -177,6 +179,7 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
     metrics = Metrics()
     metrics.store = store
     metrics.sampler = Sampler(store, interval_s=sample_s)
+    services = ServiceManager(store)
     ctl = Controller(store, ex, policy=policy, tick_s=tick_s, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s,
-                     keep_jobs_on_stop=keep_jobs_on_stop, metrics=metrics)
-    return Service(dd, store, ex, ctl, metrics, name, devs, tok_path)
+                     keep_jobs_on_stop=keep_jobs_on_stop, metrics=metrics, services=services)
+    return Service(dd, store, ex, ctl, metrics, name, devs, tok_path, services=services)

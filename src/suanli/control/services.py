@@ -233,7 +233,8 @@ class ServiceManager:
                     if r["state"] != JobState.RUNNING.value:
                         rep.ready, rep.ready_since, rep.fails = False, None, 0
                     rep.state = r["state"]
-                rep.cancel_requested = bool(r["cancel_requested"])
+                rep.cancel_requested = rep.cancel_requested or bool(r["cancel_requested"])  # sticky: the
+                # controller clears the flag once the job is cancelled
             for jid in list(rt.replicas):
                 if jid not in ids:
                     del rt.replicas[jid]
@@ -305,7 +306,7 @@ class ServiceManager:
                     rt.next_add = max(rt.next_add, now + back)
                     rt.note(f"replica {rep.idx} (job {rep.job_id}) failed; replacing it in {back:g} s")
                 elif not rep.cancel_requested:
-                    rt.note(f"replica {rep.idx} (job {rep.job_id}) ended ({rep.state}); replacing it")
+                    rt.note(f"replica {rep.idx} (job {rep.job_id}) ended ({rep.state})")
                 self.store.forget_replica(rep.job_id)
                 del rt.replicas[rep.job_id]
         live = [r for r in rt.replicas.values() if r.state in LIVE and not r.cancel_requested]

@@ -17,12 +17,14 @@ YAML shape::
     autoscaling: {target_ongoing_requests: 2, stable_window: 60s, panic_window: 6s, panic_threshold: 2}
     plan: {accelerator: H100, qps: 20, input_tokens: 2000, output_tokens: 500}   # optional sizing from the planner
 
-Each replica becomes an ordinary job (kind ``serve``) with ``PORT`` in its environment, so the scheduler places it,
-the queue's quota counts it and the controller restarts it like any job.
+Each replica becomes an ordinary job (kind ``serve``) with ``PORT`` in its environment (and ``SUANLI_PYTHON``, the
+interpreter suanli runs on), so the scheduler places it, the queue's quota counts it and the controller restarts it
+like any job.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
@@ -205,7 +207,8 @@ class ServiceSpec(BaseModel):
             priority=min(self.priority, 0) if above_min else self.priority, kind=JobKind.SERVE,
             resources=self.resources, preemptible=True if above_min else self.preemptible,
             max_retries=self.max_retries, llm=self.llm, command=self.command,
-            env={**self.env, "PORT": str(port), "SUANLI_SERVICE": self.name, "SUANLI_REPLICA": str(index)},
+            env={**self.env, "PORT": str(port), "SUANLI_SERVICE": self.name, "SUANLI_REPLICA": str(index),
+                 "SUANLI_PYTHON": sys.executable},
             termination_grace=self.termination_grace)
 
     def with_plan(self) -> tuple[ServiceSpec, dict[str, Any] | None]:

@@ -166,8 +166,6 @@ async def forward(gw: Gateway, mgr: ServiceManager, rt: ServiceRuntime, path: st
     return StreamingResponse(stream(), status_code=resp.status_code, headers=out_headers)
 
 
-@router.api_route("/v1/services/{name}/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                  summary="Forward a request to a ready replica of service NAME")
 async def by_service(name: str, path: str, request: Request, p: Caller, ctx: CtxDep) -> Response:
     """``/v1/services/NAME/v1/chat/completions`` goes to ``/v1/chat/completions`` of one of NAME's replicas."""
     import re
@@ -179,6 +177,12 @@ async def by_service(name: str, path: str, request: Request, p: Caller, ctx: Ctx
     if rt is None:
         raise HTTPException(404, f"no service {name!r}")
     return await forward(gateway(request), mgr, rt, "/" + path, request, await request.body())
+
+
+for _m in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+    router.add_api_route("/v1/services/{name}/{path:path}", by_service, methods=[_m],
+                         operation_id=f"service_proxy_{_m.lower()}",
+                         summary="Forward a request to a ready replica of service NAME")
 
 
 async def _by_model(request: Request, p: Principal, ctx: Any) -> Response:
