@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,6 +111,14 @@ def test_replicas_come_up_and_the_gateway_balances_and_streams(up: tuple[Path, s
     assert {"bal"} <= {m["id"] for m in models}
     d = live(url, tok, "bal")["live"]
     assert d["requests"] >= 41 and d["errors"] == 0 and d["latency_p50_s"] is not None
+    # the answers match their documented (typed) schemas
+    api = httpx.get(f"{url}/openapi.json").json()
+    for method, path, got in (("get", "/v1/services/{name}", httpx.get(f"{url}/v1/services/bal", headers=h(tok))),
+                              ("get", "/v1/services", httpx.get(f"{url}/v1/services", headers=h(tok))),
+                              ("get", "/v1/models", httpx.get(f"{url}/v1/models", headers=h(tok))),
+                              ("post", "/v1/completions", rs[0])):
+        schema = api["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        Draft202012Validator({**schema, "components": api["components"]}).validate(got.json())
     # replicas are ordinary jobs, counted in their queue
     jobs = httpx.get(f"{url}/v1/jobs", headers=h(tok)).json()["items"]
     assert {"bal-r0", "bal-r1"} <= {j["name"] for j in jobs if j["state"] == "running"}

@@ -23,6 +23,7 @@ import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel, ConfigDict
 
 from suanli.api.deps import NAME, CtxDep, bearer, get_ctx
 from suanli.control.services import Replica, ServiceManager, ServiceRuntime
@@ -35,6 +36,49 @@ HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-author
                  "transfer-encoding", "upgrade", "host", "content-length", "authorization"})
 
 router = APIRouter(tags=["gateway"])
+
+
+class Completion(BaseModel):
+    """An OpenAI-style answer as the engine sent it (passed through unchanged; extra keys kept)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str = "model"
+    owned_by: str
+    service: str
+    ready_replicas: int
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]
+
+
+class Proxied(StreamingResponse):
+    """The replica's answer, whatever its type (documented as bytes)."""
+
+    media_type = "application/octet-stream"
+
+
+OPENAI_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the engine's answer: JSON, or an SSE stream (`\"stream\": true`)",
+          "content": {"application/json": {"schema": Completion.model_json_schema()},
+                      "text/event-stream": {"schema": {"type": "string"}}}},
+    404: {"description": "no service of the caller serves this model"},
+    503: {"description": "no ready replica within the wait"}}
+PROXIED: dict[int | str, dict[str, Any]] = {
+    200: {"description": "whatever the replica answers, streamed through",
+          "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+    404: {"description": "no such service (for you)"}}
 
 
 class Gateway:
@@ -181,7 +225,8 @@ async def by_service(name: str, path: str, request: Request, p: Caller, ctx: Ctx
 
 for _m in ("GET", "POST", "PUT", "PATCH", "DELETE"):
     router.add_api_route("/v1/services/{name}/{path:path}", by_service, methods=[_m],
-                         operation_id=f"service_proxy_{_m.lower()}",
+                         operation_id=f"service_proxy_{_m.lower()}", responses=PROXIED, response_model=None,
+                         response_class=Proxied,
                          summary="Forward a request to a ready replica of service NAME")
 
 
@@ -201,22 +246,26 @@ async def _by_model(request: Request, p: Principal, ctx: Any) -> Response:
     return await forward(gateway(request), mgr, rt, request.url.path, request, body)
 
 
-@router.post("/v1/completions", summary="OpenAI completions, routed by `model` to a service")
+@router.post("/v1/completions", responses=OPENAI_ANSWER, response_model=None,
+             summary="OpenAI completions, routed by `model` to a service")
 async def completions(request: Request, p: Caller, ctx: CtxDep) -> Response:
     return await _by_model(request, p, ctx)
 
 
-@router.post("/v1/chat/completions", summary="OpenAI chat completions, routed by `model` to a service")
+@router.post("/v1/chat/completions", responses=OPENAI_ANSWER, response_model=None,
+             summary="OpenAI chat completions, routed by `model` to a service")
 async def chat_completions(request: Request, p: Caller, ctx: CtxDep) -> Response:
     return await _by_model(request, p, ctx)
 
 
-@router.post("/v1/embeddings", summary="OpenAI embeddings, routed by `model` to a service")
+@router.post("/v1/embeddings", responses=OPENAI_ANSWER, response_model=None,
+             summary="OpenAI embeddings, routed by `model` to a service")
 async def embeddings(request: Request, p: Caller, ctx: CtxDep) -> Response:
     return await _by_model(request, p, ctx)
 
 
-@router.get("/v1/models", summary="The models of the services the caller may use (OpenAI list format)")
+@router.get("/v1/models", response_model=ModelList,
+            summary="The models of the services the caller may use (OpenAI list format)")
 async def models(p: Caller, ctx: CtxDep) -> dict[str, Any]:
     mgr = _manager(ctx)
     return {"object": "list", "data": [

@@ -23,6 +23,66 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "descript
 router = APIRouter(tags=["services"], responses=ERRORS)
 
 
+class ReplicaOut(BaseModel):
+    job_id: int
+    replica: int
+    port: int
+    generation: int
+    state: str
+    ready: bool
+    outstanding: int = Field(description="requests in flight through the gateway")
+    served: int
+    engine_running: float | None = Field(description="the engine's running requests (its /metrics)")
+    engine_waiting: float | None = Field(description="the engine's waiting requests (its /metrics)")
+    stopping: bool
+
+
+class AutoscalerOut(BaseModel):
+    stable_load: float
+    panic_load: float
+    panicking: bool
+    reason: str
+
+
+class ServiceEvent(BaseModel):
+    at: float
+    message: str
+
+
+class ServiceLive(BaseModel):
+    ready: int
+    desired: int
+    ongoing: int
+    waiting_for_replica: int
+    load: float
+    requests: int
+    errors: int
+    retries: int
+    requests_per_s_1m: float
+    ttfb_p50_s: float | None
+    ttfb_p99_s: float | None
+    latency_p50_s: float | None
+    latency_p99_s: float | None
+    autoscaler: AutoscalerOut | None
+    replicas: list[ReplicaOut]
+    events: list[ServiceEvent]
+
+
+class ServiceOut(BaseModel):
+    name: str
+    tenant: str
+    model: str = Field(description="the `model` clients send to the OpenAI-style routes")
+    generation: int
+    min: int
+    max: int
+    desired: int
+    created_at: float
+    updated_at: float
+    spec: dict[str, Any] = Field(description="the ServiceSpec, after sizing by the planner")
+    live: ServiceLive | None = Field(description="replicas and load as the service manager sees them now")
+    plan: dict[str, Any] | None = Field(default=None, description="the planner's row (creation with `plan`)")
+
+
 class ScaleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     min: Annotated[int | None, Field(ge=0, le=MAX_REPLICAS, strict=True)] = None
@@ -86,7 +146,7 @@ def _out(ctx: Ctx, s: dict[str, Any], live: bool = True) -> dict[str, Any]:
     return out
 
 
-@router.post("/v1/services", status_code=201,
+@router.post("/v1/services", status_code=201, response_model=ServiceOut,
              responses={403: {"model": ErrorOut, "description": "a tenant creating as another"},
                         409: {"model": ErrorOut, "description": "name or model taken"}})
 async def create_service(request: Request, p: Who, ctx: CtxDep) -> dict[str, Any]:
@@ -98,18 +158,18 @@ async def create_service(request: Request, p: Who, ctx: CtxDep) -> dict[str, Any
     return out
 
 
-@router.get("/v1/services")
+@router.get("/v1/services", response_model=list[ServiceOut])
 def list_services(p: Who, ctx: CtxDep) -> list[dict[str, Any]]:
     """Services with their live state (ready replicas, load, latency)."""
     return [_out(ctx, s) for s in ctx.store.list_services(tenant_scope(p))]
 
 
-@router.get("/v1/services/{name}", responses=NOT_FOUND)
+@router.get("/v1/services/{name}", response_model=ServiceOut, responses=NOT_FOUND)
 def get_service(name: Name, p: Who, ctx: CtxDep) -> dict[str, Any]:
     return _out(ctx, ctx.store.get_service(name, tenant_scope(p)))
 
 
-@router.patch("/v1/services/{name}", responses=NOT_FOUND)
+@router.patch("/v1/services/{name}", response_model=ServiceOut, responses=NOT_FOUND)
 def scale_service(name: Name, body: ScaleIn, p: Who, ctx: CtxDep) -> dict[str, Any]:
     """New replica bounds ``{"min": 1, "max": 8}`` (either may be left out)."""
     if body.min is None and body.max is None:
@@ -117,7 +177,8 @@ def scale_service(name: Name, body: ScaleIn, p: Who, ctx: CtxDep) -> dict[str, A
     return _out(ctx, ctx.store.scale_service(name, tenant_scope(p), body.min, body.max))
 
 
-@router.put("/v1/services/{name}", responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "model taken"}})
+@router.put("/v1/services/{name}", response_model=ServiceOut,
+            responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "model taken"}})
 async def update_service(name: Name, request: Request, p: Who, ctx: CtxDep) -> dict[str, Any]:
     """A new spec for the service: rolled out replica by replica (``rollout.max_surge`` / ``max_unavailable``)."""
     spec, _ = await _accepted(request, p, ctx)
@@ -126,7 +187,7 @@ async def update_service(name: Name, request: Request, p: Who, ctx: CtxDep) -> d
     return _out(ctx, await run_in_threadpool(ctx.store.update_service_spec, name, tenant_scope(p), spec))
 
 
-@router.delete("/v1/services/{name}", responses=NOT_FOUND)
+@router.delete("/v1/services/{name}", response_model=ServiceOut, responses=NOT_FOUND)
 def delete_service(name: Name, p: Who, ctx: CtxDep) -> dict[str, Any]:
     """Delete the service; its replica jobs are cancelled."""
     return _out(ctx, ctx.store.delete_service(name, tenant_scope(p)), live=False)
