@@ -694,19 +694,6 @@ class Store:
             out.append(d)
         return out
 
-
-
-def _average(rows: Sequence[Any]) -> dict[str, Any]:
-    n = len(rows)
-    reasons: dict[str, float] = {}
-    for r in rows:
-        rs = r.reasons if isinstance(r.reasons, dict) else json.loads(r.reasons)
-        for k, v in rs.items():
-            reasons[k] = reasons.get(k, 0.0) + float(v) / n
-    return {"total": sum(r.total for r in rows) / n, "allocated": sum(r.allocated for r in rows) / n,
-            "running": sum(r.running for r in rows) / n, "pending": sum(r.pending for r in rows) / n,
-            "reasons": reasons}
-
     # -- services (job kind "service"; each replica is an ordinary job) ------------------------------------
     @staticmethod
     def _service_out(r: Any) -> dict[str, Any]:
@@ -718,8 +705,7 @@ def _average(rows: Sequence[Any]) -> dict[str, Any]:
     def create_service(self, spec: Any, initial: int) -> dict[str, Any]:
         """Store a new service (a ``ServiceSpec``, already sized); its replicas are created by the service
         manager. Conflict when the name or the served model name is taken."""
-        from suanli.control.db import services
-
+        services = db.services
         now = time.time()
         with self.write() as c:
             if c.execute(sa.select(services.c.id).where(services.c.name == spec.name)).first() is not None:
@@ -733,8 +719,7 @@ def _average(rows: Sequence[Any]) -> dict[str, Any]:
         return self.get_service(spec.name)
 
     def list_services(self, tenant: str | None = None) -> list[dict[str, Any]]:
-        from suanli.control.db import services
-
+        services = db.services
         q = sa.select(services).order_by(services.c.name)
         if tenant is not None:
             q = q.where(services.c.tenant == tenant)
@@ -742,8 +727,7 @@ def _average(rows: Sequence[Any]) -> dict[str, Any]:
             return [self._service_out(r) for r in c.execute(q).all()]
 
     def get_service(self, name: str, tenant: str | None = None) -> dict[str, Any]:
-        from suanli.control.db import services
-
+        services = db.services
         q = sa.select(services).where(services.c.name == name)
         if tenant is not None:
             q = q.where(services.c.tenant == tenant)
@@ -755,8 +739,7 @@ def _average(rows: Sequence[Any]) -> dict[str, Any]:
 
     def scale_service(self, name: str, tenant: str | None, lo: int | None, hi: int | None) -> dict[str, Any]:
         """New replica bounds (the desired count is clamped into them at once)."""
-        from suanli.control.db import services
-
+        services = db.services
         with self.write() as c:
             q = sa.select(services).where(services.c.name == name)
             if tenant is not None:
@@ -775,8 +758,7 @@ def _average(rows: Sequence[Any]) -> dict[str, Any]:
 
     def update_service_spec(self, name: str, tenant: str | None, spec: Any) -> dict[str, Any]:
         """A new spec for a service (rolled out by the manager: generation + 1)."""
-        from suanli.control.db import services
-
+        services = db.services
         with self.write() as c:
             q = sa.select(services).where(services.c.name == name)
             if tenant is not None:
@@ -798,8 +780,7 @@ def _average(rows: Sequence[Any]) -> dict[str, Any]:
 
     def delete_service(self, name: str, tenant: str | None = None) -> dict[str, Any]:
         """Remove a service and ask the controller to cancel its replica jobs (one transaction)."""
-        from suanli.control.db import service_replicas, services
-
+        services, service_replicas = db.services, db.service_replicas
         now = time.time()
         out = self.get_service(name, tenant)
         terminal = [s.value for s in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)]
@@ -818,8 +799,7 @@ def _average(rows: Sequence[Any]) -> dict[str, Any]:
 
     def service_replicas(self) -> list[dict[str, Any]]:
         """Every replica of every service with its job's state (the service manager's view)."""
-        from suanli.control.db import service_replicas
-
+        service_replicas = db.service_replicas
         q = sa.select(service_replicas, jobs.c.state, jobs.c.cancel_requested, jobs.c.attempts).join(
             jobs, jobs.c.id == service_replicas.c.job_id).order_by(service_replicas.c.id)
         with self.read() as c:
@@ -827,8 +807,7 @@ def _average(rows: Sequence[Any]) -> dict[str, Any]:
 
     def add_replica(self, service_id: int, spec: JobSpec, idx: int, port: int, generation: int) -> int:
         """Submit a replica's job and record it as the service's, in one transaction; returns the job id."""
-        from suanli.control.db import service_replicas
-
+        service_replicas = db.service_replicas
         now = time.time()
         row = {"name": spec.name, "tenant": spec.tenant, "queue": spec.queue, "priority": spec.priority,
                "state": JobState.PENDING.value, "spec": spec.model_dump(mode="json"), "sched": sched_view(spec),
@@ -855,13 +834,24 @@ def _average(rows: Sequence[Any]) -> dict[str, Any]:
 
     def forget_replica(self, job_id: int) -> None:
         """Drop an ended replica from its service (its job stays, with its history)."""
-        from suanli.control.db import service_replicas
-
+        service_replicas = db.service_replicas
         with self.write() as c:
             c.execute(service_replicas.delete().where(service_replicas.c.job_id == job_id))
 
     def set_service_desired(self, service_id: int, desired: int) -> None:
-        from suanli.control.db import services
-
+        services = db.services
         with self.write() as c:
             c.execute(services.update().where(services.c.id == service_id).values(desired=desired))
+
+
+
+def _average(rows: Sequence[Any]) -> dict[str, Any]:
+    n = len(rows)
+    reasons: dict[str, float] = {}
+    for r in rows:
+        rs = r.reasons if isinstance(r.reasons, dict) else json.loads(r.reasons)
+        for k, v in rs.items():
+            reasons[k] = reasons.get(k, 0.0) + float(v) / n
+    return {"total": sum(r.total for r in rows) / n, "allocated": sum(r.allocated for r in rows) / n,
+            "running": sum(r.running for r in rows) / n, "pending": sum(r.pending for r in rows) / n,
+            "reasons": reasons}
