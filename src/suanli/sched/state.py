@@ -8,6 +8,7 @@ leaves it exactly as it was.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,16 +39,26 @@ class RunningJob:
         """Device-seconds of service including the current run (for LAS)."""
         return self.job.attained + self.job.devices_equiv * max(0.0, now - self.start)
 
+    def served(self, now: float) -> float:
+        """Service since the job's last LAS promotion: what its LAS queue is computed from."""
+        return self.attained(now) - self.job.las_base
+
 
 class PendingQueue:
-    """Pending jobs per queue, each kept sorted by the policy's key (insertion O(log n) search + memmove)."""
+    """Pending jobs per queue, each kept sorted by the policy's key (insertion O(log n) search + memmove).
 
-    def __init__(self, key: Callable[[Job], Key]) -> None:
+    With ``promote_at`` (LAS's starvation guard), ``due`` lists the jobs that will be promoted, sorted by when:
+    ``(time, seq, id)``, a job's time fixed while it waits."""
+
+    def __init__(self, key: Callable[[Job], Key], promote_at: Callable[[Job], float] | None = None) -> None:
         self.key = key
+        self.promote_at = promote_at
         self.jobs: dict[int | str, Job] = {}
         self._keys: dict[int | str, Key] = {}
         self.by_queue: dict[str, list[tuple[Key, int, int | str]]] = {}
         self.n_partial = 0  # pending jobs that need less than a whole device (shares, CPU-only)
+        self.due: list[tuple[float, int, int | str]] = []
+        self._due: dict[int | str, float] = {}
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -63,6 +74,11 @@ class PendingQueue:
         self._keys[job.id] = k
         bisect.insort(self.by_queue.setdefault(job.queue, []), (k, job.seq, job.id))
         self.n_partial += job.count == 0 or job.milli < 1000
+        if self.promote_at is not None:
+            t = self.promote_at(job)
+            if t < math.inf:
+                self._due[job.id] = t
+                bisect.insort(self.due, (t, job.seq, job.id))
 
     def remove(self, job_id: int | str) -> Job:
         job = self.jobs.pop(job_id)
@@ -73,7 +89,24 @@ class PendingQueue:
         if not lst:
             del self.by_queue[job.queue]
         self.n_partial -= job.count == 0 or job.milli < 1000
+        if self._due:
+            t = self._due.pop(job_id, None)
+            if t is not None:
+                del self.due[bisect.bisect_left(self.due, (t, job.seq, job_id))]
         return job
+
+    def entries(self) -> Iterator[tuple[Key, int, int | str]]:
+        """``(key, seq, id)`` of all pending jobs in key order across queues."""
+        if len(self.by_queue) == 1:
+            return iter(next(iter(self.by_queue.values())))
+        import heapq
+
+        return heapq.merge(*self.by_queue.values())
+
+    def next_due(self, now: float) -> float:
+        """The earliest promotion time after ``now`` (inf: none)."""
+        i = bisect.bisect_right(self.due, (now, math.inf))
+        return self.due[i][0] if i < len(self.due) else math.inf
 
     def queue_iter(self, queue: str) -> Iterator[Job]:
         for _, _, jid in self.by_queue.get(queue, ()):
@@ -167,6 +200,7 @@ class Start:
     placement: Placement
     model: int  # model index, -1 CPU-only
     borrowed: bool = False
+    promoted: bool = False  # LAS starvation guard: the job starts back in the top queue (its service recounted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +224,11 @@ class Decisions:
 class SchedState:
     """Everything ``decide`` reads. Mutate it only through these methods."""
 
-    def __init__(self, cluster: Cluster, pending_key: Callable[[Job], Key]) -> None:
+    def __init__(self, cluster: Cluster, pending_key: Callable[[Job], Key],
+                 promote_at: Callable[[Job], float] | None = None) -> None:
         self.cluster = cluster
         self.alloc = Allocation(cluster)
-        self.pending = PendingQueue(pending_key)
+        self.pending = PendingQueue(pending_key, promote_at)
         self.running = RunningSet(cluster.n_nodes, len(cluster.models))
 
     def submit(self, job: Job) -> None:
@@ -208,6 +243,8 @@ class SchedState:
         job = self.pending.jobs[s.job_id]
         self.alloc.take(s.placement)  # raises, changing nothing, if it does not fit
         self.pending.remove(s.job_id)
+        if s.promoted:
+            job.las_base = job.attained  # LAS promotion: its queue counts service from here
         r = RunningJob(job, s.placement, s.model, now, s.borrowed)
         self.running.add(r)
         return r
@@ -217,6 +254,7 @@ class SchedState:
         r = self.running.remove(job_id)
         self.alloc.give(r.placement)
         r.job.attained = r.attained(now)
+        r.job.queued_at = now  # if it goes back to the queue, it waits from now
         return r
 
     def apply(self, d: Decisions, now: float) -> list[RunningJob]:

@@ -207,6 +207,8 @@ class Simulation:
         buf_at = 0
         speed = self.speed.tolist()
         las = sched.policy == "las"
+        promote = las and sched.las_promote > 0
+        promo_tick = math.inf  # the latest promotion tick pushed
         thresholds = sched.las_thresholds
         fc = cfg.failures
         ckpt = fc.checkpoint_s if fc.checkpoint_s and fc.checkpoint_s > 0 else math.inf
@@ -337,10 +339,12 @@ class Simulation:
                     done_jobs += 1
                     dirty = True
                 elif kind == TICK:
-                    if e == epoch[a] and a in running.jobs:
+                    if a < 0:  # a waiting LAS job's promotion time
+                        dirty = True
+                    elif e == epoch[a] and a in running.jobs:
                         dirty = True
                         r = running.jobs[a]
-                        att = r.attained(now)
+                        att = r.served(now)
                         dev = r.job.devices_equiv
                         for th in thresholds:
                             if att + 1e-6 < th:
@@ -402,7 +406,13 @@ class Simulation:
                     for r in state.apply(d, now):
                         pl = r.placement
                         jb = r.job
-                        on_start(int(jb.id), r.model, pl.milli * pl.n_devices, now, jb.devices_equiv, jb.attained)
+                        on_start(int(jb.id), r.model, pl.milli * pl.n_devices, now, jb.devices_equiv,
+                                 jb.attained - jb.las_base)
+                if promote:
+                    t_p = pending.next_due(now)
+                    if t_p < math.inf and t_p != promo_tick:
+                        promo_tick = t_p
+                        push(heap, (t_p, TICK, -1, 0))
             if now - last_rec >= res:
                 last_rec = now
                 tl_t.append(now)

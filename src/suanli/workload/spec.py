@@ -361,6 +361,10 @@ class Job:
     preemptible: bool = True
     partitions: tuple[str, ...] | None = None  # partitions whose nodes it may use (None: its queue's, else any)
     seq: int = field(default_factory=lambda: next(_seq))  # tie-break: submission order
+    # LAS starvation guard (Tiresias promotion): attained service at the last promotion to the top queue (the LAS
+    # queue counts service from there) and when the job last went back to the queue (None: at submit_time)
+    las_base: float = 0.0
+    queued_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.count < 0:
