@@ -86,6 +86,8 @@ class Replay:
     api_lat_s: dict[str, list[float]] = field(default_factory=dict)  # "submit" / "get" / "list" -> seconds
     lag_s: list[float] = field(default_factory=list)  # how late each submission left (driver behind schedule)
     jobs: dict[int, dict[str, Any] | None] = field(default_factory=dict)  # job id -> final record (None: missing)
+    ambiguous: dict[int, str] = field(default_factory=dict)  # sent, but the answer was lost (server restarting)
+    duplicates: int = 0  # trace jobs found stored more than once (a retried submission that had been committed)
     wall_s: float = 0.0
     timed_out: bool = False
 
@@ -93,11 +95,31 @@ class Replay:
         self.api_lat_s.setdefault(kind, []).append(dt)
 
 
-async def _call(c: Any, r: Replay, kind: str, method: str, path: str, **kw: Any) -> Any:
-    t = time.perf_counter()
-    resp = await c.request(method, path, **kw)
-    r.lat(kind, time.perf_counter() - t)
-    return resp
+async def _call(c: Any, r: Replay, kind: str, method: str, path: str, *, deadline: float = math.inf,
+                **kw: Any) -> Any:
+    """One request; while the server is unreachable (a restart) it is tried again until ``deadline``: always when
+    the connection failed (nothing was sent), and for GETs (idempotent) on any transport error."""
+    import httpx
+
+    while True:
+        t = time.perf_counter()
+        try:
+            resp = await c.request(method, path, **kw)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
+            continue
+        except httpx.TransportError:
+            if method != "GET" or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
+            continue
+        if resp.status_code >= 500 and method == "GET" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            continue
+        r.lat(kind, time.perf_counter() - t)
+        return resp
 
 
 async def run_replay(server: str, token: str, items: list[tuple[float, dict[str, Any]]], *, timeout_s: float = 3600,
@@ -126,9 +148,9 @@ async def run_replay(server: str, token: str, items: list[tuple[float, dict[str,
             async with sem:
                 r.submitted += 1
                 try:
-                    resp = await _call(c, r, "submit", "POST", "/v1/jobs", json=spec)
+                    resp = await _call(c, r, "submit", "POST", "/v1/jobs", json=spec, deadline=end)
                 except httpx.HTTPError as e:
-                    r.errors[i] = f"transport: {e}"
+                    r.ambiguous[i] = f"transport: {type(e).__name__}: {e}"
                     return
                 if resp.status_code == 201:
                     r.accepted[i] = int(resp.json()["id"])
@@ -153,6 +175,8 @@ async def run_replay(server: str, token: str, items: list[tuple[float, dict[str,
                 tasks = []
         await asyncio.gather(*tasks)
 
+        if r.ambiguous:  # the answer was lost: was it stored? (names are unique per trace job)
+            await _resolve_ambiguous(c, r, items, end)
         ours = set(r.accepted.values())
         while True:  # wait until none of ours is live
             live: set[int] = set()
@@ -161,7 +185,7 @@ async def run_replay(server: str, token: str, items: list[tuple[float, dict[str,
                 params: dict[str, Any] = {"state": list(LIVE_STATES), "limit": 1000}
                 if after:
                     params["after"] = after
-                resp = await _call(c, r, "list", "GET", "/v1/jobs", params=params)
+                resp = await _call(c, r, "list", "GET", "/v1/jobs", params=params, deadline=end)
                 page = resp.json()
                 live.update(j["id"] for j in page["items"])
                 after = page["next"]
@@ -181,13 +205,37 @@ async def run_replay(server: str, token: str, items: list[tuple[float, dict[str,
         if fetch:
             async def get(jid: int) -> None:
                 async with sem:
-                    resp = await _call(c, r, "get", "GET", f"/v1/jobs/{jid}")
+                    resp = await _call(c, r, "get", "GET", f"/v1/jobs/{jid}", deadline=end + 600)
                     r.jobs[jid] = resp.json() if resp.status_code == 200 else None
                     if progress is not None:
                         progress("fetched", len(r.jobs), len(ours))
 
             await asyncio.gather(*(get(j) for j in sorted(ours)))
     return r
+
+
+async def _resolve_ambiguous(c: Any, r: Replay, items: list[tuple[float, dict[str, Any]]], end: float) -> None:
+    by_name = {items[i][1]["name"]: i for i in r.ambiguous}
+    seen: dict[str, list[int]] = {}
+    after: int | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 1000}
+        if after:
+            params["after"] = after
+        page = (await _call(c, r, "list", "GET", "/v1/jobs", params=params, deadline=end)).json()
+        for j in page["items"]:
+            if j["name"] in by_name:
+                seen.setdefault(j["name"], []).append(int(j["id"]))
+        after = page["next"]
+        if not after:
+            break
+    for name, ids in seen.items():
+        i = by_name[name]
+        r.accepted[i] = min(ids)
+        r.duplicates += len(ids) - 1
+        del r.ambiguous[i]
+    for i, why in r.ambiguous.items():
+        r.errors[i] = f"not stored ({why})"
 
 
 def job_rows(r: Replay, items: list[tuple[float, dict[str, Any]]]) -> list[dict[str, Any]]:

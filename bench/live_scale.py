@@ -1,0 +1,271 @@
+"""The live control plane at fleet size: `suanli up --virtual` in a subprocess (real controller, store, API and
+scheduler; simulated processes), a trace replayed through the API at a rate that keeps the fleet ~90% busy.
+
+Reports: every accepted job terminal or not (lost), scheduling pass p50/p99 (the controller's
+``suanli_scheduling_latency_seconds`` histogram, interpolated within buckets), API p50/p99 per kind as the client
+measured them (submit / get / list) and per route as the server measured them, submissions/s, controller RSS over
+time, and the store consistency check at the end. Soak mode (``--kill-every S``): the controller is SIGKILLed every
+S seconds and restarted on the same data directory; the replay rides through the restarts.
+
+    .venv/bin/python bench/live_scale.py --cluster 1250x8xBR100 --jobs 20000 --speed 400 [--json]
+    .venv/bin/python bench/live_scale.py --cluster 12500x8xBR100 --jobs 20000 ...           # 100,000 chips
+    .venv/bin/python bench/live_scale.py --jobs 20000 --faults 0.001 --kill-every 180 --minutes 30   # soak
+
+Traffic stays on 127.0.0.1. The trace (default: Philly, from ../shared/traces) is rescaled to ``--load`` of the
+cluster; without it a synthetic mix is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from suanli.cli.replay import job_rows, run_replay, summarize, trace_specs
+from suanli.control.check import check_store
+from suanli.control.db import make_engine, sqlite_url
+from suanli.control.executors.virtual import virtual_cluster
+from suanli.sim.run import make_workload
+from suanli.sim.traces import read_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TRACE = ROOT.parent / "shared" / "traces" / "philly" / "philly.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def hist_quantiles(text: str, name: str, qs: tuple[float, ...], labels: str = "") -> dict[float, float] | None:
+    """Quantiles of a Prometheus histogram (linear within the bucket, as histogram_quantile does)."""
+    rx = re.compile(rf'^{re.escape(name)}_bucket{{{re.escape(labels)}{"," if labels else ""}le="([^"]+)"}} (\S+)$',
+                    re.M)
+    b = [(float("inf") if le == "+Inf" else float(le), float(v)) for le, v in rx.findall(text)]
+    if not b or b[-1][1] == 0:
+        return None
+    total = b[-1][1]
+    out = {}
+    for q in qs:
+        want = q * total
+        lo_le, lo_n = 0.0, 0.0
+        for le, n in b:
+            if n >= want:
+                if le == float("inf"):
+                    out[q] = lo_le
+                else:
+                    out[q] = lo_le + (le - lo_le) * ((want - lo_n) / (n - lo_n) if n > lo_n else 1.0)
+                break
+            lo_le, lo_n = le, n
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return 0.0
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+class Server:
+    """`suanli up --virtual` as a subprocess (restartable on the same port and data directory)."""
+
+    def __init__(self, data: Path, args: argparse.Namespace) -> None:
+        self.data, self.port = data, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cmd = [sys.executable, "-m", "suanli.cli.main", "up", "--virtual", args.cluster, "--speed",
+                    str(args.speed), "--data-dir", str(data), "--port", str(self.port), "--policy", args.policy]
+        if args.faults:
+            self.cmd += ["--faults", str(args.faults)]
+        if args.db:
+            self.cmd += ["--db", args.db]
+        self.p: subprocess.Popen[bytes] | None = None
+        self.log = open(data.parent / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
+        self.restarts = 0
+        self.ready_s: list[float] = []
+
+    def start(self, timeout: float = 600) -> None:
+        t0 = time.monotonic()
+        self.p = subprocess.Popen(self.cmd, stdout=self.log, stderr=self.log, cwd=ROOT)
+        while time.monotonic() - t0 < timeout:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).json().get("controller") == "ready":
+                    self.ready_s.append(time.monotonic() - t0)
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            if self.p.poll() is not None:
+                raise SystemExit(f"server exited ({self.p.returncode}); see {self.data.parent / 'server.log'}")
+            time.sleep(0.1)
+        raise SystemExit("server not ready in time")
+
+    def kill(self) -> None:
+        if self.p is not None and self.p.poll() is None:
+            self.p.send_signal(signal.SIGKILL)
+            self.p.wait()
+
+    def stop(self) -> None:
+        if self.p is not None and self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+            try:
+                self.p.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cluster", default="1250x8xBR100", help="virtual cluster (file or NODESxDEVICESxMODEL)")
+    ap.add_argument("--trace", default=str(DEFAULT_TRACE), help="trace file ('synthetic': the synthetic mix)")
+    ap.add_argument("--jobs", type=int, default=20_000)
+    ap.add_argument("--load", type=float, default=0.9, help="offered load the arrivals are rescaled to")
+    ap.add_argument("--speed", type=float, default=None, help="virtual seconds per wall second (default: the "
+                    "arrivals span --submit-minutes of wall time)")
+    ap.add_argument("--submit-minutes", type=float, default=15.0, help="wall minutes the arrivals span (sets speed)")
+    ap.add_argument("--cap-duration", type=float, default=86_400.0, help="cap job durations at this many seconds "
+                    "before rescaling to --load (a few multi-week jobs would otherwise set the makespan; 0: no cap)")
+    ap.add_argument("--policy", default="fifo")
+    ap.add_argument("--faults", type=float, default=None, help="failures per device-hour (the twin's model)")
+    ap.add_argument("--kill-every", type=float, default=None, help="soak: SIGKILL the controller every S seconds")
+    ap.add_argument("--minutes", type=float, default=None, help="stop submitting after this many wall minutes")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--timeout", type=float, default=3600.0, help="wall seconds to wait for all jobs")
+    ap.add_argument("--db", default=None, help="database URL (default: SQLite in a temporary directory)")
+    ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+
+    cl = virtual_cluster(a.cluster)
+    trace = None if a.trace == "synthetic" or not Path(a.trace).exists() else a.trace
+    if trace is None:
+        w = make_workload(None, cl, jobs=a.jobs, load=a.load, seed=0)
+    else:
+        w = read_trace(trace, limit=a.jobs)
+        if a.cap_duration:
+            w.duration = np.minimum(w.duration, a.cap_duration)
+        w = w.scaled_to_load(a.load, cl.n_devices).fix_estimates(0.0, 0)
+    items = trace_specs(w)
+    if a.speed is None:
+        a.speed = max(1.0, round(items[-1][0] / (a.submit_minutes * 60.0)))
+    if a.minutes:
+        items = [x for x in items if x[0] / a.speed <= a.minutes * 60]
+    tmp = Path(tempfile.mkdtemp(prefix="suanli-live-"))
+    srv = Server(tmp / "data", a)
+    t_boot = time.monotonic()
+    srv.start()
+    boot_s = time.monotonic() - t_boot
+    tok = (tmp / "data" / "admin.token").read_text().strip()
+    rss: list[tuple[float, float]] = []
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def sample() -> None:
+        while not done.wait(5.0):
+            if srv.p is not None:
+                m = rss_mib(srv.p.pid)
+                if m is not None:
+                    rss.append((round(time.monotonic() - t0, 1), round(m, 1)))
+
+    def killer() -> None:
+        while not done.wait(a.kill_every):
+            srv.kill()
+            srv.restarts += 1
+            srv.start()
+
+    threads = [threading.Thread(target=sample, name="sampler", daemon=True)]
+    if a.kill_every:
+        threads.append(threading.Thread(target=killer, name="killer", daemon=True))
+    for th in threads:
+        th.start()
+    progress_last = [0.0]
+
+    def progress(what: str, n: int, total: int) -> None:
+        if a.json or time.monotonic() - progress_last[0] < 10:
+            return
+        progress_last[0] = time.monotonic()
+        print(f"  [{time.monotonic() - t0:7.1f}s] {what} {n}/{total}  rss {rss[-1][1] if rss else 0:.0f} MiB",
+              flush=True)
+
+    try:
+        r = asyncio.run(run_replay(srv.url, tok, items, timeout_s=a.timeout, concurrency=a.concurrency,
+                                   speed=a.speed, progress=progress))
+    finally:
+        done.set()
+        for th in threads:
+            th.join(timeout=1 if th.name != "killer" else 600)
+    metrics = httpx.get(srv.url + "/metrics", timeout=30).text
+    rows = job_rows(r, items)
+    s = summarize(r, rows)
+    srv.stop()
+    url = a.db or sqlite_url(tmp / "data" / "suanli.db")
+    chk = check_store(make_engine(url))
+    passq = hist_quantiles(metrics, "suanli_scheduling_latency_seconds", (0.5, 0.99)) or {}
+    routes = {}
+    for method, route in (("POST", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"), ("GET", "/v1/jobs")):
+        q = hist_quantiles(metrics, "suanli_api_request_seconds", (0.5, 0.99), f'method="{method}",route="{route}"')
+        if q:
+            routes[f"{method} {route}"] = {"p50_ms": round(q[0.5] * 1e3, 2), "p99_ms": round(q[0.99] * 1e3, 2)}
+    sub_lat = r.api_lat_s.get("submit", [])
+    span = (items[-1][0] / a.speed) if items else 0.0
+    warm = [m for t, m in rss if t >= min(120.0, r.wall_s / 4)]
+    out: dict[str, Any] = {
+        "cluster": a.cluster, "devices": cl.n_devices, "nodes": cl.n_nodes, "trace": trace or "synthetic",
+        "jobs": len(items), "load": a.load, "speed": a.speed, "policy": a.policy, "faults": a.faults,
+        "boot_s": round(boot_s, 1), **s,
+        "duplicates": r.duplicates, "timed_out": r.timed_out,
+        "submissions_per_s": round(len(sub_lat) / span, 1) if span else None,
+        "submit_lag_p99_s": round(pct(r.lag_s, 0.99), 3),
+        "pass_p50_ms": round(passq[0.5] * 1e3, 2) if passq else None,
+        "pass_p99_ms": round(passq[0.99] * 1e3, 2) if passq else None,
+        "client_api_ms": {k: {"n": len(v), "p50": round(pct(v, 0.5) * 1e3, 2), "p99": round(pct(v, 0.99) * 1e3, 2)}
+                          for k, v in r.api_lat_s.items()},
+        "server_api_ms": routes,
+        "rss_mib": {"first": rss[0][1] if rss else None, "after_warmup_min": min(warm) if warm else None,
+                    "after_warmup_max": max(warm) if warm else None, "last": rss[-1][1] if rss else None},
+        "rss_series": rss[:: max(1, len(rss) // 40)],
+        "restarts": srv.restarts, "restart_ready_s": [round(x, 1) for x in srv.ready_s[1:]],
+        "store_check": {"ok": chk.ok, "jobs": chk.jobs, "attempts": chk.attempts, "problems": chk.problem_count,
+                        "first": chk.problems[:5], "by_state": chk.by_state},
+        "data_dir": str(tmp) if a.keep else None,
+    }
+    if not a.keep:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    if a.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:22s} {v}")
+    return 0 if chk.ok and s["lost"] == 0 else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
