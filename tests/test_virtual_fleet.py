@@ -142,3 +142,56 @@ def test_restart_readopts_virtual_attempts(tmp_path: Path) -> None:
     finally:
         s2.controller.stop()
         s2.store.close()
+
+
+def test_nodes_and_devices_page_and_filter(svc: Service, tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from suanli.cli.main import app
+
+    c = TestClient(svc.app)
+    h = hdr(svc)
+    names = [n["name"] for n in c.get("/v1/nodes", headers=h).json()]
+    page = c.get("/v1/nodes", params={"limit": 2}, headers=h).json()
+    assert [n["name"] for n in page] == names[:2]
+    rest = c.get("/v1/nodes", params={"limit": 2, "after": page[-1]["name"]}, headers=h).json()
+    assert [n["name"] for n in rest] == names[2:]
+    assert c.get("/v1/nodes", params={"accelerator": "H100"}, headers=h).json() == []
+    assert c.get("/v1/nodes", params={"status": "sideways"}, headers=h).status_code == 422
+    svc.executor.fail_device(names[1], 2, repair_s=10_000)
+    svc.executor.fail_node(names[2], repair_s=10_000)
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        bad = c.get("/v1/devices", params={"health": "unhealthy"}, headers=h).json()
+        lost = c.get("/v1/nodes", params={"status": "lost"}, headers=h).json()
+        if bad and lost:
+            break
+        time.sleep(0.05)
+    assert [(d["node"], d["local_index"]) for d in bad] == [(names[1], 2)]
+    assert "virtual device failure" in bad[0]["health_reason"]
+    assert [n["name"] for n in lost] == [names[2]]
+    assert len(c.get("/v1/devices", params={"node": names[0]}, headers=h).json()) == 4
+    assert len(c.get("/v1/devices", params={"after_node": names[0], "limit": 5}, headers=h).json()) == 5
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(svc.app, host="127.0.0.1", port=port, log_level="error"))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        tok = svc.admin_token_path.read_text().strip()
+        r = CliRunner().invoke(app, ["nodes", "--limit", "2", "--unhealthy", "--server", f"http://127.0.0.1:{port}",
+                                     "--token", tok], env={"COLUMNS": "200"})
+        assert r.exit_code == 0, r.output
+        assert "virtual" in r.output and f"more: --after {names[1]}" in r.output
+        assert "virtual device failure" in r.output
+    finally:
+        server.should_exit = True
+        th.join(10)

@@ -213,27 +213,52 @@ def cancel(job_id: int = typer.Argument(..., min=1), wait: bool = typer.Option(F
 
 def nodes(drain: str = typer.Option(None, "--drain", help="drain this node (admin)"),
           undrain: str = typer.Option(None, "--undrain", help="undrain this node (admin)"),
+          limit: int = typer.Option(200, "--limit", "-n", min=1, max=10_000, help="at most this many nodes"),
+          after: str = typer.Option(None, "--after", help="page: nodes named after this one"),
+          status: str = typer.Option(None, "--status", help="filter: up or lost"),
+          accelerator: str = typer.Option(None, "--accelerator", help="filter: this model"),
+          unhealthy: bool = typer.Option(False, "--unhealthy", help="list the unhealthy devices (with reasons)"),
           server: str = ServerOpt, token: str = TokenOpt, data_dir: Path = DataDirOpt,
           as_json: bool = JsonOpt) -> None:
-    """Nodes and their devices."""
+    """Nodes (a page of them: --limit, --after) and, with --unhealthy, the devices that are down and why."""
     c = Client(server, token, data_dir)
     if drain:
         c.call("POST", f"/v1/nodes/{drain}/drain")
     if undrain:
         c.call("POST", f"/v1/nodes/{undrain}/undrain")
-    ns = c.call("GET", "/v1/nodes")
-    devs = c.call("GET", "/v1/devices")
+    params: dict[str, Any] = {"limit": limit + 1}
+    for k, v in (("after", after), ("status", status), ("accelerator", accelerator)):
+        if v:
+            params[k] = v
+    ns = c.call("GET", "/v1/nodes", params=params)
+    more = len(ns) > limit
+    ns = ns[:limit]
+    bad = c.call("GET", "/v1/devices", params={"health": "unhealthy", "limit": 10_000}) if unhealthy or as_json else []
     if as_json:
-        print_json({"nodes": ns, "devices": devs})
+        print_json({"nodes": ns, "unhealthy_devices": bad, "next": ns[-1]["name"] if more and ns else None})
         return
+    down: dict[str, int] = {}
+    for d in c.call("GET", "/v1/devices", params={"health": "unhealthy", "limit": 10_000}):
+        down[d["node"]] = down.get(d["node"], 0) + 1
     t = Table(box=None)
-    for col in ("NODE", "ACCELERATOR", "DEVICES", "CPUS", "MEMORY", "SOURCE", "DRAINED"):
+    for col in ("NODE", "ACCELERATOR", "DEVICES", "DOWN", "CPUS", "MEMORY", "SOURCE", "STATUS", "DRAINED"):
         t.add_column(col)
     for n in ns:
-        t.add_row(n["name"], n["accelerator"] or "-", str(n["devices"]), f"{n['cpu_milli'] / 1000:g}",
-                  f"{n['memory_mib'] / 1024:.0f}Gi", "declared" if n["declared"] else "discovered",
-                  "yes" if n["drained"] else "")
+        src = "virtual" if n["name"].startswith("virt-") else ("declared" if n["declared"] else "discovered")
+        st = n.get("status", "up")
+        t.add_row(n["name"], n["accelerator"] or "-", str(n["devices"]), str(down.get(n["name"], "")) or "",
+                  f"{n['cpu_milli'] / 1000:g}", f"{n['memory_mib'] / 1024:.0f}Gi", src,
+                  f"[red]{st}[/]" if st != "up" else st, "yes" if n["drained"] else "")
     console.print(t)
+    if more:
+        console.print(f"[dim]more: --after {ns[-1]['name']}[/]")
+    if unhealthy:
+        u = Table(box=None)
+        for col in ("NODE", "DEVICE", "MODEL", "REASON"):
+            u.add_column(col)
+        for d in bad:
+            u.add_row(d["node"], str(d["local_index"]), d["model"], d.get("health_reason") or "")
+        console.print(u if bad else "no unhealthy devices")
 
 
 def queues(create: str = typer.Option(None, "--create", help="create a queue (admin)"),

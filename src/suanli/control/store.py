@@ -271,19 +271,42 @@ class Store:
             if rows:
                 c.execute(dv.insert(), rows)
 
-    def list_nodes(self) -> list[dict[str, Any]]:
+    def list_nodes(self, *, after: str | None = None, limit: int | None = None, status: str | None = None,
+                   accelerator: str | None = None) -> list[dict[str, Any]]:
+        """Nodes by name; ``after`` (a name) and ``limit`` page through them, ``status``/``accelerator`` filter."""
+        q = sa.select(nodes)
+        if after is not None:
+            q = q.where(nodes.c.name > after)
+        if status is not None:
+            q = q.where(nodes.c.status == status)
+        if accelerator is not None:
+            q = q.where(nodes.c.accelerator == accelerator)
+        q = q.order_by(nodes.c.name)
+        if limit is not None:
+            q = q.limit(limit)
         with self.read() as c:
-            rows = c.execute(sa.select(nodes).order_by(nodes.c.name)).all()
+            rows = c.execute(q).all()
         return [{k: v for k, v in r._mapping.items() if k != "id"} for r in rows]
 
-    def list_devices(self) -> list[dict[str, Any]]:
+    def list_devices(self, *, node: str | None = None, health: str | None = None, after_node: str | None = None,
+                     limit: int | None = None) -> list[dict[str, Any]]:
+        """Devices by node name and index; ``node``/``health`` filter; ``after_node`` and ``limit`` page (by node:
+        the devices of nodes named after ``after_node``)."""
+        dv = db.devices
+        q = (sa.select(nodes.c.name.label("node"), dv.c.local_index, dv.c.model, dv.c.uuid, dv.c.memory_mib,
+                       dv.c.declared, dv.c.health, dv.c.health_reason)
+             .join(nodes, nodes.c.id == dv.c.node_id))
+        if node is not None:
+            q = q.where(nodes.c.name == node)
+        if health is not None:
+            q = q.where(dv.c.health == health)
+        if after_node is not None:
+            q = q.where(nodes.c.name > after_node)
+        q = q.order_by(nodes.c.name, dv.c.local_index)
+        if limit is not None:
+            q = q.limit(limit)
         with self.read() as c:
-            rows = c.execute(
-                sa.select(nodes.c.name.label("node"), db.devices.c.local_index, db.devices.c.model, db.devices.c.uuid,
-                          db.devices.c.memory_mib, db.devices.c.declared, db.devices.c.health,
-                          db.devices.c.health_reason)
-                .join(nodes, nodes.c.id == db.devices.c.node_id).order_by(nodes.c.name, db.devices.c.local_index)
-            ).all()
+            rows = c.execute(q).all()
         return [dict(r._mapping) for r in rows]
 
     def set_drained(self, name: str, drained: bool) -> dict[str, Any]:

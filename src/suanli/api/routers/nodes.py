@@ -2,12 +2,13 @@
 
 # no "from __future__ import annotations": FastAPI reads these annotations at run time
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
-from suanli.api.deps import Admin, CtxDep, NodeName, Who
+from suanli.api.deps import NODE, Admin, CtxDep, NodeName, Who
 from suanli.api.models import ERRORS, Device, ErrorOut, Node
+from suanli.control.types import DeviceHealth, NodeStatus
 
 router = APIRouter(tags=["nodes"], responses=ERRORS)
 ADMIN: dict[int | str, dict[str, Any]] = {403: {"model": ErrorOut, "description": "admin only"},
@@ -15,13 +16,29 @@ ADMIN: dict[int | str, dict[str, Any]] = {403: {"model": ErrorOut, "description"
 
 
 @router.get("/v1/nodes", response_model=list[Node])
-def list_nodes(p: Who, ctx: CtxDep) -> list[dict[str, Any]]:
-    return ctx.store.list_nodes()
+def list_nodes(
+    p: Who, ctx: CtxDep,
+    after: Annotated[str | None, Query(pattern=NODE, description="page: the last name of the previous page")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=10_000, description="at most this many (default: all)")] = None,
+    status: Annotated[NodeStatus | None, Query(description="up or lost")] = None,
+    accelerator: Annotated[str | None, Query(max_length=128)] = None,
+) -> list[dict[str, Any]]:
+    """Nodes by name. Page with ``limit`` and ``after`` (the last name seen); filter by ``status``, ``accelerator``."""
+    return ctx.store.list_nodes(after=after, limit=limit, status=status.value if status else None,
+                                accelerator=accelerator)
 
 
 @router.get("/v1/devices", response_model=list[Device])
-def list_devices(p: Who, ctx: CtxDep) -> list[dict[str, Any]]:
-    return ctx.store.list_devices()
+def list_devices(
+    p: Who, ctx: CtxDep,
+    node: Annotated[str | None, Query(pattern=NODE)] = None,
+    health: Annotated[DeviceHealth | None, Query(description="healthy or unhealthy")] = None,
+    after_node: Annotated[str | None, Query(pattern=NODE, description="page: devices of nodes after this name")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+) -> list[dict[str, Any]]:
+    """Devices by node and index; filter by ``node``, ``health``; page with ``limit`` and ``after_node``."""
+    return ctx.store.list_devices(node=node, health=health.value if health else None, after_node=after_node,
+                                  limit=limit)
 
 
 @router.post("/v1/nodes/{name}/drain", response_model=Node, responses=ADMIN)
