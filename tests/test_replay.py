@@ -79,6 +79,18 @@ def test_replay_end_to_end(served: tuple[Service, str], tmp_path: Path) -> None:
     assert all(x["device_s"] > 0 for x in rows[:3])
 
 
+def test_replay_load_rescales_arrivals(served: tuple[Service, str], tmp_path: Path) -> None:
+    svc, url = served
+    # two 1-device jobs of 0.2 s, 1000 s apart: at --load 0.5 on 4 devices they arrive 0.2 s apart
+    trace = itp(tmp_path / "t.csv", [(0, 0.2, 1), (1000, 0.2, 1)])
+    tok = svc.admin_token_path.read_text().strip()
+    t0 = time.monotonic()
+    r = CliRunner().invoke(app, ["replay", "--trace", str(trace), "--server", url, "--token", tok, "--json",
+                                 "--load", "0.5", "--timeout", "60"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["finished"] == 2 and time.monotonic() - t0 < 30
+
+
 def test_replay_bad_trace_is_one_line(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["replay", "--trace", str(tmp_path / "nope.csv"), "--server", "http://127.0.0.1:9",
                                  "--token", "x"])

@@ -296,6 +296,8 @@ def replay(
     limit: int = typer.Option(None, "--limit", "-n", min=1, help="first N jobs of the trace"),
     timeout: float = typer.Option(3600.0, "--timeout", min=1.0, help="wall seconds to wait for the jobs to end"),
     keep_models: bool = typer.Option(False, "--keep-models", help="keep the trace's accelerator-model constraints"),
+    load: float = typer.Option(None, "--load", min=0.01, max=100.0, help="rescale the arrivals so that the trace "
+                               "offers this load to the server's devices (e.g. 0.9); default: the trace's own times"),
     concurrency: int = typer.Option(32, "--concurrency", min=1, max=1024, help="submissions in flight"),
     results: Path = typer.Option(None, "--results", help="write one JSON line per job here"),
     server: str = ServerOpt, token: str = TokenOpt, data_dir: Path = DataDirOpt, as_json: bool = JsonOpt,
@@ -310,11 +312,17 @@ def replay(
         w = read_trace(trace, fmt, limit=limit)
     except (TraceError, OSError, ValueError) as e:
         raise SuanliError(f"--trace: {e}") from None
+    cl = Client(server, token, data_dir)
+    if load is not None:
+        v = (cl.call("GET", "/healthz").get("virtual") or {}).get("devices")
+        n_dev = int(v) if v else len(cl.call("GET", "/v1/devices", params={"limit": 100_000}))
+        if n_dev <= 0:
+            raise SuanliError("--load: the server has no devices")
+        w = w.scaled_to_load(load, n_dev)
     w = w.fix_estimates(0.0, 0)
     items = trace_specs(w, keep_models=keep_models)
     if not items:
         raise SuanliError(f"--trace: {trace}: no jobs")
-    cl = Client(server, token, data_dir)
     tok = cl.http.headers["Authorization"].split(" ", 1)[1]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=as_json, disable=as_json) as prog:
