@@ -43,18 +43,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(store: Store, *, data_dir: str | Path | None = None, controller: ControllerView | None = None,
                metrics: Metrics | None = None, max_body: int = MAX_BODY, follow_per_tenant: int = 8,
-               follow_per_admin: int = 64, services: Any = None) -> FastAPI:
+               follow_per_admin: int = 64, services: Any = None, metrics_token: bool = False) -> FastAPI:
     """The API over ``store``. ``controller`` (optional) gives feasibility checks and live metrics;
     ``data_dir`` is where job logs live; ``follow_per_tenant`` caps the logs a tenant follows at once;
-    ``services`` (the service manager) enables the services API and the gateway."""
-    app = FastAPI(title="suanli control plane", version="1", description=__doc__, lifespan=_lifespan)
+    ``services`` (the service manager) enables the services API and the gateway; ``metrics_token``: /metrics
+    needs a bearer token (any valid one)."""
+    app = FastAPI(title="suanli control plane", version="1", description=__doc__, lifespan=_lifespan,
+                  docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=max_body)
     metrics = metrics or Metrics()
     metrics.store = store
     metrics.watch_store(store)
     app.add_middleware(RouteTimer, metrics=metrics)
     app.state.ctx = Ctx(store, metrics, controller, Path(data_dir).resolve() if data_dir is not None else None,
-                        FollowerLimit(follow_per_tenant, follow_per_admin), services=services)
+                        FollowerLimit(follow_per_tenant, follow_per_admin), services=services,
+                        metrics_token=metrics_token)
     app.state.store = store
     app.state.metrics = metrics
     install_handlers(app)
@@ -62,6 +65,7 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
               meta.router, services_router.router, gateway.router, ui.router):
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=ui.STATIC), name="static")
+    meta.install_docs(app)  # Swagger UI and ReDoc from local files
 
     def custom_openapi() -> dict[str, Any]:
         if app.openapi_schema:

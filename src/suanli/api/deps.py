@@ -39,6 +39,7 @@ class Ctx:
     data_dir: Path | None = None  # where job logs live (None: no logs)
     followers: FollowerLimit = field(default_factory=FollowerLimit)  # concurrent log followers per tenant
     services: Any = None  # the service manager (control/services.py); None: no services, no gateway
+    metrics_token: bool = False  # /metrics asks for a bearer token
     batcher: Batcher = field(init=False)  # group commit of submissions
 
     def __post_init__(self) -> None:

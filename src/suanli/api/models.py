@@ -172,6 +172,16 @@ class TenantToken(BaseModel):
     token: str
 
 
+class TokenInfo(BaseModel):
+    """A token as listed: never its value (shown once) nor its hash."""
+
+    id: int
+    tenant: str | None
+    admin: bool
+    label: str
+    created_at: float
+
+
 class Health(BaseModel):
     ok: bool
     controller: str = Field(description="ready, starting or none")

@@ -1,4 +1,4 @@
-"""The CLI client of the REST API: submit, jobs, job, logs, cancel, nodes, queues, tenants.
+"""The CLI client of the REST API: submit, jobs, job, logs, cancel, nodes, queues, tenants, tokens.
 
 Server and token: ``--server``/``--token``, else ``SUANLI_SERVER``/``SUANLI_TOKEN``, else the local admin credentials
 that ``suanli up`` wrote into ``./.suanli/`` (or ``--data-dir``).
@@ -319,6 +319,43 @@ def tenants(create: str = typer.Option(None, "--create", help="create a tenant a
     console.print(t)
 
 
+def tokens(tenant: str = typer.Option(None, "--tenant", "-t", help="only this tenant's tokens"),
+           revoke: int = typer.Option(None, "--revoke", min=1, help="revoke the token with this id"),
+           rotate: str = typer.Option(None, "--rotate", help="revoke every token of this tenant and print a new one"),
+           server: str = ServerOpt, token: str = TokenOpt, data_dir: Path = DataDirOpt,
+           as_json: bool = JsonOpt) -> None:
+    """Tokens (admin): list them (never their value), revoke one, or rotate a tenant's. The local admin token is
+    rotated with `suanli up --rotate-admin-token`."""
+    c = Client(server, token, data_dir)
+    if revoke is not None and rotate is not None:
+        raise SuanliError("--revoke and --rotate: one at a time")
+    if revoke is not None:
+        out = c.call("DELETE", f"/v1/tokens/{revoke}")
+        if as_json:
+            print_json(out)
+        else:
+            console.print(f"token {out['id']} ({out['tenant'] or 'admin'}, {out['label']}) revoked")
+        return
+    if rotate is not None:
+        out = c.call("POST", f"/v1/tenants/{rotate}/tokens/rotate")
+        if as_json:
+            print_json(out)
+        else:
+            console.print(f"every token of tenant {out['tenant']} revoked; the new one (shown once): "
+                          f"[bold]{out['token']}[/]")
+        return
+    items = c.call("GET", "/v1/tokens", params={"tenant": tenant} if tenant else None)
+    if as_json:
+        print_json(items)
+        return
+    t = Table(box=None)
+    for col in ("ID", "TENANT", "LABEL", "CREATED"):
+        t.add_column(col)
+    for x in items:
+        t.add_row(str(x["id"]), "(admin)" if x["admin"] else x["tenant"], x["label"], _ts(x["created_at"]))
+    console.print(t)
+
+
 def register(app: typer.Typer) -> None:
-    for fn in (submit, jobs, job, logs, cancel, nodes, queues, tenants):
+    for fn in (submit, jobs, job, logs, cancel, nodes, queues, tenants, tokens):
         app.command(fn.__name__)(fn)

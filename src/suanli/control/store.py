@@ -176,6 +176,56 @@ class Store:
         self._auth_cache[h] = (now, p)
         return p
 
+    def list_tokens(self, tenant: str | None = None, admin: bool | None = None) -> list[dict[str, Any]]:
+        """Tokens (never their value or hash): id, tenant, admin, label, created_at."""
+        q = sa.select(tokens.c.id, tokens.c.tenant, tokens.c.admin, tokens.c.label, tokens.c.created_at)
+        if tenant is not None:
+            q = q.where(tokens.c.tenant == tenant)
+        if admin is not None:
+            q = q.where(tokens.c.admin == admin)
+        with self.read() as c:
+            rows = c.execute(q.order_by(tokens.c.id)).all()
+        return [{**dict(r._mapping), "admin": bool(r.admin)} for r in rows]
+
+    def revoke_token(self, token_id: int) -> dict[str, Any]:
+        """Delete one token: it stops working at once (the authentication cache is dropped)."""
+        with self.write() as c:
+            r = c.execute(sa.select(tokens.c.id, tokens.c.tenant, tokens.c.admin, tokens.c.label,
+                                    tokens.c.created_at).where(tokens.c.id == token_id)).first()
+            if r is None:
+                raise NotFound(f"no token {token_id}")
+            c.execute(tokens.delete().where(tokens.c.id == token_id))
+        self._auth_cache.clear()
+        return {**dict(r._mapping), "admin": bool(r.admin)}
+
+    def revoke_by_value(self, token: str) -> dict[str, Any]:
+        """Delete the token with this value (its holder revoking it)."""
+        with self.write() as c:
+            r = c.execute(sa.select(tokens.c.id).where(tokens.c.hash == hash_token(token))).first()
+        if r is None:
+            raise NotFound("no such token")
+        return self.revoke_token(int(r.id))
+
+    def rotate_tokens(self, *, tenant: str | None = None, admin: bool = False, label: str = "rotated") -> str:
+        """Revoke every token of ``tenant`` (or every admin token) and issue one new token, in one transaction."""
+        if admin == (tenant is not None):
+            raise ValueError("rotate either a tenant's tokens or the admin tokens")
+        tok = new_token()
+        with self.write() as c:
+            known = tenant is None or c.execute(sa.select(tenants.c.id).where(tenants.c.name == tenant)).first()
+            if not known:
+                raise NotFound(f"no tenant {tenant!r}")
+            # the new one first: it gets an id above the revoked ones (SQLite reuses the largest id once deleted)
+            new_id = c.execute(tokens.insert().values(hash=hash_token(tok), tenant=tenant, admin=admin, label=label,
+                                                      created_at=time.time())).inserted_primary_key[0]
+            if tenant is not None:
+                c.execute(tokens.delete().where(tokens.c.tenant == tenant, tokens.c.admin == sa.false(),
+                                                tokens.c.id != new_id))
+            else:
+                c.execute(tokens.delete().where(tokens.c.admin == sa.true(), tokens.c.id != new_id))
+        self._auth_cache.clear()
+        return tok
+
     # -- tenants & queues --------------------------------------------------------------------------------
     def list_tenants(self) -> list[dict[str, Any]]:
         with self.read() as c:
