@@ -20,6 +20,9 @@ from typer.testing import CliRunner
 from suanli.cli.main import app
 from suanli.errors import SuanliError
 
+# jobs run as the test's own user here (as root, `suanli up` would create per-tenant users: test_security_isolation)
+UP = [sys.executable, "-m", "suanli.cli.main", "up", "--job-users", "shared"]
+
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
@@ -30,7 +33,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    p = subprocess.Popen([sys.executable, "-m", "suanli.cli.main", "up", "--port", str(port), "--devices", "4xBR100",
+    p = subprocess.Popen([*UP, "--port", str(port), "--devices", "4xBR100",
                           "--retry-backoff", "0.1"], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 30
@@ -146,9 +149,9 @@ def test_second_up_on_the_same_data_dir_or_port_is_refused(server: tuple[Path, s
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         other_port = str(s.getsockname()[1])
-    r = subprocess.run([sys.executable, "-m", "suanli.cli.main", "up", "--port", other_port], cwd=cwd,
+    r = subprocess.run([*UP, "--port", other_port], cwd=cwd,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "in use by another" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "suanli.cli.main", "up", "--port", port, "--data-dir",
+    r = subprocess.run([*UP, "--port", port, "--data-dir",
                         str(tmp_path / "d")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot listen" in r.stderr and "Traceback" not in r.stderr

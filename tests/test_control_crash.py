@@ -17,6 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+# jobs run as the test's own user here (as root, `suanli up` would create per-tenant users: test_security_isolation)
+UP = [sys.executable, "-m", "suanli.cli.main", "up", "--job-users", "shared"]
+
 CYCLES = int(os.environ.get("SUANLI_CRASH_CYCLES", "5"))
 
 
@@ -34,7 +37,7 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "suanli.cli.main", "up", "--data-dir", str(self.data), "--port", str(self.port),
+            [*UP, "--data-dir", str(self.data), "--port", str(self.port),
              "--devices", "4xBR100", "--node", "n1", "--retry-backoff", "0.05",
              *(["--db", self.db] if self.db else [])],
             stdout=subprocess.DEVNULL, stderr=open(self.data.parent / "server.log", "ab"))  # noqa: SIM115

@@ -20,6 +20,9 @@ from suanli.cli.up import check_tls, is_loopback
 from suanli.errors import SuanliError
 from test_control_cli import cli
 
+# jobs run as the test's own user here (as root, `suanli up` would create per-tenant users: test_security_isolation)
+UP = [sys.executable, "-m", "suanli.cli.main", "up", "--job-users", "shared"]
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -29,7 +32,7 @@ def free_port() -> int:
 
 def start_up(cwd: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "suanli.cli.main", "up", "--port", str(port), "--devices", "1xBR100",
+    p = subprocess.Popen([*UP, "--port", str(port), "--devices", "1xBR100",
                           *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     return p, port
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -48,6 +49,17 @@ def up(
                                          "every node; each job's SUANLI_CHECKPOINT_DIR is <root>/<job id>"),
     ray_work_dir: Path = typer.Option(Path("/tmp/suanli-ray"), "--ray-work-dir", help="with --ray: each node's "
                                       "local directory for job work directories, logs and exit files"),
+    job_users: str = typer.Option("auto", "--job-users", help="which OS user runs each tenant's jobs: auto (create "
+                                  "when running as root, else shared), create (a suanli-<tenant> user each), map "
+                                  "(--user-map), shared (this server's user: tenants must trust each other)"),
+    user_map: Path = typer.Option(None, "--user-map", help="--job-users map: YAML/JSON file {tenant: OS user}"),
+    log_max_bytes: int = typer.Option(256 * 1024 * 1024, "--log-max-bytes", min=0, help="per rank and attempt: "
+                                      "rotate a job's log past this size (0: no cap)"),
+    log_keep: int = typer.Option(1, "--log-keep", min=0, max=9, help="rotated copies of a job log to keep"),
+    rotate_admin_token: bool = typer.Option(False, "--rotate-admin-token", help="revoke every admin token and "
+                                            "write a new admin.token before starting"),
+    metrics_auth: str = typer.Option(None, "--metrics-auth", help="token (/metrics needs a bearer token) or open; "
+                                     "default: open on loopback, token otherwise"),
 ) -> None:
     """Start the controller and the REST API on this machine (Ctrl-C stops cleanly)."""
     import uvicorn
@@ -71,6 +83,16 @@ def up(
         except OSError as e:
             raise SuanliError(f"cannot listen on {host}:{port}: {e.strerror or e} (use --port)") from None
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from suanli.control.isolation import JobUsers, load_user_map
+    from suanli.control.logs import LogPolicy
+
+    if (user_map is not None) != (job_users == "map"):
+        raise SuanliError("--user-map goes with --job-users map")
+    users = JobUsers(job_users, load_user_map(user_map) if user_map is not None else {})
+    if metrics_auth not in (None, "token", "open"):
+        raise SuanliError("--metrics-auth: choose token or open")
+    metrics_token = (metrics_auth or ("open" if is_loopback(host) else "token")) == "token"
+    os.umask(0o077)  # everything this server creates is private to it unless made otherwise
     try:
         if virtual is not None and devices is not None:
             raise SuanliError("--virtual and --devices exclude each other")
@@ -79,7 +101,9 @@ def up(
         svc = open_service(data_dir, db=db, devices=devices, node=node, policy=policy, sync=sync,
                            keep_jobs_on_stop=keep_jobs, retry_base_s=retry_backoff, lock=True, virtual=virtual,
                            speed=speed, fault_rate=faults, fault_seed=fault_seed, ray=ray,
-                           checkpoint_root=checkpoint_root, ray_work_dir=ray_work_dir)
+                           checkpoint_root=checkpoint_root, ray_work_dir=ray_work_dir, job_users=users,
+                           log_policy=LogPolicy(log_max_bytes, log_keep), rotate_admin_token=rotate_admin_token,
+                           metrics_token=metrics_token)
     except SuanliError:
         raise
     except Exception as e:  # a database that cannot be reached, a data directory that cannot be written...
@@ -114,6 +138,15 @@ def up(
     console.print(f"  admin token: {svc.admin_token_path} (the CLI uses it from this directory)")
     console.print("  submit a first job:  suanli submit examples/hello-cpu.yaml && suanli jobs")
     console.print("  Ctrl-C stops" + (" (running jobs keep running)" if keep_jobs else " (running jobs are requeued)"))
+    if rotate_admin_token:
+        console.print("  admin token rotated: every earlier admin token is revoked")
+    if virtual is None:
+        warn = users.warning()
+        if warn:
+            err_console.print(f"[bold yellow]warning:[/] {warn}", highlight=False)
+        else:
+            how = "mapped by " + str(user_map) if users.mode == "map" else "suanli-<tenant>, created on first use"
+            console.print(f"  jobs run as one OS user per tenant ({how})")
     if not is_loopback(host):
         if tls:
             console.print(f"  listening on {host} (all interfaces reach it) over HTTPS")

@@ -300,7 +300,8 @@ class Controller:
             # recorded first: a crash during the stop does not count as a failure
             self.store.add_event(jid, "stopping", "controller stopping; the job will be requeued", now)
             self.ex.stop(h, StopReason.SHUTDOWN)
-        end = time.monotonic() + self.ex.grace_s + 2
+        grace = max([self.ex.grace_s, *(h.grace_s for h in self.handles.values() if h.grace_s is not None)])
+        end = time.monotonic() + grace + 2  # each job's termination_grace
         while self.handles and time.monotonic() < end + 5:
             self._observe_processes(time.time())
             time.sleep(0.05)

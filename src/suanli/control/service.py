@@ -14,6 +14,8 @@ from suanli.control.db import sqlite_url
 from suanli.control.executors.base import DeviceInfo, Executor, NodeInfo
 from suanli.control.executors.local import LocalExecutor
 from suanli.control.history import Sampler
+from suanli.control.isolation import JobUsers, secure_data_dir
+from suanli.control.logs import LogPolicy
 from suanli.control.metrics import Metrics
 from suanli.control.services import ServiceManager
 from suanli.control.store import Store, hash_token
@@ -38,15 +40,20 @@ class Service:
     services: Any = None  # the service manager (suanli.control.services.ServiceManager)
 
 
-def ensure_admin_token(store: Store, data_dir: Path) -> Path:
-    """The local admin token: kept in ``data_dir/admin.token`` (mode 0600), stored hashed in the database."""
+def ensure_admin_token(store: Store, data_dir: Path, rotate: bool = False) -> Path:
+    """The local admin token: kept in ``data_dir/admin.token`` (mode 0600), stored hashed in the database.
+    ``rotate``: revoke every admin token (the file's and any other) and write a new one."""
     path = data_dir / ADMIN_TOKEN_FILE
-    if path.exists():
+    if path.exists() and not rotate:
         tok = path.read_text().strip()
         p = store.authenticate(tok)
         if p is not None and p.admin:
             return path
-    tok = store.create_token(admin=True, tenant=None, label=f"local admin ({data_dir})")
+    label = f"local admin ({data_dir})"
+    if rotate:
+        tok = store.rotate_tokens(admin=True, label=label)
+    else:
+        tok = store.create_token(admin=True, tenant=None, label=label)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -131,7 +138,9 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
                  lock: bool = False, virtual: str | None = None, speed: float = 1.0,
                  fault_rate: float | None = None, fault_seed: int = 0, sample_s: float = 15.0,
                  ray: str | None = None, checkpoint_root: str | Path | None = None,
-                 ray_work_dir: str | Path | None = None, agent_timeout_s: float = 30.0) -> Service:
+                 ray_work_dir: str | Path | None = None, agent_timeout_s: float = 30.0,
+                 job_users: JobUsers | None = None, log_policy: LogPolicy | None = None,
+                 rotate_admin_token: bool = False) -> Service:
     """Open (creating if needed) the data directory and database, register this machine and build the controller.
     Nothing runs yet: call ``service.controller.start()``. The API over it: :func:`suanli.api.server.open_service`
     (``control`` does not import ``api``).
@@ -139,9 +148,14 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
     ``virtual`` (a cluster file or ``1250x8xBR100``): no local node; the executor is
     :class:`~suanli.control.executors.virtual.VirtualExecutor` on those nodes, its clock ``speed`` times the wall
     clock (retry back-offs shrink alike), with the twin's random faults at ``fault_rate`` per device-hour.
-    ``sample_s``: how often the controller records a history sample (the dashboard's "Over time")."""
+    ``sample_s``: how often the controller records a history sample (the dashboard's "Over time").
+
+    ``job_users``: which OS user each tenant's jobs run as (default: the controller's own, ``shared``; ``suanli up``
+    uses ``auto``: per-tenant users when it runs as root). ``log_policy``: the cap and rotation of job logs.
+    ``rotate_admin_token``: revoke every admin token and write a new ``admin.token``."""
     dd = Path(data_dir).resolve()
     dd.mkdir(parents=True, exist_ok=True)
+    users = job_users or JobUsers("shared")
     if lock:
         lock_data_dir(dd)
     store = Store.open(db or sqlite_url(dd / "suanli.db"), sync=sync)
@@ -174,8 +188,9 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
         me = local_node(name, devs)
         store.upsert_node(*me.store_spec())
         ex = LocalExecutor(dd, node=me, grace_s=grace_s, checkpoint_root=checkpoint_root,
-                           health_probe=device_probe(devs, name))
-    tok_path = ensure_admin_token(store, dd)
+                           health_probe=device_probe(devs, name), users=users, log_policy=log_policy)
+    tok_path = ensure_admin_token(store, dd, rotate=rotate_admin_token)
+    secure_data_dir(dd, users)  # 0700 (0711 when jobs run as other users), its files 0600
     metrics = Metrics()
     metrics.store = store
     metrics.sampler = Sampler(store, interval_s=sample_s)

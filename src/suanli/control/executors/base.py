@@ -154,6 +154,7 @@ class Handle:
     kill_at: float | None = None  # monotonic time of the SIGKILL after the grace period
     codes: dict[int, int | None] = field(default_factory=dict)  # rank -> exit code once ended (None: unknown)
     lost_at: float | None = None  # node-lost: wall-clock time the lost node was last heard of (lost work ends there)
+    grace_s: float | None = None  # the job's termination_grace (None: the executor's)
 
     def record(self) -> tuple[list[Any], int | None]:
         """What the store keeps to find the processes again after a restart: (``procs`` JSON, ``pgid``)."""

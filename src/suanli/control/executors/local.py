@@ -9,6 +9,17 @@ Each rank runs under a tiny ``/bin/sh`` wrapper that writes the command's exit s
 an attempt that finishes while the controller is down still has its exit code when the controller comes back.
 Each process carries ``SUANLI_ATTEMPT_KEY`` in its environment: after a crash, the controller finds every process
 of an attempt by it even if it died before recording their pids.
+
+Stopping (cancel, preemption, shutdown) sends SIGTERM to the whole process group: the command itself gets it, and
+the wrapper (which traps it) waits for the command and records its real exit status. SIGKILL follows after the
+job's ``termination_grace`` (default: the executor's ``grace_s``). When the attempt ends, every process left of it
+is killed, also the ones that left the group (``setsid``, daemons): they are found in the attempt's cgroup (cgroup
+v2, where the controller may create one) and by their attempt key (:mod:`suanli.control.cgroups`).
+
+Isolation (:mod:`suanli.control.isolation`): when the controller is root, ranks run as their tenant's OS user, with
+a minimal environment (not the controller's), in directories only that user can read; logs are written by the
+controller into a directory the job cannot write (no link a job plants is followed). Logs are capped and rotated
+per ``log_policy`` (:mod:`suanli.control.logs`).
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from suanli.control import cgroups as cg
+from suanli.control import isolation as iso
 from suanli.control.executors.base import (
     Adoption,
     AdoptVerdict,
@@ -37,16 +50,23 @@ from suanli.control.executors.base import (
     RankPlan,
     rank_env,
 )
+from suanli.control.logs import LogPolicy, rotate_if_needed
 from suanli.control.types import DeviceHealth, StopReason
 from suanli.devices import all_visible_env_vars, visible_devices_env
 
 #: a health probe: the node's devices -> {local index: (healthy, reason)} for the devices it has news of
 HealthProbe = Callable[[tuple[DeviceInfo, ...]], dict[int, tuple[bool, str | None]]]
 
+# stdin: the start gate (the controller closes it once the rank is in its cgroup: nothing forks before that);
+# a trapped SIGTERM does not end the wrapper (the command, in the same group, gets it and may take its grace
+# period; the wrapper records its exit status); handlers are reset by exec, so the command sees SIGTERM normally.
 _WRAPPER = (
+    "read -r _; exec </dev/null; trap : TERM INT HUP; "
     '"$@"; rc=$?; printf "%s\\n" "$rc" > "$SUANLI_EXIT_FILE.tmp" && mv -f "$SUANLI_EXIT_FILE.tmp" "$SUANLI_EXIT_FILE";'
     " exit $rc"
 )
+#: the environment a job that runs as another OS user starts from (not the controller's, which may hold secrets)
+_KEEP_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "LD_LIBRARY_PATH", "CUDA_HOME", "ROCM_PATH")
 
 
 def proc_start_ticks(pid: int) -> int | None:
@@ -114,6 +134,11 @@ def newest_mtime(d: Path) -> float | None:
     return best
 
 
+def _grace(spec: dict[str, Any]) -> float | None:
+    g = spec.get("termination_grace")
+    return None if g is None else float(g)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -139,13 +164,17 @@ class LocalExecutor(Executor):
     """Processes on this machine (one node). ``health_probe`` (optional) reports device health."""
 
     def __init__(self, data_dir: str | Path, *, node: NodeInfo | None = None, grace_s: float = 5.0,
-                 health_probe: HealthProbe | None = None, checkpoint_root: str | Path | None = None) -> None:
+                 health_probe: HealthProbe | None = None, checkpoint_root: str | Path | None = None,
+                 users: iso.JobUsers | None = None, log_policy: LogPolicy | None = None, cgroups: bool = True) -> None:
         self.root = Path(data_dir).resolve()
         self.checkpoint_root = Path(checkpoint_root).resolve() if checkpoint_root else None
         self.grace_s = grace_s
         self.key_prefix = hashlib.sha256(str(self.root).encode()).hexdigest()[:12] + "-"
         self.node = node
         self.health_probe = health_probe
+        self.users = users or iso.JobUsers("shared")
+        self.log_policy = log_policy or LogPolicy()
+        self.cgroups = cg.AttemptCgroups(self.key_prefix) if cgroups else None
 
     # -- membership ----------------------------------------------------------------------------------------
     def nodes(self) -> list[NodeInfo]:
@@ -192,32 +221,47 @@ class LocalExecutor(Executor):
 
     def start_ranks(self, a: AttemptSpec, ranks: list[RankPlan], world: int, master_addr: str, master_port: int
                     ) -> LocalHandle:
-        """Start ``ranks`` (all of ``a``'s, or one node's share of a multi-node attempt) as one process group."""
-        jd = self.job_dir(a.job_id)
-        work, ckpt, logs, att = jd / "work", self.checkpoint_dir(a.job_id), jd / "logs", jd / "attempts" / str(a.n)
-        for d in (work, ckpt, logs, att):
-            d.mkdir(parents=True, exist_ok=True)
-        base = {k: v for k, v in os.environ.items() if k not in all_visible_env_vars()}
+        """Start ``ranks`` (all of ``a``'s, or one node's share of a multi-node attempt) as one process group, as the
+        tenant's OS user (:mod:`suanli.control.isolation`)."""
+        user = self.users.for_tenant(str(a.spec.get("tenant", "default")))
+        dirs = iso.prepare_job_dirs(self.job_dir(a.job_id), a.n, user, self.checkpoint_dir(a.job_id))
+        if user.switches:
+            base = {k: v for k, v in os.environ.items() if k in _KEEP_ENV or k.startswith("LC_")}
+            base.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+            base.update({"HOME": str(dirs.work), "USER": user.name, "LOGNAME": user.name})
+        else:
+            base = {k: v for k, v in os.environ.items() if k not in all_visible_env_vars()}
         base.update(a.spec.get("env") or {})
-        base["SUANLI_ATTEMPT_KEY"] = self.attempt_key(a.attempt_id)
+        key = self.attempt_key(a.attempt_id)
+        base["SUANLI_ATTEMPT_KEY"] = key
         command = list(a.spec.get("command") or [])
+        cgroup = self.cgroups.create(key) if self.cgroups is not None else None
         popens: list[subprocess.Popen[bytes]] = []
         exit_files: list[Path] = []
         pgid = 0
         try:
             for r in ranks:
-                env = dict(base, **rank_env(a, r, world, master_addr, master_port, str(ckpt), str(work)))
+                env = dict(base, **rank_env(a, r, world, master_addr, master_port, str(dirs.checkpoint),
+                                            str(dirs.work)))
                 if r.devices:
                     env.update(visible_devices_env(a.model, list(r.devices)))
-                ef = att / f"rank-{r.rank}.exit"
+                ef = dirs.attempt / f"rank-{r.rank}.exit"
                 ef.unlink(missing_ok=True)
                 env["SUANLI_EXIT_FILE"] = str(ef)
-                with open(self.log_path(a.job_id, a.n, r.rank), "ab") as log:
+                log_fd = iso.open_log(self.log_path(a.job_id, a.n, r.rank))
+                gate_r, gate_w = os.pipe()
+                try:
                     p = subprocess.Popen(
-                        ["/bin/sh", "-c", _WRAPPER, "suanli-rank", *command], cwd=work, env=env,
-                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                        process_group=pgid,
+                        ["/bin/sh", "-c", _WRAPPER, "suanli-rank", *command], cwd=dirs.work, env=env,
+                        stdin=gate_r, stdout=log_fd, stderr=subprocess.STDOUT,
+                        process_group=pgid, **iso.spawn_kwargs(user),
                     )
+                finally:
+                    os.close(log_fd)
+                    os.close(gate_r)
+                if cgroup is not None:
+                    cg.AttemptCgroups.add(cgroup, p.pid)
+                os.close(gate_w)  # the wrapper goes on (EOF)
                 if not pgid:
                     pgid = p.pid
                 popens.append(p)
@@ -228,10 +272,11 @@ class LocalExecutor(Executor):
                     os.killpg(pgid, signal.SIGKILL)
             for p in popens:
                 p.wait()
+            cg.kill_attempt(self.cgroups, key, timeout=2.0)
             raise
         procs = [(p.pid, proc_start_ticks(p.pid) or 0) for p in popens]
         return LocalHandle(a.job_id, a.attempt_id, a.n, pgid=pgid, procs=procs, exit_files=exit_files,
-                           popens=popens, ranks=[r.rank for r in ranks])
+                           popens=popens, ranks=[r.rank for r in ranks], grace_s=_grace(a.spec))
 
     # -- adopt after a restart -----------------------------------------------------------------------------
     def adopt(self, records: list[AttemptRecord]) -> dict[int, Adoption]:
@@ -279,7 +324,7 @@ class LocalExecutor(Executor):
             with contextlib.suppress(OSError):
                 pgid = os.getpgid((ps or extra)[0][0])
         return LocalHandle(rec.job_id, rec.attempt_id, rec.n, pgid=pgid or 0, procs=ps, exit_files=exit_files,
-                           popens=None, extra=extra, ranks=list(ranks))
+                           popens=None, extra=extra, ranks=list(ranks), grace_s=_grace(rec.spec))
 
     # -- observe -------------------------------------------------------------------------------------------
     @staticmethod
@@ -308,6 +353,8 @@ class LocalExecutor(Executor):
             if not running:
                 for r, f in zip(h.ranks, h.exit_files, strict=True):
                     h.codes.setdefault(r, self._read_exit(f))
+        for r in h.ranks:  # the per-job log cap
+            rotate_if_needed(self.log_path(h.job_id, h.n, r), self.log_policy)
         failed = [c for c in h.codes.values() if c != 0]
         if running and failed and h.stopping is None:
             self.stop(h, StopReason.RANK_FAILED, grace_s=min(self.grace_s, 2.0))
@@ -318,6 +365,8 @@ class LocalExecutor(Executor):
             return False, None
         if self.group_alive(h):  # stragglers the ranks left behind in the group
             self._signal(h, signal.SIGKILL)
+        # and every other process of the attempt, also the ones that left the group (setsid, daemons)
+        cg.kill_attempt(self.cgroups, self.attempt_key(h.attempt_id), timeout=2.0)
         code: int | None = 0
         for r in sorted(h.codes):
             c = h.codes[r]
@@ -328,9 +377,10 @@ class LocalExecutor(Executor):
 
     @staticmethod
     def _read_exit(p: Path) -> int | None:
+        text = iso.read_small(p)  # written by the job's user: no links, FIFOs or huge files
         try:
-            return int(p.read_text().strip())
-        except (OSError, ValueError):
+            return None if text is None else int(text.strip())
+        except ValueError:
             return None
 
     def group_alive(self, h: LocalHandle) -> bool:
@@ -359,7 +409,9 @@ class LocalExecutor(Executor):
         return False
 
     # -- act -----------------------------------------------------------------------------------------------
-    def _signal(self, h: LocalHandle, sig: int) -> None:
+    def _signal(self, h: LocalHandle, sig: int, everything: bool = False) -> None:
+        """``sig`` to the process group and the known ranks; ``everything``: also to every other process of the
+        attempt (its cgroup, its key)."""
         if h.pgid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(h.pgid, sig)
@@ -367,18 +419,25 @@ class LocalExecutor(Executor):
             if pid != h.pgid and self._alive(pid, t):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
+        if everything:
+            cg.signal_attempt(self.cgroups, self.attempt_key(h.attempt_id), sig)
 
     def stop(self, h: Handle, why: StopReason, grace_s: float | None = None) -> None:
         """SIGTERM the attempt's process group now, SIGKILL after the grace period (see :meth:`poll`)."""
         assert isinstance(h, LocalHandle)
         if h.stopping is None:
             h.stopping = StopReason(why)
-        g = self.grace_s if grace_s is None else grace_s
-        self._signal(h, signal.SIGTERM)
+        g = grace_s if grace_s is not None else h.grace_s if h.grace_s is not None else self.grace_s
+        self._signal(h, signal.SIGTERM, everything=True)
         h.kill_at = time.monotonic() + g
 
     def kill(self, h: Handle) -> None:
         assert isinstance(h, LocalHandle)
-        self._signal(h, signal.SIGKILL)
+        self._signal(h, signal.SIGKILL, everything=True)
 
     kill_now = kill  # the name before the executor interface
+
+    def close(self) -> None:
+        """Remove this executor's cgroup directory if no attempt is left in it (running ones keep theirs)."""
+        if self.cgroups is not None:
+            self.cgroups.close()
