@@ -85,6 +85,7 @@ def test_plain_http_on_all_interfaces_warns(tmp_path: Path) -> None:
     wait_ready(p, f"http://127.0.0.1:{port}")
     out = stop(p)
     assert "warning:" in out and "plain HTTP" in out and "--tls-cert" in out, out
+    assert "tenants must trust each other" in " ".join(out.split())  # --job-users shared: said at start
     p, port = start_up(tmp_path)  # loopback: no warning
     wait_ready(p, f"http://127.0.0.1:{port}")
     assert "plain HTTP" not in stop(p)

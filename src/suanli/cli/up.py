@@ -19,8 +19,9 @@ DEFAULT_PORT = 8470
 def up(
     port: int = typer.Option(DEFAULT_PORT, "--port", "-p", min=1, max=65535, help="port of the API on 127.0.0.1"),
     data_dir: Path = typer.Option(Path(".suanli"), "--data-dir", help="database, logs, job directories, token"),
-    db: str = typer.Option(None, "--db", help="database URL (default: SQLite in the data directory), "
-                           "e.g. postgresql://user:pw@host/suanli"),
+    db: str = typer.Option(None, "--db", envvar="SUANLI_DB", help="database URL (or env SUANLI_DB, which keeps a "
+                           "password out of the command line every user can read; default: SQLite in the data "
+                           "directory), e.g. postgresql://user:pw@host/suanli"),
     devices: str = typer.Option(None, "--devices", help="declare this node's accelerators by hand, e.g. 8xBR100 "
                                 "(default: discover; NVIDIA via NVML; none: a CPU-only node)"),
     policy: str = typer.Option("fifo", "--policy", help="fifo, backfill, sjf, las or fair"),

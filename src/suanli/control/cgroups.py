@@ -110,6 +110,12 @@ class AttemptCgroups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
 
+    def close(self) -> None:
+        """Remove the (empty) directory of this executor's attempts."""
+        if self.base is not None:
+            with contextlib.suppress(OSError):
+                self.base.rmdir()
+
     def remove(self, key: str) -> bool:
         """Remove the attempt's (empty) cgroup; False while processes remain."""
         p = self.path(key)
