@@ -54,10 +54,10 @@ def test_many_log_followers_do_not_stall_the_api(server: tuple[str, Service]) ->
             r = stack.enter_context(c.stream("GET", f"{url}/v1/jobs/{jid}/logs", params={"follow": "true"},
                                              headers=h))
             assert r.status_code == 200
-        t0 = time.perf_counter()
-        assert httpx.get(url + "/healthz", timeout=5).status_code == 200
-        assert httpx.get(url + f"/v1/jobs/{jid}", headers=h, timeout=5).status_code == 200
-        assert time.perf_counter() - t0 < 2.0
+        t0 = time.perf_counter()  # with a thread per follower these wait until the job ends (a timeout here)
+        assert httpx.get(url + "/healthz", timeout=10).status_code == 200
+        assert httpx.get(url + f"/v1/jobs/{jid}", headers=h, timeout=10).status_code == 200
+        assert time.perf_counter() - t0 < 5.0  # generous: a loaded 2-core CI box
         assert ctx.followers.active == {"admin": 45}
     # the clients went: their followers end (not after the job or the idle limit)
     end = time.monotonic() + 5

@@ -145,10 +145,11 @@ def _read_at(path: Path, pos: int, limit: int = CHUNK) -> tuple[bytes, int]:
 
 
 async def follow(path_of: Callable[[int], Path], first: int, state: Callable[[], tuple[int, bool]],
-                 *, attempt_fixed: bool, tail: int = 0, idle_s: float = 3600.0, poll_s: float = 0.2,
-                 state_every_s: float = 1.0) -> AsyncIterator[bytes]:
+                 *, attempt_fixed: bool, tail: int = 0, idle_s: float = 3600.0, poll_s: float = 0.1,
+                 max_poll_s: float = 1.0, state_every_s: float = 1.0) -> AsyncIterator[bytes]:
     """Stream a job's log as it grows, without holding a thread: the file reads are small and the job state
-    (``state()`` -> (attempts, final), run in a worker thread) is asked at most every ``state_every_s``.
+    (``state()`` -> (attempts, final), run in a worker thread) is asked at most every ``state_every_s``; a quiet
+    log is looked at less and less often (``poll_s`` doubling up to ``max_poll_s``).
     Without ``attempt_fixed`` it goes on to the next attempts until the job is final; it ends after ``idle_s``
     without output, and as soon as the client goes (the server cancels the generator)."""
     cur, pos = first, 0
@@ -162,6 +163,7 @@ async def follow(path_of: Callable[[int], Path], first: int, state: Callable[[],
             pos = size
     idle_since = last_state = time.monotonic()
     attempts, final = await asyncio.to_thread(state)
+    wait_s = poll_s
     while True:
         if cur:
             chunk, size = _read_at(path_of(cur), pos)
@@ -170,6 +172,7 @@ async def follow(path_of: Callable[[int], Path], first: int, state: Callable[[],
             if chunk:
                 pos += len(chunk)
                 idle_since = time.monotonic()
+                wait_s = poll_s
                 yield chunk
                 continue
         now = time.monotonic()
@@ -198,7 +201,8 @@ async def follow(path_of: Callable[[int], Path], first: int, state: Callable[[],
             return
         if now - idle_since > idle_s:
             return
-        await asyncio.sleep(poll_s)
+        await asyncio.sleep(wait_s)
+        wait_s = min(max_poll_s, wait_s * 2)
 
 
 class FollowerLimit:
