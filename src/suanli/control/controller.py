@@ -93,6 +93,7 @@ class Controller:
         self._node_up: dict[str, bool] = {}  # what the allocation was last told (drained or lost: down)
         self._dev_down: dict[int, str] = {}  # cluster device id -> why it is down in the allocation
         self._node_sigs: dict[str, Any] = {}  # what was last registered per live node
+        self._last_infos: list[NodeInfo] | None = None  # the executor's last membership report (by identity)
         self._health_seen: dict[tuple[str, int], Any] = {}  # the executor's last health report per device
         self.live_nodes: set[str] = set()
         self._nodes_at = 0.0
@@ -137,6 +138,8 @@ class Controller:
         registered nodes it no longer reports are marked lost, health changes it reports are recorded. True when
         something was registered (the caller compares the topology)."""
         infos: list[NodeInfo] = self.ex.nodes()
+        if infos is self._last_infos:  # the executor says nothing changed (it returns the same list): skip the work
+            return False
         status = {name: st for name, _d, st in self.store.node_flags()}
         wrote = False
         for i in infos:
@@ -160,6 +163,7 @@ class Controller:
             if name not in live and st == NodeStatus.UP:
                 self.store.set_node_status(name, NodeStatus.LOST, "not reported by the executor", now)
         self.live_nodes = live
+        self._last_infos = infos  # only once everything above was recorded
         return wrote
 
     def _topology_changed(self) -> bool:
