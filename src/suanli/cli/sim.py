@@ -47,6 +47,9 @@ def sim(
     = False,
     failure_rate: Annotated[float | None, typer.Option("--failure-rate", help="Failures per device-hour.")] = None,
     checkpoint: Annotated[float, typer.Option("--checkpoint", help="Checkpoint interval, seconds.")] = 1800.0,
+    las_promote: Annotated[float | None, typer.Option(
+        "--las-promote", help="las starvation guard: a job waiting this many times its run since its last promotion "
+                              "goes back to the top queue (0: off; default 8, sched.core.LAS_PROMOTE).")] = None,
     packer: Annotated[str, typer.Option("--packer", help="Fractional packer: best-fit, fgd, random.")] = "best-fit",
     out: Annotated[Path | None, typer.Option("--out", help="Write report.json, report.md and PNG plots here.")]
     = None,
@@ -70,6 +73,8 @@ def sim(
         return
     policies = check_policies(compare.split(",") if compare else [policy])
     make_packer(packer)  # validate the name before the run
+    if las_promote is not None and not (las_promote >= 0 and math.isfinite(las_promote)):
+        raise SimError(f"--las-promote must be a non-negative number (0: off), not {las_promote:g}")
     if checkpoint <= 0:
         raise SimError(f"--checkpoint must be positive (got {checkpoint:g}); use a large value for 'never'")
     cl = make_cluster(cluster, chips, accelerator, per_node)
@@ -86,6 +91,9 @@ def sim(
     if w.skipped > 5:
         err_console.print(f"[yellow]warning:[/] {w.skipped:,} malformed rows skipped in all", highlight=False)
 
+    skw: dict[str, Any] = {"packer": packer}
+    if las_promote is not None:
+        skw["las_promote"] = las_promote
     show = len(w) >= PROGRESS_MIN_JOBS
     if show:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -100,10 +108,10 @@ def sim(
             prog.update(tasks[p], completed=done)
 
         with prog:
-            runs = run_policies(cl, w, policies, seed=seed, failures=fc, sched_kwargs={"packer": packer},
+            runs = run_policies(cl, w, policies, seed=seed, failures=fc, sched_kwargs=skw,
                                 progress=cb)
     else:
-        runs = run_policies(cl, w, policies, seed=seed, failures=fc, sched_kwargs={"packer": packer})
+        runs = run_policies(cl, w, policies, seed=seed, failures=fc, sched_kwargs=skw)
     summaries = [s for s, _ in runs]
     if out is not None:
         from suanli.sim.report import write_report
@@ -120,7 +128,7 @@ def sim(
 
 
 def _table(summaries: list[dict[str, Any]], wname: str, cl: Any) -> None:
-    from suanli.sim.report import ROWS, fmt
+    from suanli.sim.report import ROWS, fmt, notes
 
     s0 = summaries[0]
     t = Table(title=f"{wname} on {cl.name} ({cl.n_devices:,} devices) - offered load {s0['load']:.2f}")
@@ -133,8 +141,8 @@ def _table(summaries: list[dict[str, Any]], wname: str, cl: Any) -> None:
         t.add_row("avg JCT / fifo", *[f"{s['vs_fifo']['avg_jct_s']:.2f}" if s["vs_fifo"]["avg_jct_s"] else "-"
                                       for s in summaries])
     console.print(t)
-    if s0["rejected"]:
-        console.print(f"[yellow]{s0['rejected']:,} jobs can never fit this cluster and were rejected[/]")
+    for n in notes(s0):
+        console.print(f"[yellow]note:[/] {n}", highlight=False)
 
 
 def _replay(trace: Path | None, cluster: Path | None, seeds: int, packers: str, inflation: float,

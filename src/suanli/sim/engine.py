@@ -92,6 +92,7 @@ class SimResult:
     state: np.ndarray  # int8 index into JobState, -1 never arrived
     first_start: np.ndarray
     finish: np.ndarray
+    pending_s: np.ndarray  # seconds each job waited in all: before its first start and after each preemption/kill
     preemptions: np.ndarray  # int32 per job
     failures: np.ndarray  # int32 per job (kills by failures)
     rejected: np.ndarray  # bool: can never fit the cluster
@@ -100,12 +101,13 @@ class SimResult:
     contended_s: float  # seconds during which some job waited
     contended_busy_ds: float  # allocated device-seconds during those seconds
     contended_up_ds: float  # up device-seconds during those seconds
-    t_end: float
+    t_start: float  # first arrival of an accepted job
+    t_end: float  # last completion (failures and repairs after it do not count)
     timeline_t: np.ndarray
     timeline_busy: np.ndarray  # allocated devices
     timeline_pending: np.ndarray  # pending jobs
     timeline_up: np.ndarray  # devices up
-    n_failures: int
+    n_failures: int  # failures while some job ran, waited or was still to arrive (not on an idle, finished cluster)
     decide_calls: int
     events: int
     wall_s: float
@@ -190,6 +192,8 @@ class Simulation:
         st = array("b", [NEW]) * n
         nan = math.nan
         first_start = array("d", [nan]) * n
+        pend_s = array("d", [0.0]) * n
+        queued_since = array("d", [0.0]) * n
         finish = array("d", [nan]) * n
         remaining = array("d", w.duration.astype(np.float64).tobytes())
         run_start = array("d", [0.0]) * n
@@ -198,6 +202,8 @@ class Simulation:
         n_fail = array("i", [0]) * n
         fits_np = self._fits_ever()
         fits = fits_np.tolist()
+        acc = np.flatnonzero(fits_np)
+        t_first = float(submit[acc[0]]) if len(acc) else (float(submit[0]) if n else 0.0)
         chunk = 4096
         by_tenant = cfg.queue_by_tenant if cfg.queue_by_tenant is not None else sched.policy == "fair"
         pjobs = pending.jobs  # the dicts behind len(pending) / running membership (cheaper than the methods)
@@ -226,8 +232,11 @@ class Simulation:
         rng = np.random.default_rng(fc.seed)
         n_dev = c.n_devices
         fail_rate = fc.rate_per_device_hour * n_dev / 3600.0 if fc.enabled and n_dev else 0.0
-        if fail_rate > 0:
-            push(heap, (float(rng.exponential(1.0 / fail_rate)) + (float(submit[0]) if n else 0.0), FAIL_DEV, -1, 0))
+        # the random failures: a Poisson process while jobs run or are still to arrive; it pauses when the cluster
+        # is idle with nothing left to arrive (a failure there cannot touch a job) and resumes at the next start
+        fail_armed = fail_rate > 0 and len(acc) > 0
+        if fail_armed:
+            push(heap, (float(rng.exponential(1.0 / fail_rate)) + t_first, FAIL_DEV, -1, 0))
         for t_f, what, idx, rep in fc.script:
             if what not in ("device", "node"):
                 raise ValueError(f"scripted failure kind must be 'device' or 'node', not {what!r}")
@@ -240,7 +249,7 @@ class Simulation:
         cont_s = cont_busy = cont_up = 0.0
         up_devs = n_dev
         last_t = float(submit[0]) if n else 0.0
-        t_end = last_t
+        t_end = t_first
         span = float(submit[-1] - submit[0]) if n else 0.0
         res = max(span + float(np.median(w.duration)) if n else 1.0, 1.0) / max(cfg.samples, 10)
         tl_t, tl_b, tl_p, tl_u = array("d"), array("d"), array("d"), array("d")
@@ -254,6 +263,7 @@ class Simulation:
             """A failure under job ``jid``: the whole gang stops, loses the work since its last checkpoint and
             goes back to the queue (its attained service keeps the lost run: the devices were used)."""
             nonlocal busy, lost_ds
+            queued_since[jid] = now
             r = state.stop(jid, now)
             pl = r.placement
             busy -= pl.milli * pl.n_devices
@@ -268,8 +278,12 @@ class Simulation:
             state.submit(r.job)
 
         def on_start(jid: int, model: int, milli_total: int, now: float, dev: float, attained: float) -> None:
-            nonlocal busy
+            nonlocal busy, fail_armed
             busy += milli_total
+            pend_s[jid] += now - queued_since[jid]
+            if fail_rate > 0 and not fail_armed:
+                fail_armed = True
+                push(heap, (now + float(rng.exponential(1.0 / fail_rate)), FAIL_DEV, -1, 0))
             if (st[jid], RUNNING) not in ok_tr:
                 move(jid, RUNNING)  # raises
             st[jid] = RUNNING
@@ -320,6 +334,7 @@ class Simulation:
                     st[i] = FAILED
                     continue
                 st[i] = PENDING
+                queued_since[i] = now
                 state.submit(job)
                 dirty = True
             # other events at this instant
@@ -351,14 +366,18 @@ class Simulation:
                                 push(heap, (now + (th - att) / dev, TICK, a, e))
                                 break
                 elif kind in (FAIL_DEV, FAIL_NODE):
+                    if not (ptr < n or rjobs or pjobs):
+                        continue  # the cluster is idle and every job is done: nothing to fail
                     n_failures += 1
                     if a < 0:  # a random failure: which device, and does it take the node down?
                         d = int(rng.integers(n_dev))
                         whole_node = rng.random() >= fc.device_share
                         node = int(dev_node[d])
                         rep = float(rng.exponential(fc.node_repair_s if whole_node else fc.device_repair_s))
-                        if ptr < n or len(running) or len(pending):
+                        if ptr < n or rjobs:
                             push(heap, (now + float(rng.exponential(1.0 / fail_rate)), FAIL_DEV, -1, 0))
+                        else:
+                            fail_armed = False
                     else:
                         whole_node = kind == FAIL_NODE
                         d = -1 if whole_node else a
@@ -395,6 +414,7 @@ class Simulation:
                 if d.preemptions or d.starts:
                     for p in d.preemptions:
                         jid = int(p.job_id)
+                        queued_since[jid] = now
                         r = running.jobs[jid]
                         busy -= r.placement.milli * r.placement.n_devices
                         ran = now - float(run_start[jid])
@@ -431,10 +451,11 @@ class Simulation:
         return SimResult(
             policy=sched.policy, workload=w, cluster=c, state=np.frombuffer(st, dtype=np.int8).copy(),
             first_start=np.frombuffer(first_start).copy(), finish=np.frombuffer(finish).copy(),
+            pending_s=np.frombuffer(pend_s).copy(),
             preemptions=np.frombuffer(n_pre, dtype=np.int32).copy(),
             failures=np.frombuffer(n_fail, dtype=np.int32).copy(),
             rejected=~fits_np, busy_ds=busy_ds, lost_ds=lost_ds,
-            contended_s=cont_s, contended_busy_ds=cont_busy, contended_up_ds=cont_up, t_end=max(t_end, last_t),
+            contended_s=cont_s, contended_busy_ds=cont_busy, contended_up_ds=cont_up, t_start=t_first, t_end=t_end,
             timeline_t=np.frombuffer(tl_t), timeline_busy=np.frombuffer(tl_b), timeline_pending=np.frombuffer(tl_p),
             timeline_up=np.frombuffer(tl_u), n_failures=n_failures, decide_calls=decide_calls, events=events,
             wall_s=time.perf_counter() - t_wall, capacity=n_dev,

@@ -13,15 +13,32 @@ import numpy as np
 from suanli.sim.engine import SUCCEEDED, SimResult
 
 ROWS = (
-    ("jobs", "jobs", "{:,}"), ("completed", "completed", "{:,}"), ("avg JCT", "avg_jct_s", "dur"),
-    ("p50 JCT", "p50_jct_s", "dur"), ("p95 JCT", "p95_jct_s", "dur"), ("p99 JCT", "p99_jct_s", "dur"),
-    ("avg queueing", "avg_queue_s", "dur"), ("bounded slowdown", "avg_bounded_slowdown", "{:.2f}"),
-    ("makespan", "makespan_s", "dur"), ("utilization", "utilization", "pct"), ("alloc ratio (contended)",
-                                                                               "alloc_ratio", "pct"),
-    ("fragmentation", "fragmentation", "pct"), ("preemptions", "preemptions", "{:,}"),
-    ("failures", "failures", "{:,}"), ("lost chip-hours", "lost_chip_hours", "{:,.1f}"), ("goodput", "goodput", "pct"),
+    ("jobs", "jobs", "{:,}"), ("completed", "completed", "{:,}"), ("rejected (never fit)", "rejected", "{:,}"),
+    ("avg JCT", "avg_jct_s", "dur"), ("p50 JCT", "p50_jct_s", "dur"), ("p95 JCT", "p95_jct_s", "dur"),
+    ("p99 JCT", "p99_jct_s", "dur"), ("avg wait to first start", "avg_queue_s", "dur"),
+    ("avg pending (all waits)", "avg_pending_s", "dur"), ("p99 pending", "p99_pending_s", "dur"),
+    ("bounded slowdown", "avg_bounded_slowdown", "{:.2f}"), ("worst 1% slowdown", "worst_1pct_slowdown", "{:.1f}"),
+    ("makespan", "makespan_s", "dur"), ("utilization", "utilization", "pct"),
+    ("alloc ratio (contended)", "alloc_ratio", "pct"), ("fragmentation", "fragmentation", "pct"),
+    ("preemptions", "preemptions", "{:,}"), ("preemptions / job", "preemptions_per_job", "{:.2f}"),
+    ("most preemptions of a job", "max_preemptions_per_job", "{:,}"),
+    ("failures", "failures", "{:,}"), ("jobs killed by failures", "jobs_killed", "{:,}"),
+    ("lost chip-hours", "lost_chip_hours", "{:,.1f}"), ("goodput", "goodput", "pct"),
     ("fairness (Jain)", "fairness", "{:.3f}"), ("wall", "wall_s", "{:.2f} s"),
 )
+
+
+def notes(s: dict[str, Any]) -> list[str]:
+    """Lines a reader needs to read the figures right: rejected jobs, light-tailed work."""
+    out = []
+    if s.get("rejected"):
+        out.append(f"{s['rejected']:,} jobs can never fit this cluster and were rejected on arrival; load, makespan "
+                   f"and utilization are over the {s['jobs'] - s['rejected']:,} accepted jobs (offered load with "
+                   f"them: {s['load_with_rejected']:.2f})")
+    if s.get("light_tailed"):
+        out.append(f"light-tailed work (job-size CV {s['work_cv']:.2f} < 1): LAS only interleaves jobs of similar "
+                   "size here and is expected to do worse than FIFO on average JCT; it wins on heavy-tailed work")
+    return out
 
 
 def fmt_duration(s: float) -> str:
@@ -63,7 +80,11 @@ def write_report(out: str | Path, summaries: Sequence[dict[str, Any]], results: 
     files += plot(d, results)
     md = [f"# Simulation report: {context.get('workload', '')}", ""]
     md.append(f"- cluster: {context.get('cluster', '')}")
-    md.append(f"- offered load: {summaries[0]['load']:.2f} (work / (devices x arrival span))" if summaries else "")
+    md.append(f"- offered load: {summaries[0]['load']:.2f} (work / (devices x arrival span), accepted jobs)"
+              if summaries else "")
+    if summaries:
+        md.append(f"- job-size CV (work in device-seconds): {summaries[0]['work_cv']:.2f}")
+        md += [f"- note: {n}" for n in notes(summaries[0])]
     for k in ("jobs", "seed", "failures", "skipped_rows"):
         if k in context:
             md.append(f"- {k}: {context[k]}")
