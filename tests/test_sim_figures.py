@@ -100,3 +100,26 @@ def test_light_tailed_work_las_is_worse_than_fifo_and_the_report_says_why() -> N
     assert la["avg_jct_s"] > 1.1 * f["avg_jct_s"]
     assert f["light_tailed"] and f["work_cv"] < 0.1
     assert any("light-tailed" in n for n in notes(f))
+
+
+def test_cli_las_promote_flag_and_notes(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from suanli.cli.main import app
+
+    r = subprocess.run([sys.executable, "-m", "suanli.cli.main", "sim", "--jobs", "10", "--las-promote", "-1"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--las-promote" in r.stderr and "Traceback" not in r.stderr
+    csv = tmp_path / "t.csv"
+    csv.write_text("job_id,submission_time,duration,num_gpu\na,0,100,64\nb,10,100,8\nc,20,100,8\n")
+    res = CliRunner().invoke(app, ["sim", "--trace", str(csv), "--chips", "16", "--policy", "las",
+                                   "--las-promote", "4", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["rejected"] == 1 and out["completed"] == 2 and out["makespan_s"] == 110.0  # 10 to 120
+    res = CliRunner().invoke(app, ["sim", "--trace", str(csv), "--chips", "16"])
+    assert res.exit_code == 0 and "rejected on arrival" in res.output
