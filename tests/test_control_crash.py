@@ -139,6 +139,17 @@ def test_sigkill_loop_loses_nothing_and_runs_nothing_twice(tmp_path: Path, store
                         assert len(runs) == len(set(runs)) and must <= set(runs) <= must | may, \
                             f"job {jid} rank {rank}: started as attempts {runs}, store: {att}"
             adopted = sum("adopted" in [e["kind"] for e in c.get(f"/v1/jobs/{j}/events").json()] for j in states)
+            # usage adds up across the SIGKILLs: one record per (ended attempt, node), chip-time as implied
+            from suanli.control.db import sqlite_url
+            from suanli.control.store import Store
+            from test_accounting_usage import check_adds_up
+
+            st = Store.open(db or sqlite_url(data / "suanli.db"), migrate=False)
+            try:
+                check_adds_up(st)
+                assert st.usage_records(), "no usage recorded"
+            finally:
+                st.close()
             print(f"{store}: {len(accepted)} accepted, {len(states)} stored, {adopted} re-adopted "
                   f"across {cycles} SIGKILLs")
     finally:

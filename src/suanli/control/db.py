@@ -207,6 +207,31 @@ service_replicas = sa.Table(
 )
 sa.Index("ix_service_replicas_service", service_replicas.c.service_id)
 
+usage = sa.Table(  # accounting: chip-time of every ended attempt per node (control/usage.py); migration 0006
+    "usage",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("attempt_id", sa.BigInteger, nullable=False),
+    sa.Column("job_id", sa.BigInteger, nullable=False),
+    sa.Column("job_name", sa.String(128), nullable=False),
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("queue", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("node", sa.String(255), nullable=False),
+    sa.Column("model", sa.String(128), nullable=False),  # accelerator model
+    sa.Column("chips", sa.Float, nullable=False),  # devices on this node (a fractional share as its fraction)
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float, nullable=False),
+    sa.Column("chip_s", sa.Float, nullable=False),  # chips x (ended_at - started_at)
+    sa.Column("useful_chip_s", sa.Float, nullable=False),
+    sa.Column("lost_chip_s", sa.Float, nullable=False),
+    sa.Column("outcome", _enum(AttemptOutcome), nullable=False),
+    sa.Column("energy_j", sa.Float, nullable=True),  # measured board energy of the chips (None: not measured)
+    sa.UniqueConstraint("attempt_id", "node", name="uq_usage_attempt_node"),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_usage_ended", usage.c.ended_at)
+
 def make_engine(url: str, *, sync: str = "normal") -> Engine:
     """An engine for ``url``. SQLite: WAL, ``synchronous`` as given, a busy timeout, and write transactions that
     take the write lock at BEGIN (``BEGIN IMMEDIATE``) so that concurrent writers wait instead of failing."""
@@ -243,7 +268,7 @@ def sqlite_url(path: str | Path) -> str:
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0005"  # newest migration; a test checks it against Alembic's view of migrations/versions
+HEAD = "0006"  # newest migration; a test checks it against Alembic's view of migrations/versions
 
 
 def migrate(engine: Engine) -> None:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from suanli.control import db
+from suanli.control import db, usage
 from suanli.control.db import job_attempts, job_events, jobs, node_events, nodes, queues, tenants, tokens
 from suanli.control.types import AttemptOutcome, DeviceHealth, NodeStatus, StopReason
 from suanli.errors import SuanliError
@@ -624,20 +624,24 @@ class Store:
         with self.write() as c:
             c.execute(job_attempts.update().where(job_attempts.c.id == attempt_id)
                       .values(ended_at=now, exit_code=None, outcome=AttemptOutcome.SPAWN_FAILED))
+            self._record_usage(c, attempt_id, now, AttemptOutcome.SPAWN_FAILED)
             failures = c.execute(sa.select(jobs.c.failures).where(jobs.c.id == job_id)).scalar_one()
             self.transition(c, job_id, JobState.RUNNING, JobState.FAILED, now, f"could not start: {error}",
                             failures=int(failures) + 1, reason="spawn failed")
 
     def finish_attempt(self, job_id: int, attempt_id: int, now: float, outcome: AttemptOutcome,
                        exit_code: int | None, stop_reason: StopReason | None, steps: Sequence[Step],
-                       lost_device_s: float | None = None) -> None:
-        """The end of an attempt and the job's next state(s), in one transaction."""
+                       lost_device_s: float | None = None, energy_j: Mapping[str, float | None] | None = None
+                       ) -> None:
+        """The end of an attempt and the job's next state(s), with its usage records, in one transaction
+        (``energy_j``: measured board energy per node, where the executor read it)."""
         with self.write() as c:
             for st in steps:
                 self.transition(c, job_id, st.src, st.dst, now, st.message, **st.values)
             c.execute(job_attempts.update().where(job_attempts.c.id == attempt_id)
                       .values(ended_at=now, exit_code=exit_code, outcome=outcome, stop_reason=stop_reason,
                               lost_device_s=lost_device_s))
+            self._record_usage(c, attempt_id, now, outcome, lost_device_s, energy_j)
 
     def lost_device_seconds(self) -> float:
         """Work lost to node losses and unhealthy devices, all attempts together (device-seconds)."""
@@ -651,9 +655,11 @@ class Store:
         failure counted."""
         with self.write() as c:
             if attempt_id is not None:
-                c.execute(job_attempts.update()
-                          .where(job_attempts.c.id == attempt_id, job_attempts.c.ended_at.is_(None))
-                          .values(ended_at=now, outcome=outcome))
+                n = c.execute(job_attempts.update()
+                              .where(job_attempts.c.id == attempt_id, job_attempts.c.ended_at.is_(None))
+                              .values(ended_at=now, outcome=outcome))
+                if n.rowcount == 1:
+                    self._record_usage(c, attempt_id, now, outcome)
             self.transition(c, job_id, JobState.RUNNING, JobState.REQUEUED, now, why)
 
     def record_adopted(self, job_id: int, attempt_id: int, message: str, now: float,
@@ -664,6 +670,23 @@ class Store:
             if record is not None:
                 c.execute(job_attempts.update().where(job_attempts.c.id == attempt_id)
                           .values(procs=record[0], pgid=record[1]))
+
+    @staticmethod
+    def _record_usage(c: sa.Connection, attempt_id: int, now: float, outcome: AttemptOutcome,
+                      lost_device_s: float | None = None, energy_j: Mapping[str, float | None] | None = None
+                      ) -> None:
+        """The usage records of an attempt that ends in transaction ``c`` (control/usage.py)."""
+        a = c.execute(sa.select(job_attempts.c.job_id, job_attempts.c.started_at, job_attempts.c.placement,
+                                jobs.c.name, jobs.c.tenant, jobs.c.queue, jobs.c.sched)
+                      .join(jobs, jobs.c.id == job_attempts.c.job_id).where(job_attempts.c.id == attempt_id)).one()
+        sched = json.loads(a.sched) if isinstance(a.sched, str) else a.sched
+        rows = usage.records(attempt_id=attempt_id, job_id=int(a.job_id),
+                             job={"name": a.name, "tenant": a.tenant, "queue": a.queue,
+                                  "kind": (sched or {}).get("kind", "")},
+                             placement=a.placement, started_at=a.started_at, ended_at=now, outcome=outcome,
+                             lost_device_s=lost_device_s, energy_j=energy_j)
+        if rows:
+            c.execute(db.usage.insert(), rows)
 
     # -- dashboard reads -------------------------------------------------------------------------------------
     def fleet(self) -> dict[str, Any]:
@@ -728,6 +751,73 @@ class Store:
         for q, n in waiting:
             out.setdefault(q, {"used": {}, "running": 0, "pending": 0})["pending"] = int(n)
         return out
+
+    # -- accounting ------------------------------------------------------------------------------------------
+    def usage_cells(self, since: float, until: float, keys: Sequence[str]) -> list[dict[str, Any]]:
+        """Usage records ending in [since, until], summed per (``keys``, model, node, outcome); records that straddle
+        a bound count for the share of their time inside. ``keys``: columns of ``usage`` (``job`` means job_id and
+        job_name). Sums: ``records``, ``chip_s``, ``useful_chip_s``, ``lost_chip_s``, ``unmeasured_chip_s`` (no
+        measured energy) and ``energy_j`` (measured)."""
+        u = db.usage
+        cols = []
+        for k in keys:
+            cols += [u.c.job_id, u.c.job_name] if k == "job" else [u.c[k]]
+        cols += [c for c in (u.c.model, u.c.node, u.c.outcome) if c not in cols]
+        f = _window_share(u, since, until)
+        q = (sa.select(*cols, sa.func.count().label("records"),
+                       sa.func.sum(u.c.chip_s * f).label("chip_s"),
+                       sa.func.sum(u.c.useful_chip_s * f).label("useful_chip_s"),
+                       sa.func.sum(u.c.lost_chip_s * f).label("lost_chip_s"),
+                       sa.func.sum(sa.case((u.c.energy_j.is_(None), u.c.chip_s * f), else_=0.0))
+                       .label("unmeasured_chip_s"),
+                       sa.func.sum(sa.func.coalesce(u.c.energy_j, 0.0) * f).label("energy_j"))
+             .where(u.c.ended_at >= since, u.c.started_at <= until).group_by(*cols))
+        with self.read() as c:
+            rows = c.execute(q).all()
+        return [dict(r._mapping) for r in rows]
+
+    def usage_series(self, since: float, until: float, step_s: float) -> list[dict[str, Any]]:
+        """Chip-seconds per (tenant, model, bucket of ``step_s`` by end time) of the records ending in [since, until]
+        (the plots of ``suanli report``)."""
+        u = db.usage
+        x = u.c.ended_at / step_s
+        bucket = (sa.cast(x, sa.Integer) if self.is_sqlite else sa.cast(sa.func.floor(x), sa.BigInteger)).label("b")
+        q = (sa.select(u.c.tenant, u.c.model, bucket, sa.func.sum(u.c.chip_s * _window_share(u, since, until))
+                       .label("chip_s"))
+             .where(u.c.ended_at >= since, u.c.started_at <= until).group_by(u.c.tenant, u.c.model, bucket))
+        with self.read() as c:
+            rows = c.execute(q).all()
+        return [{"tenant": r.tenant, "model": r.model, "at": int(r.b) * step_s, "chip_s": float(r.chip_s or 0.0)}
+                for r in rows]
+
+    def usage_totals(self) -> list[dict[str, Any]]:
+        """Chip-seconds, unmeasured chip-seconds and measured energy (J) per (tenant, model, node), all records (the
+        Prometheus counters)."""
+        u = db.usage
+        with self.read() as c:
+            rows = c.execute(sa.select(u.c.tenant, u.c.model, u.c.node, sa.func.sum(u.c.chip_s).label("chip_s"),
+                                       sa.func.sum(sa.case((u.c.energy_j.is_(None), u.c.chip_s), else_=0.0))
+                                       .label("unmeasured_chip_s"),
+                                       sa.func.sum(sa.func.coalesce(u.c.energy_j, 0.0)).label("energy_j"))
+                             .group_by(u.c.tenant, u.c.model, u.c.node)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def usage_records(self, job_id: int | None = None) -> list[dict[str, Any]]:
+        """The usage records (of one job), by id."""
+        u = db.usage
+        q = sa.select(u).order_by(u.c.id)
+        if job_id is not None:
+            q = q.where(u.c.job_id == job_id)
+        with self.read() as c:
+            return [dict(r._mapping) for r in c.execute(q).all()]
+
+    def device_inventory(self) -> dict[tuple[str, str], int]:
+        """(node, model) -> devices registered (the denominator of utilisation)."""
+        dv = db.devices
+        with self.read() as c:
+            rows = c.execute(sa.select(nodes.c.name, dv.c.model, sa.func.count())
+                             .join(nodes, nodes.c.id == dv.c.node_id).group_by(nodes.c.name, dv.c.model)).all()
+        return {(r[0], r[1]): int(r[2]) for r in rows}
 
     # -- history samples ---------------------------------------------------------------------------------------
     def add_sample(self, at: float, values: Mapping[str, Any], *, keep_s: Sequence[float] = HISTORY_KEEP_S) -> None:
@@ -928,3 +1018,11 @@ def _average(rows: Sequence[Any]) -> dict[str, Any]:
     return {"total": sum(r.total for r in rows) / n, "allocated": sum(r.allocated for r in rows) / n,
             "running": sum(r.running for r in rows) / n, "pending": sum(r.pending for r in rows) / n,
             "reasons": reasons}
+
+
+def _window_share(u: sa.Table, since: float, until: float) -> Any:
+    """The share of a usage record's time that lies inside [since, until] (1 for a zero-length record)."""
+    lo = sa.case((u.c.started_at < since, since), else_=u.c.started_at)
+    hi = sa.case((u.c.ended_at > until, until), else_=u.c.ended_at)
+    dur = u.c.ended_at - u.c.started_at
+    return sa.case((dur > 0, (hi - lo) / dur), else_=1.0)

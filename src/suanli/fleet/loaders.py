@@ -51,6 +51,15 @@ class PoolSpec(BaseModel):
     memory: str | int | float = "2048Gi"
     domain: Grouping = Field(default_factory=Grouping, description="nodes per interconnect domain")
     rack: Grouping = Field(default_factory=lambda: Grouping(nodes=4))
+    # accounting (suanli report): facility overhead and the operator's own prices for this pool
+    pue: Annotated[float | None, Field(ge=1.0, le=5.0, description="power usage effectiveness of this pool "
+                                       "(facility / IT energy); default: accounting.pue")] = None
+    price_usd: Annotated[float | None, Field(gt=0, description="purchase price per accelerator (the operator's "
+                                             "figure; default: the catalog estimate)")] = None
+    node_hour_usd: Annotated[float | None, Field(ge=0, description="overhead per node-hour (hosting, network, "
+                                                 "support), charged to the chips used pro rata")] = None
+    nodes: list[str] | None = Field(default=None, description="shell patterns of real node names in this pool "
+                                    "(default: POOL-*)")
 
     @field_validator("accelerator")
     @classmethod
@@ -66,10 +75,25 @@ class PoolSpec(BaseModel):
         return v
 
 
+class AccountingSpec(BaseModel):
+    """How chip-time becomes energy and money in ``suanli report`` (defaults: the planner's ``Money``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    usd_per_kwh: Annotated[float, Field(ge=0, description="electricity tariff")] = 0.10
+    pue: Annotated[float, Field(ge=1.0, le=5.0, description="default PUE of pools that do not say")] = 1.3
+    amortisation_years: Annotated[float, Field(gt=0)] = 4.0
+    utilisation: Annotated[float, Field(gt=0, le=1, description="amortisation base: share of the service life "
+                                        "the chips are busy")] = 0.8
+    busy: Annotated[float, Field(ge=0, le=1, description="modelled tensor-unit busy share where power is not "
+                                 "measured (board power = TDP x (idle + (1 - idle) x busy))")] = 0.6
+    idle_power_frac: Annotated[float, Field(ge=0, le=1)] = 0.3
+
+
 class ClusterFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "cluster"
     pools: Annotated[list[PoolSpec], Field(min_length=1)]
+    accounting: AccountingSpec = Field(default_factory=AccountingSpec)
 
 
 def nodes_from_pools(pools: list[PoolSpec]) -> list[NodeSpec]:
@@ -103,6 +127,15 @@ def cluster_from_yaml_text(text: str, source: str = "<string>") -> Cluster:
     if len(set(names)) != len(names):
         raise SpecError(f"{source}: pool names must be unique, got {names}")
     return build_cluster(spec.name, nodes_from_pools(spec.pools))
+
+
+def load_cluster_file(path: str | Path) -> ClusterFile:
+    """The cluster file itself (pools with their accounting fields), validated."""
+    spec = load_yaml(path, ClusterFile)
+    names = [p.name for p in spec.pools]
+    if len(set(names)) != len(names):
+        raise SpecError(f"{path}: pool names must be unique, got {names}")
+    return spec
 
 
 def load_cluster_yaml(path: str | Path) -> Cluster:

@@ -1,0 +1,290 @@
+"""The accounting report: rows per tenant / queue / model / node / job from aggregated usage, in table, CSV,
+Markdown or JSON, with plots.
+
+A row (``--format json`` prints a list of them): the grouping key(s), then
+
+| key | meaning |
+|---|---|
+| ``chip_hours`` | allocated chip-hours (a fractional device counts as its share) |
+| ``useful_chip_hours`` | chip-hours whose work was kept (succeeded, preempted, node-lost before its checkpoint) |
+| ``lost_chip_hours`` | the rest; ``lost_by_cause``: per outcome (failed, node-lost, cancelled, ...) |
+| ``goodput`` | useful / allocated |
+| ``utilisation`` | allocated / (registered devices x window), for ``--by model``/``node`` and the total (else null) |
+| ``energy_kwh`` | facility energy (board energy measured or modelled, times the pool's PUE); null if unknown |
+| ``energy_measured_share`` | share of the chip-hours whose energy was measured |
+| ``usd`` | amortised price + energy at the tariff + node-hour overheads; null where a price is unknown |
+| ``usd_per_useful_chip_hour`` | ``usd / useful_chip_hours`` |
+| ``tokens``, ``usd_per_million_tokens`` | tokens served (from a serving gateway); null until one reports them |
+| ``records`` | usage records summed |
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from suanli.accounting.pricing import Accounting
+from suanli.errors import SuanliError
+
+GROUPS = ("tenant", "queue", "model", "node", "job")
+FORMATS = ("table", "csv", "markdown", "json")
+CAUSES = ("failed", "node-lost", "cancelled", "aborted", "lost", "spawn-failed")
+COLUMNS = ("chip_hours", "useful_chip_hours", "lost_chip_hours", "goodput", "utilisation", "energy_kwh",
+           "energy_measured_share", "usd", "usd_per_useful_chip_hour", "tokens", "usd_per_million_tokens",
+           "records")
+_SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.I)
+_UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: float | None = None, *, name: str = "--since") -> float:
+    """``30d``, ``12h``, ``2w``, ``90m``, ``45s`` before now, or an ISO date/time (UTC unless it says) -> epoch s."""
+    now = time.time() if now is None else now
+    m = _SINCE.match(str(text))
+    if m:
+        return now - float(m.group(1)) * _UNIT_S[m.group(2).lower()]
+    try:
+        d = datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        raise SuanliError(f"{name}: {text!r} is neither a duration (30d, 12h, 2w, 90m) nor an ISO date "
+                          f"(2026-11-01)") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return d.timestamp()
+
+
+def parse_by(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``tenant``, ``model,node``... -> the grouping keys (empty: one total row)."""
+    if text is None:
+        return ()
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    keys = tuple(p.strip().lower() for p in parts if p.strip())
+    bad = [k for k in keys if k not in GROUPS]
+    if bad:
+        raise SuanliError(f"--by: unknown grouping {bad[0]!r} (choose from {', '.join(GROUPS)}, comma-separated)")
+    if len(set(keys)) != len(keys):
+        raise SuanliError(f"--by: {text!r} names a grouping twice")
+    return keys
+
+
+def check_format(fmt: str) -> str:
+    f = fmt.strip().lower()
+    if f not in FORMATS:
+        raise SuanliError(f"--format: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    return f
+
+
+def _key_of(cell: Mapping[str, Any], by: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(int(cell["job_id"]) if k == "job" else cell[k] for k in by)
+
+
+def build_rows(cells: Iterable[Mapping[str, Any]], by: Sequence[str], acct: Accounting, *,
+               window_s: float | None = None, inventory: Mapping[tuple[str, str], int] | None = None,
+               tokens: Mapping[tuple[Any, ...], float] | None = None) -> list[dict[str, Any]]:
+    """Report rows from usage cells (sums per grouping keys, model, node and outcome: ``Store.usage_cells`` or the
+    twin's). Energy and cost are computed per (node, model) cell, then summed; an unknown part leaves the row's
+    sum unknown. ``inventory``: devices per (node, model) for utilisation; ``tokens``: tokens served per key."""
+    acc: dict[tuple[Any, ...], dict[str, Any]] = {}
+    names: dict[int, str] = {}
+    for c in cells:
+        k = _key_of(c, by)
+        if "job" in by:
+            names[int(c["job_id"])] = str(c.get("job_name") or "")
+        r = acc.setdefault(k, {"chip_s": 0.0, "useful": 0.0, "lost": 0.0, "lost_by": {}, "kwh": 0.0,
+                               "kwh_known": True, "usd": 0.0, "usd_known": True, "unmeasured": 0.0, "records": 0,
+                               "cells": set()})
+        chip_s = float(c["chip_s"] or 0.0)
+        r["chip_s"] += chip_s
+        r["useful"] += float(c["useful_chip_s"] or 0.0)
+        lost = float(c["lost_chip_s"] or 0.0)
+        r["lost"] += lost
+        if lost > 0:
+            cause = str(c["outcome"])
+            r["lost_by"][cause] = r["lost_by"].get(cause, 0.0) + lost
+        r["unmeasured"] += float(c["unmeasured_chip_s"] or 0.0)
+        r["records"] += int(c.get("records") or 0)
+        r["cells"].add((c["node"], c["model"]))
+        kwh, usd = acct.cost(str(c["node"]), str(c["model"]), chip_s, float(c["unmeasured_chip_s"] or 0.0),
+                             float(c["energy_j"] or 0.0))
+        if kwh is None:
+            r["kwh_known"] = False
+        else:
+            r["kwh"] += kwh
+        if usd is None:
+            r["usd_known"] = False
+        else:
+            r["usd"] += usd
+    rows = []
+    util_ok = window_s is not None and window_s > 0 and inventory is not None and set(by) <= {"model", "node"}
+    for k, r in sorted(acc.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        row: dict[str, Any] = {}
+        for name, v in zip(by, k, strict=True):
+            row[name] = v
+            if name == "job":
+                row["job_name"] = names.get(int(v), "")
+        h = r["chip_s"] / 3600.0
+        useful = r["useful"] / 3600.0
+        usd = r["usd"] if r["usd_known"] else None
+        tok = (tokens or {}).get(k)
+        util = None
+        if util_ok:
+            assert inventory is not None and window_s is not None
+            devs = sum(n for (node, model), n in inventory.items()
+                       if all((name == "model" and model == v) or (name == "node" and node == v)
+                              for name, v in zip(by, k, strict=True)))
+            util = r["chip_s"] / (devs * window_s) if devs else None
+        row.update({
+            "chip_hours": h, "useful_chip_hours": useful, "lost_chip_hours": r["lost"] / 3600.0,
+            "lost_by_cause": {c: v / 3600.0 for c, v in sorted(r["lost_by"].items())},
+            "goodput": useful / h if h > 0 else None, "utilisation": util,
+            "energy_kwh": r["kwh"] if r["kwh_known"] else None,
+            "energy_measured_share": 1.0 - r["unmeasured"] / r["chip_s"] if r["chip_s"] > 0 else None,
+            "usd": usd, "usd_per_useful_chip_hour": usd / useful if usd is not None and useful > 0 else None,
+            "tokens": tok, "usd_per_million_tokens": usd / tok * 1e6 if usd is not None and tok else None,
+            "records": r["records"],
+        })
+        rows.append(row)
+    return rows
+
+
+def total_row(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The sum of report rows (unknown energy or cost in one of them: unknown)."""
+    h = sum(r["chip_hours"] for r in rows)
+    useful = sum(r["useful_chip_hours"] for r in rows)
+    lost_by: dict[str, float] = {}
+    for r in rows:
+        for c, v in r["lost_by_cause"].items():
+            lost_by[c] = lost_by.get(c, 0.0) + v
+    kwh = None if any(r["energy_kwh"] is None for r in rows) else sum(r["energy_kwh"] for r in rows)
+    usd = None if any(r["usd"] is None for r in rows) else sum(r["usd"] for r in rows)
+    meas = sum((r["energy_measured_share"] or 0.0) * r["chip_hours"] for r in rows)
+    return {"chip_hours": h, "useful_chip_hours": useful, "lost_chip_hours": sum(r["lost_chip_hours"] for r in rows),
+            "lost_by_cause": dict(sorted(lost_by.items())), "goodput": useful / h if h > 0 else None,
+            "utilisation": None, "energy_kwh": kwh, "energy_measured_share": meas / h if h > 0 else None,
+            "usd": usd, "usd_per_useful_chip_hour": usd / useful if usd is not None and useful > 0 else None,
+            "tokens": None, "usd_per_million_tokens": None, "records": sum(r["records"] for r in rows)}
+
+
+# -- formats -------------------------------------------------------------------------------------------------
+def _flat(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k != "lost_by_cause"}
+    for c in CAUSES:
+        out[f"lost_{c.replace('-', '_')}_chip_hours"] = row.get("lost_by_cause", {}).get(c, 0.0)
+    return out
+
+
+def _fmt(v: Any, key: str) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if key in ("goodput", "utilisation", "energy_measured_share"):
+            return f"{100 * v:.1f}%"
+        if key.startswith("usd"):
+            return f"{v:,.2f}"
+        return f"{v:,.2f}"
+    return str(v)
+
+
+TABLE_COLS = ("chip_hours", "useful_chip_hours", "lost_chip_hours", "goodput", "utilisation", "energy_kwh",
+              "usd", "usd_per_useful_chip_hour")
+
+
+def render(rows: Sequence[Mapping[str, Any]], by: Sequence[str], fmt: str) -> str:
+    """The report as text: ``json`` (a list of rows), ``csv`` (flat: one column per lost cause), ``markdown`` or
+    ``table`` (the main columns)."""
+    if fmt == "json":
+        return json.dumps(list(rows), indent=2) + "\n"
+    keys = [*by, *(["job_name"] if "job" in by else [])]
+    if fmt == "csv":
+        buf = io.StringIO()
+        flat = [_flat(r) for r in rows]
+        cols = keys + [c for c in (flat[0] if flat else _flat({k: None for k in COLUMNS})) if c not in keys]
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for r in flat:
+            w.writerow({k: "" if r.get(k) is None else r.get(k) for k in cols})
+        return buf.getvalue()
+    cols = keys + list(TABLE_COLS)
+    body = [[_fmt(r.get(c), c) for c in cols] for r in rows]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(b) + " |" for b in body]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(x.rjust(w) if i >= len(keys) else x.ljust(w) for i, (x, w) in
+                        enumerate(zip(b, widths, strict=True))) for b in body]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out: str | Path, rows: Sequence[Mapping[str, Any]], by: Sequence[str], *,
+                  series: Sequence[Mapping[str, Any]] = (), by_model: Sequence[Mapping[str, Any]] = (),
+                  context: Mapping[str, Any] | None = None) -> list[Path]:
+    """``usage.json`` ({context, by, rows, by_model}), ``usage.csv``, ``usage.md`` and the plots
+    (``usage_by_tenant.png``: chip-hours over time per tenant; ``cost_by_model.png``) into ``out``."""
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    files = []
+    p = d / "usage.json"
+    p.write_text(json.dumps({"context": dict(context or {}), "by": list(by), "rows": list(rows),
+                             "by_model": list(by_model)}, indent=2, default=str) + "\n")
+    files.append(p)
+    for name, fmt in (("usage.csv", "csv"), ("usage.md", "markdown")):
+        p = d / name
+        p.write_text(render(rows, by, fmt))
+        files.append(p)
+    files += plot(d, series, by_model)
+    return files
+
+
+def plot(d: Path, series: Sequence[Mapping[str, Any]], by_model: Sequence[Mapping[str, Any]]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    fig, ax = plt.subplots(figsize=(8, 4))
+    tenants = sorted({s["tenant"] for s in series})
+    if tenants:
+        times = sorted({s["at"] for s in series})
+        idx = {t: i for i, t in enumerate(times)}
+        xs = [datetime.fromtimestamp(t, UTC) for t in times]
+        stack = []
+        for t in tenants:
+            ys = [0.0] * len(times)
+            for s in series:
+                if s["tenant"] == t:
+                    ys[idx[s["at"]]] += s["chip_s"] / 3600.0
+            stack.append(ys)
+        ax.stackplot(xs, stack, labels=tenants, step="post")
+        ax.legend(loc="upper left", fontsize=8)
+        fig.autofmt_xdate()
+    ax.set_ylabel("chip-hours per bucket")
+    ax.set_title("usage over time by tenant")
+    p = d / "usage_by_tenant.png"
+    fig.tight_layout()
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    files.append(p)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    models = [str(r.get("model")) for r in by_model]
+    usd = [r["usd"] if r.get("usd") is not None else 0.0 for r in by_model]
+    bars = ax.bar(models, usd, color=["C0" if r.get("usd") is not None else "lightgrey" for r in by_model])
+    for b, r in zip(bars, by_model, strict=True):
+        if r.get("usd") is None:
+            ax.annotate("price unknown", (b.get_x() + b.get_width() / 2, 0), ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("USD")
+    ax.set_title("cost by accelerator model")
+    p = d / "cost_by_model.png"
+    fig.tight_layout()
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    files.append(p)
+    return files
