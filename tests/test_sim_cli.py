@@ -144,3 +144,28 @@ def test_accelerator_flag_window_and_estimates(tmp_path: Path) -> None:
     assert win["jobs"] == 10
     est = invoke(*base, "--estimate-column", "pred")  # wrong estimates change what SJF does vs the oracle
     assert est["jobs"] == 40 and est["avg_jct_s"] != new["avg_jct_s"]
+
+
+def test_partition_by_with_a_partitions_file(tmp_path: Path) -> None:
+    p = tmp_path / "p.csv"
+    rows = ["timestamp,duration,num_gpus,gpu_time,cluster"]
+    for i in range(60):
+        vc = "busy" if i % 2 else "idle"
+        rows.append(f"2017-10-01 00:{i:02d}:00,{20000 if vc == 'busy' else 600},{8 if vc == 'busy' else 1},0,{vc}")
+    p.write_text("\n".join(rows) + "\n")
+    parts = tmp_path / "parts.csv"
+    parts.write_text("partition,nodes\nbusy,1\nidle,1\n")
+    out = invoke("--trace", str(p), "--partition-by", "vc", "--partitions", str(parts), "--per-node", "8",
+                 "--accelerator", "V100", "--json")
+    assert out["devices"] == 16 and set(out["partitions"]) == {"busy", "idle"}
+    busy, idle = out["partitions"]["busy"], out["partitions"]["idle"]
+    for v in (busy, idle):
+        assert set(v) >= {"jobs", "avg_jct_s", "avg_queue_s", "utilization"} and v["jobs"] == 30
+    assert busy["avg_queue_s"] > 100_000 and idle["avg_queue_s"] == 0  # the busy VC never holds up the idle one
+    assert 0 < idle["utilization"] < busy["utilization"] <= 1
+    split = invoke("--trace", str(p), "--partition-by", "vc", "--chips", "32", "--per-node", "8", "--json")
+    assert split["partitions"]["busy"]["devices"] > split["partitions"]["idle"]["devices"]  # split by demand
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,nodes\nx,1\n")
+    r = CliRunner().invoke(app, ["sim", "--trace", str(p), "--partition-by", "vc", "--partitions", str(bad)])
+    assert r.exit_code != 0 and "partition,nodes" in str(r.exception)

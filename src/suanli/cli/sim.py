@@ -39,6 +39,11 @@ def sim(
     t_to: Annotated[str | None, typer.Option("--to", help="... and before this time.")] = None,
     estimate_column: Annotated[str | None, typer.Option("--estimate-column", help="Runtime estimates (s) for "
                                                         "sjf/backfill from this trace column.")] = None,
+    partition_by: Annotated[str | None, typer.Option("--partition-by", help="Trace column naming each job's "
+                                                     "partition (vc: the virtual cluster).")] = None,
+    partitions: Annotated[Path | None, typer.Option("--partitions", help="CSV partition,nodes: nodes per "
+                                                    "partition (default: split --chips by each one's demand).")]
+    = None,
     estimates: Annotated[Path | None, typer.Option("--estimates", help="Runtime estimates from a side CSV: "
                                                    "estimate plus job_id or row (0-based data row).")] = None,
     estimate_noise: Annotated[float, typer.Option("--estimate-noise", help="Lognormal sigma on runtime "
@@ -66,7 +71,16 @@ def sim(
     """Simulate the scheduler on a trace or the synthetic mix; compare policies; replay placements."""
     from suanli.sched.core import make_packer
     from suanli.sim.engine import FailureConfig
-    from suanli.sim.run import SimError, check_policies, make_cluster, make_workload, run_policies
+    from suanli.sim.run import (
+        SimError,
+        check_policies,
+        make_cluster,
+        make_workload,
+        partitioned_cluster,
+        read_partition_sizes,
+        run_policies,
+        split_by_demand,
+    )
 
     if placement_replay:
         _replay(trace, cluster, seeds, packers, inflation, json_out)
@@ -77,10 +91,24 @@ def sim(
         raise SimError(f"--las-promote must be a non-negative number (0: off), not {las_promote:g}")
     if checkpoint <= 0:
         raise SimError(f"--checkpoint must be positive (got {checkpoint:g}); use a large value for 'never'")
-    cl = make_cluster(cluster, chips, accelerator, per_node)
-    w = make_workload(trace, cl, fmt=fmt, strict=strict, limit=limit, jobs=jobs, load=load, seed=seed,
-                      estimate_noise=estimate_noise, window=(t_from, t_to), estimate_column=estimate_column,
-                      estimates=estimates)
+    if partitions is not None and not partition_by:
+        raise SimError("--partitions needs --partition-by COLUMN (which trace column names the partition)")
+    if partition_by and trace is None:
+        raise SimError("--partition-by needs --trace")
+    if partitions is not None and cluster is not None:
+        raise SimError("give --partitions FILE or --cluster FILE (whose pools name their partitions), not both")
+    wkw: dict[str, Any] = dict(fmt=fmt, strict=strict, limit=limit, jobs=jobs, load=load, seed=seed,
+                               estimate_noise=estimate_noise, window=(t_from, t_to), estimate_column=estimate_column,
+                               estimates=estimates, partition_by=partition_by)
+    if partitions is not None:
+        cl = partitioned_cluster(read_partition_sizes(partitions), accelerator, per_node)
+        w = make_workload(trace, cl, **wkw)
+    elif partition_by and cluster is None:  # nodes split by each partition's demand in the trace
+        w = make_workload(trace, make_cluster(None, chips, accelerator, per_node), **wkw)
+        cl = partitioned_cluster(split_by_demand(w, max(1, chips // per_node), per_node), accelerator, per_node)
+    else:
+        cl = make_cluster(cluster, chips, accelerator, per_node)
+        w = make_workload(trace, cl, **wkw)
     fc = FailureConfig(enabled=failures, checkpoint_s=checkpoint, seed=seed)
     if failure_rate is not None:
         if failure_rate < 0 or not math.isfinite(failure_rate):

@@ -33,6 +33,9 @@ def parse_memory_mib(value: str | int | float) -> int:
     return int(float(m.group(1)) * _MEM_MIB[unit])
 
 
+_PART_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 class Grouping(BaseModel):
     model_config = ConfigDict(extra="forbid")
     nodes: Annotated[int, Field(ge=1, description="nodes per group")] = 1
@@ -60,6 +63,19 @@ class PoolSpec(BaseModel):
                                                  "support), charged to the chips used pro rata")] = None
     nodes: list[str] | None = Field(default=None, description="shell patterns of real node names in this pool "
                                     "(default: POOL-*)")
+    partitions: list[str] = Field(default_factory=list, description="partitions the pool's nodes belong to")
+
+    @field_validator("partitions", mode="before")
+    @classmethod
+    def _parts(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = [x.strip() for x in v.split(",") if x.strip()]
+        if isinstance(v, list):
+            for x in v:
+                if not isinstance(x, str) or not _PART_RE.fullmatch(x):
+                    raise ValueError(f"partition name {x!r}: 1-64 letters, digits, '.', '_' or '-'")
+            return list(dict.fromkeys(v))
+        return v
 
     @field_validator("accelerator")
     @classmethod
@@ -113,6 +129,7 @@ def nodes_from_pools(pools: list[PoolSpec]) -> list[NodeSpec]:
                     memory_mib=mem,
                     domain=f"{dname}{i // p.domain.nodes:04d}",
                     rack=f"{rname}{i // p.rack.nodes:04d}",
+                    partitions=tuple(p.partitions),
                 )
             )
     return out

@@ -32,6 +32,7 @@ class NodeSpec:
     domain: str  # interconnect domain (NVLink/BLink/HCCS island of the node, or a supernode spanning nodes)
     rack: str
     labels: tuple[tuple[str, str], ...] = ()
+    partitions: tuple[str, ...] = ()  # partitions (Slurm-style) the node belongs to; () = none
 
     def __post_init__(self) -> None:
         if self.devices < 0 or self.cpu_milli < 0 or self.memory_mib < 0:
@@ -72,6 +73,16 @@ class Cluster:
     rack_nodes: tuple[np.ndarray, ...] = field(init=False)
     domain_rack: np.ndarray = field(init=False)  # rack of a domain's first node
     model_nodes: tuple[np.ndarray, ...] = field(init=False)  # node ids per model
+    # Partitions: named sets of nodes (a node may be in several). The scheduler indexes free capacity by *group*:
+    # the nodes of one accelerator model with one partition membership. Without partitions a group is a model
+    # (same index, same order), so nothing changes for clusters that name none.
+    partitions: tuple[str, ...] = field(init=False)
+    partition_nodes: dict[str, np.ndarray] = field(init=False)
+    group_model: np.ndarray = field(init=False)  # int16 [n_groups] model index of each group
+    group_partitions: tuple[frozenset[str], ...] = field(init=False)
+    node_group: np.ndarray = field(init=False)  # int16 [n_nodes], -1 for CPU-only
+    dev_group: np.ndarray = field(init=False)  # int16 [n_devices]
+    group_nodes: tuple[np.ndarray, ...] = field(init=False)
     max_devices_per_node: int = field(init=False)
     _node_by_name: dict[str, int] = field(init=False)
 
@@ -101,12 +112,21 @@ class Cluster:
         self.node_mem = np.zeros(k, dtype=np.int64)
         self.node_domain = np.zeros(k, dtype=np.int32)
         self.node_rack = np.zeros(k, dtype=np.int32)
+        part_names: dict[str, None] = {}
+        groups: dict[tuple[int, frozenset[str]], int] = {(m, frozenset()): m for m in range(len(models))}
+        self.node_group = np.full(k, -1, dtype=np.int16)
         for i, n in enumerate(nodes):
             self.node_model[i] = model_id[n.accelerator] if n.devices else -1
             self.node_devices[i] = n.devices
             self.node_cpu[i] = n.cpu_milli
             self.node_mem[i] = n.memory_mib
-            self.node_domain[i] = dom_names.setdefault(n.domain, len(dom_names))
+            for pa in n.partitions:
+                part_names.setdefault(pa, None)
+            if n.devices:
+                self.node_group[i] = groups.setdefault((int(self.node_model[i]), frozenset(n.partitions)), len(groups))
+            # an interconnect domain split by partition membership is one domain per part (a job uses only its own)
+            dom = n.domain if not n.partitions else f"{n.domain}@{'+'.join(sorted(n.partitions))}"
+            self.node_domain[i] = dom_names.setdefault(dom, len(dom_names))
             self.node_rack[i] = rack_names.setdefault(n.rack, len(rack_names))
         self.domains = tuple(dom_names)
         self.racks = tuple(rack_names)
@@ -125,12 +145,35 @@ class Cluster:
             if len(set(self.node_model[nd].tolist())) > 1:
                 raise ValueError(f"interconnect domain {self.domains[d]!r} mixes accelerator models")
         self.model_nodes = tuple(np.flatnonzero(self.node_model == m) for m in range(len(models)))
+        self.partitions = tuple(part_names)
+        self.partition_nodes = {pa: np.array([i for i, n in enumerate(nodes) if pa in n.partitions], dtype=np.int64)
+                                for pa in self.partitions}
+        used = sorted(set(self.node_group[self.node_group >= 0].tolist()))
+        if used != list(range(len(used))):  # models whose every node is in some partition: renumber densely
+            remap = np.full(len(groups), -1, dtype=np.int16)
+            remap[used] = np.arange(len(used), dtype=np.int16)
+            self.node_group = np.where(self.node_group >= 0, remap[self.node_group], -1).astype(np.int16)
+            groups = {g: int(remap[i]) for g, i in groups.items() if remap[i] >= 0}
+        by_id = sorted(groups.items(), key=lambda t: t[1])
+        self.group_model = np.array([m for (m, _), _ in by_id], dtype=np.int16)
+        self.group_partitions = tuple(ps for (_, ps), _ in by_id)
+        self.dev_group = np.repeat(self.node_group, counts).astype(np.int16)
+        self.group_nodes = tuple(np.flatnonzero(self.node_group == g) for g in range(len(by_id)))
         self.max_devices_per_node = int(self.node_devices.max()) if k else 0
 
     # -- sizes -------------------------------------------------------------------------------------------
     @property
     def n_nodes(self) -> int:
         return len(self.nodes)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.group_model)
+
+    def groups_of(self, model: int, partitions: frozenset[str] | None) -> list[int]:
+        """Groups of ``model`` usable by a job limited to ``partitions`` (None: any node, in or out of partitions)."""
+        return [g for g in range(self.n_groups) if self.group_model[g] == model
+                and (partitions is None or not self.group_partitions[g].isdisjoint(partitions))]
 
     @property
     def n_devices(self) -> int:
@@ -173,6 +216,8 @@ class Cluster:
             "models": {m: self.devices_of_model(m) for m in self.models},
             "domains": len(self.domains),
             "racks": len(self.racks),
+            **({"partitions": {pa: int(self.node_devices[nd].sum()) for pa, nd in self.partition_nodes.items()}}
+               if self.partitions else {}),
         }
 
 

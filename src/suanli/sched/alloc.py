@@ -63,15 +63,15 @@ class Allocation:
         self._ncpu, self.node_cpu = _shared("q", c.node_cpu.astype(np.int64))
         self._nmem, self.node_mem = _shared("q", c.node_mem.astype(np.int64))
         self._nup, self.node_up = _shared("b", np.ones(c.n_nodes, dtype=bool))
-        nm = len(c.models)
+        nm = c.n_groups  # the index is per group: an accelerator model, split by partition membership
         self._mf, self.model_free = _shared("q", np.zeros(max(nm, 1), dtype=np.int64))
         self._dom_ge = np.zeros((len(c.domains), self.maxd + 1), dtype=np.int32)
         # changes not yet in _dom_ge, as a difference along p: +v at (domain, a) and -v at (domain, b) adds v to
         # the counts for a <= p < b
         self._dom_delta: dict[tuple[int, int], int] = {}
-        # buckets[m][w]: nodes of model m with exactly w free whole devices (w >= 1); dicts keep insertion order
+        # buckets[m][w]: nodes of group m with exactly w free whole devices (w >= 1); dicts keep insertion order
         self.buckets: list[list[dict[int, None]]] = [[{} for _ in range(self.maxd + 1)] for _ in range(nm)]
-        self._node_model = c.node_model.tolist()
+        self._node_model = c.node_group.tolist()
         self._node_domain = c.node_domain.tolist()
         self._dev_node = c.dev_node
         self._dev_node_list = c.dev_node.tolist()
@@ -260,7 +260,8 @@ class Allocation:
 
     # -- queries ------------------------------------------------------------------------------------------
     def free_devices(self, model: int | None = None) -> int:
-        """Free whole devices on nodes that are up (of one model index, or all)."""
+        """Free whole devices on nodes that are up (of one group index - a model when there are no partitions -,
+        or all)."""
         return int(self.model_free.sum() if model is None else self.model_free[model])
 
     def allocated_milli(self) -> int:
@@ -288,12 +289,12 @@ class Allocation:
         ref.node_up, ref._nup = self.node_up, self._nup
         ref._mf, ref.model_free = _shared("q", np.zeros_like(self.model_free))
         ref.dom_ge = np.zeros_like(self.dom_ge)
-        ref.buckets = [[{} for _ in range(self.maxd + 1)] for _ in c.models]
+        ref.buckets = [[{} for _ in range(self.maxd + 1)] for _ in range(c.n_groups)]
         ref._node_model, ref._node_domain = self._node_model, self._node_domain
         for n in range(c.n_nodes):
             ref._index(n, int(self.node_whole[n]), +1)
         assert (ref.model_free == self.model_free).all(), "per-model free count out of sync"
         assert (ref.dom_ge == self.dom_ge).all(), "domain index out of sync"
-        for m in range(len(c.models)):
+        for m in range(c.n_groups):
             for w in range(self.maxd + 1):
                 assert set(ref.buckets[m][w]) == set(self.buckets[m][w]), "bucket out of sync"

@@ -52,6 +52,7 @@ class QueueConfig:
     weight: float = 1.0
     quota: Mapping[str, int] = field(default_factory=dict)  # model key (or "*" for any) -> devices
     borrow: bool = True  # may use other queues' idle quota (preemptible)
+    partitions: tuple[str, ...] | None = None  # partitions its jobs may use (a job may name its own); None: any
 
     def quota_for(self, model: str) -> int | None:
         if model in self.quota:
@@ -111,6 +112,10 @@ class Scheduler:
         self.las_promote = float(las_promote)
         self.max_preempt_tries = max_preempt_tries
         self._qc: dict[str, QueueConfig] = {}
+        self.partitioned = bool(cluster.partitions)
+        self._qparts = {q.name: frozenset(q.partitions) for q in self.queues.values() if q.partitions is not None}
+        self._parts_cache: dict[tuple[tuple[str, ...] | None, str], frozenset[str] | None] = {}
+        self.group_model = cluster.group_model.tolist()
 
     # -- state -------------------------------------------------------------------------------------------
     def pending_key(self, job: Job) -> Key:
@@ -166,15 +171,45 @@ class Scheduler:
             state.alloc.rollback()
         return p.out
 
+    def job_partitions(self, job: Job) -> frozenset[str] | None:
+        """The partitions whose nodes ``job`` may use: its own, else its queue's; None = any node."""
+        k = (job.partitions, job.queue)
+        v = self._parts_cache.get(k, _NONE)
+        if v is _NONE:
+            v = self._parts_cache[k] = (frozenset(job.partitions) if job.partitions is not None
+                                        else self._qparts.get(job.queue))
+        return v  # type: ignore[return-value]
+
+    def shape(self, job: Job) -> tuple[object, ...]:
+        """What placement depends on: the request, and the partitions it may use."""
+        if not self._qparts:
+            return _shape(job)
+        return (*_shape(job), self.job_partitions(job))
+
     def model_candidates(self, state: SchedState, job: Job) -> list[int]:
+        """Candidate groups (accelerator models, split by partition; a model when there are no partitions)."""
         if self.model_order == "listed":
             order: Sequence[str] | None = None
         elif self.model_order == "fastest":
             order = self._fastest
         else:
             mf = state.alloc.model_free
-            order = sorted(self.cluster.models, key=lambda m: -int(mf[self.placer.model_ids[m]]))
-        return self.placer.candidate_models(job, order)
+            if self.partitioned:
+                free = [0] * len(self.cluster.models)
+                for g, mi in enumerate(self.group_model):
+                    free[mi] += int(mf[g])
+                order = sorted(self.cluster.models, key=lambda m: -free[self.placer.model_ids[m]])
+            else:
+                order = sorted(self.cluster.models, key=lambda m: -int(mf[self.placer.model_ids[m]]))
+        if not self.partitioned:
+            return self.placer.candidate_models(job, order)
+        return self.placer.candidate_models(job, order, self.job_partitions(job))
+
+    def group_of(self, r: RunningJob) -> int:
+        """The group a running job's devices are in (-1 CPU-only)."""
+        if not self.partitioned or r.model < 0:
+            return r.model
+        return int(self.cluster.node_group[r.placement.nodes[0]])
 
 
 def make_packer(name: str, seed: int = 0, cluster: Cluster | None = None) -> Packer:
@@ -189,8 +224,22 @@ def make_packer(name: str, seed: int = 0, cluster: Cluster | None = None) -> Pac
     raise UnknownName(f"unknown packer {name!r}; choose best-fit, fgd or random")
 
 
+_NONE = object()
+
+
 def _shape(job: Job) -> tuple[object, ...]:
-    return (job.count, job.milli, job.models, job.per_node, job.cpu_milli, job.mem_mib, job.gang)
+    return (job.count, job.milli, job.models, job.per_node, job.cpu_milli, job.mem_mib, job.gang, job.partitions)
+
+
+@dataclass(slots=True)
+class _Reservation:
+    """Backfill: a blocked head job, the partitions it may use, its models, shadow time and extra devices."""
+
+    parts: frozenset[str] | None
+    job: Job
+    models: set[int]
+    shadow: float
+    extra: int
 
 
 class _Pass:
@@ -247,7 +296,7 @@ class _Pass:
 
     # -- basic moves ----------------------------------------------------------------------------------------
     def try_place(self, job: Job) -> tuple[Placement, int] | None:
-        sh = _shape(job)
+        sh = self.s.shape(job)
         if sh in self.failed:
             return None
         if job.count and job.milli == WHOLE:
@@ -257,13 +306,14 @@ class _Pass:
                 return None
         else:
             cands = self.s.model_candidates(self.state, job)
-        res = self.s.placer.place(self.alloc, job, cands)
+        res = self.s.placer.place(self.alloc, job, cands, self.s.job_partitions(job) if self.s.partitioned else None)
         if res is None:
             self.failed.add(sh)
         return res
 
     def commit_start(self, job: Job, res: tuple[Placement, int], borrowed: bool = False) -> None:
-        pl, m = res
+        pl, g = res
+        m = self.s.group_model[g] if g >= 0 and self.s.partitioned else g  # the placer answers a group
         self.alloc.take(pl)
         self.out.starts.append(Start(job.id, pl, m, borrowed, job.id in self.promoted) if self.promoted
                                else Start(job.id, pl, m, borrowed))
@@ -290,7 +340,7 @@ class _Pass:
             return None
         # the victims a job may take depend only on its shape, priority, queue and LAS queue: a search that
         # failed for that combination fails again until a preemption in this pass changes the running set
-        key = (_shape(job), reason, job.priority, job.queue, self.las_queue_pending(job),
+        key = (self.s.shape(job), reason, job.priority, job.queue, self.las_queue_pending(job),
                tuple(models) if models is not None else None)
         if key in self.preempt_failed:
             return None
@@ -317,7 +367,7 @@ class _Pass:
                 need_nodes = max(1, need_nodes - already)
             want = per if job.milli == WHOLE else 0
             options: list[tuple[tuple[int, int, int], int, list[RunningJob]]] = []
-            for n in self.state.cluster.model_nodes[m].tolist():
+            for n in self.state.cluster.group_nodes[m].tolist():
                 ids = running.node_jobs[n]
                 if not ids:
                     continue
@@ -373,7 +423,7 @@ class _Pass:
         # priority, queue and LAS queue), until a preemption changes the running set
         las = self.s.policy == "las"
         q = self.las_queue_pending(job) if las else 0
-        key = (_shape(job), job.priority, job.queue, q)
+        key = (self.s.shape(job), job.priority, job.queue, q)
         if key in self.hopeless:
             return False
         res = self.try_place(job)
@@ -401,51 +451,83 @@ class _Pass:
 
     # -- ordered policies ----------------------------------------------------------------------------------
     def run_ordered(self) -> None:
+        """fifo, backfill, sjf, las. Blocking holds per partition: under fifo a job that cannot start blocks the
+        later jobs that could use its partitions, and only those (a job limited to other partitions still starts, as
+        Slurm does per partition); under backfill each blocked partition set gets its own reservation and a later
+        job must respect the reservations of the partitions it could use. Without partitions both are the classic
+        rules (the first blocked job stops fifo's pass; one reservation)."""
         s = self.s
-        head: Job | None = None
-        shadow = math.inf
-        extra = 0
-        head_models: set[int] = set()
+        policy = s.policy
+        parted = s.partitioned
+        blocked: set[str] = set()  # fifo: partitions whose first job is blocked
+        n_parts = len(s.cluster.partitions)
+        resv: list[_Reservation] = []
+        free_whole = 0
+        splits: dict[tuple[object, ...], tuple[list[int], list[int]]] = {}
         tested = 0
         skipped = 0  # jobs looked at that did not start: bounded by the window
         for job in self.order():
             if skipped >= s.window:
                 break
             tested += 1
-            if head is None:
+            parts = s.job_partitions(job) if parted else None
+            if blocked and (parts is None or not blocked.isdisjoint(parts)):
+                skipped += 1  # fifo: behind a blocked job of its partition
+                continue
+            if not resv or parts is None:
+                rel = resv
+            else:
+                rel = [r for r in resv if r.parts is None or not r.parts.isdisjoint(parts)]
+            if not rel:
                 if self.place_or_preempt(job):
+                    if resv:
+                        free_whole = int(self.alloc.model_free.sum())
                     continue
                 skipped += 1
-                if s.policy == "fifo":
-                    break
-                if s.policy == "backfill":
-                    head = job
-                    head_models, shadow, extra = self.reservation(job)
-                    self.out.reservation = (job.id, shadow)
+                if policy == "fifo":
+                    if parts is None:
+                        break
+                    blocked |= parts
+                    if len(blocked) >= n_parts:
+                        break
+                elif policy == "backfill":
+                    models, shadow, extra = self.reservation(job)
+                    resv.append(_Reservation(parts, job, models, shadow, extra))
+                    if self.out.reservation is None:
+                        self.out.reservation = (job.id, shadow)
                     free_whole = int(self.alloc.model_free.sum())
-                    splits: dict[tuple[str, ...] | None, tuple[list[int], list[int]]] = {}
                 continue
-            # backfill candidates (head is blocked): a job that ends before the shadow time may go anywhere; one
-            # that outlasts it may use models the head cannot use, or the head's models within `extra` devices
+            # backfill candidates (a head it could delay is blocked): a job that ends before the shadow time may go
+            # anywhere; one that outlasts it may use models the head cannot use, or the head's within `extra` devices
             if job.count > free_whole and job.milli == WHOLE:
                 if not free_whole and not self.state.pending.n_partial:
                     break  # no free device anywhere and every pending job needs whole ones
                 skipped += 1  # cheap refusal: not enough free devices of any model
                 continue
             end = self.now + job.expected_runtime if job.expected_runtime is not None else math.inf
-            if end <= shadow:
-                res = self.try_place(job)
-            else:
-                split = splits.get(job.models)
-                if split is None:
-                    cands = s.model_candidates(self.state, job)
-                    split = splits[job.models] = ([m for m in cands if m not in head_models],
-                                                  [m for m in cands if m in head_models])
-                res = self.try_place_in(job, split[0])
-                if res is None and job.count <= extra:
-                    res = self.try_place_in(job, split[1])
-                    if res is not None:
-                        extra -= res[0].n_devices
+            if len(rel) == 1:
+                r0 = rel[0]
+                if end <= r0.shadow:
+                    res = self.try_place(job)
+                else:
+                    key = (job.models, parts, id(r0))
+                    split = splits.get(key)
+                    if split is None:
+                        cands = s.model_candidates(self.state, job)
+                        split = splits[key] = ([m for m in cands if m not in r0.models],
+                                               [m for m in cands if m in r0.models])
+                    res = self.try_place_in(job, split[0])
+                    if res is None and job.count <= r0.extra:
+                        res = self.try_place_in(job, split[1])
+                        if res is not None:
+                            r0.extra -= res[0].n_devices
+            else:  # several reservations it could delay: respect each (no use of their extra devices)
+                late = [r for r in rel if end > r.shadow]
+                if not late:
+                    res = self.try_place(job)
+                else:
+                    cands = [m for m in s.model_candidates(self.state, job) if not any(m in r.models for r in late)]
+                    res = self.try_place_in(job, cands)
             if res is None:
                 skipped += 1
                 continue
@@ -457,8 +539,9 @@ class _Pass:
         """Like :meth:`try_place`, restricted to ``models`` (in that order)."""
         if job.count and not models:
             return None
-        sh = (*_shape(job), tuple(models))
-        if sh in self.failed or _shape(job) in self.failed:
+        base = self.s.shape(job)
+        sh = (*base, tuple(models))
+        if sh in self.failed or base in self.failed:
             return None
         if job.count and job.milli == WHOLE and job.count > sum(int(self.alloc.model_free[m]) for m in models):
             self.failed.add(sh)
@@ -479,7 +562,7 @@ class _Pass:
             if jid in self.gone:
                 continue
             r = running[jid]
-            if r.model in models and r.placement.milli == WHOLE:
+            if self.s.group_of(r) in models and r.placement.milli == WHOLE:
                 avail += r.placement.n_devices
                 if avail >= head.count:
                     return models, end, avail - head.count
@@ -560,9 +643,11 @@ class _Pass:
         qc = s.queue_config(job.queue)
         names = s.cluster.models
         need = job.count * job.milli
-        for m in s.model_candidates(self.state, job):
-            quota = qc.quota_for(names[m])
-            within = quota is not None and self.usage(job.queue, m) + need <= quota * WHOLE
+        gm = s.group_model
+        for m in s.model_candidates(self.state, job):  # m: a group (the model itself without partitions)
+            mi = gm[m]
+            quota = qc.quota_for(names[mi])
+            within = quota is not None and self.usage(job.queue, mi) + need <= quota * WHOLE
             if not within and not qc.borrow:
                 continue
             res = self.try_place_in(job, [m])

@@ -12,6 +12,10 @@
 - CPU-only jobs: best-fit by CPU, CPU-only nodes first.
 
 Model choice for jobs that accept several accelerator models comes from the caller's ``model_order``.
+
+Partitions: the index ``m`` used below is a *group* (:attr:`Cluster.node_group`): the nodes of one accelerator model
+with one partition membership. A job limited to some partitions gets only the groups that meet them as candidates,
+so every placement path stays inside its partitions at no extra cost. Without partitions a group is a model.
 """
 
 from __future__ import annotations
@@ -77,16 +81,22 @@ class Placer:
         self.cluster = c = cluster
         self.config = config or PlacementConfig()
         self.model_ids = {m: i for i, m in enumerate(c.models)}
-        nm = len(c.models)
-        self.model_domains = [np.flatnonzero(np.bincount(c.node_domain[c.model_nodes[m]],
+        nm = c.n_groups  # the per-"model" tables below are per group (a model split by partition membership)
+        self.model_domains = [np.flatnonzero(np.bincount(c.node_domain[c.group_nodes[m]],
                                                          minlength=len(c.domains)) > 0) for m in range(nm)]
-        self.model_devs = [np.flatnonzero(c.dev_model == m) for m in range(nm)]
+        self.model_devs = [np.flatnonzero(c.dev_group == m) for m in range(nm)]
         self.model_all_domains = [len(d) == len(c.domains) for d in self.model_domains]  # sorted, unique
         self.model_dom_rack = [c.domain_rack[d] for d in self.model_domains]
         self.model_dom_max_nodes = [max((len(c.domain_nodes[int(x)]) for x in d), default=0)
                                     for d in self.model_domains]
-        self.model_maxd = [int(c.node_devices[c.model_nodes[m]].max()) if len(c.model_nodes[m]) else 0
+        self.model_maxd = [int(c.node_devices[c.group_nodes[m]].max()) if len(c.group_nodes[m]) else 0
                            for m in range(nm)]
+        self.group_dies = [int(c.model_dies[c.group_model[m]]) for m in range(nm)]
+        self.partitioned = bool(c.partitions)
+        # groups of each model, any partition membership (the candidates of a job not limited to partitions)
+        self._model_groups = [[g for g in range(nm) if c.group_model[g] == mi] for mi in range(len(c.models))]
+        self._groups_cache: dict[tuple[int, frozenset[str]], list[int]] = {}
+        self._mask_cache: dict[frozenset[str], np.ndarray] = {}
         self.cpu_nodes = np.flatnonzero(c.node_devices == 0)
         self.node_dev_start = c.node_dev_start
         self.node_devices = c.node_devices
@@ -94,8 +104,10 @@ class Placer:
         self._ndev = c.node_devices.tolist()
 
     # -- model choice ------------------------------------------------------------------------------------
-    def candidate_models(self, job: Job, order: Sequence[str] | None = None) -> list[int]:
-        """Model indices the job accepts that this cluster has, in preference order."""
+    def candidate_models(self, job: Job, order: Sequence[str] | None = None,
+                         partitions: frozenset[str] | None = None) -> list[int]:
+        """Group indices (models, split by partition) the job accepts that this cluster has, in preference order.
+        ``partitions``: only groups on nodes of these partitions (None: any node)."""
         if job.models is None:
             names = list(order) if order is not None else list(self.cluster.models)
         else:
@@ -103,22 +115,36 @@ class Placer:
             if order is not None:
                 rank = {m: i for i, m in enumerate(order)}
                 names.sort(key=lambda m: rank.get(m, len(rank)))
-        return [self.model_ids[m] for m in names if m in self.model_ids]
+        ids = [self.model_ids[m] for m in names if m in self.model_ids]
+        if not self.partitioned:
+            return ids  # a group is a model
+        if partitions is None:
+            return [g for mi in ids for g in self._model_groups[mi]]
+        out: list[int] = []
+        for mi in ids:
+            k = (mi, partitions)
+            gs = self._groups_cache.get(k)
+            if gs is None:
+                gs = self._groups_cache[k] = self.cluster.groups_of(mi, partitions)
+            out += gs
+        return out
 
     def need_milli(self, job: Job, m: int) -> int:
         if job.milli >= WHOLE or not self.config.die_aligned:
             return job.milli
-        dies = int(self.cluster.model_dies[m])
+        dies = self.group_dies[m]
         if dies <= 1:
             return job.milli
         step = WHOLE // dies
         return min(WHOLE, -(-job.milli // step) * step)
 
     # -- entry --------------------------------------------------------------------------------------------
-    def place(self, alloc: Allocation, job: Job, models: Sequence[int]) -> tuple[Placement, int] | None:
-        """A placement and the model index used, or None. ``models``: candidate model indices in order."""
+    def place(self, alloc: Allocation, job: Job, models: Sequence[int],
+              partitions: frozenset[str] | None = None) -> tuple[Placement, int] | None:
+        """A placement and the group index used (-1: CPU-only), or None. ``models``: candidate group indices in
+        order (already limited to the job's partitions); ``partitions`` limits a CPU-only job's nodes."""
         if job.count == 0:
-            p = self._place_cpu(alloc, job)
+            p = self._place_cpu(alloc, job, partitions)
             return (p, -1) if p is not None else None
         if len(models) > 1 and getattr(self.config.packer, "pool_models", False):
             pooled = self._place_pooled(alloc, job, models)
@@ -155,7 +181,7 @@ class Placer:
             need = parts[0][1]
             d = self.config.packer.choose(alloc, job, devs, need)
             n = int(c.dev_node[d])
-            return Placement((n,), ((d,),), need, (job.cpu_milli,), (job.mem_mib,)), int(c.node_model[n])
+            return Placement((n,), ((d,),), need, (job.cpu_milli,), (job.mem_mib,)), int(c.node_group[n])
         choose_node = getattr(self.config.packer, "choose_node", None)
         if choose_node is None or not job.gang or (job.per_node and job.per_node < job.count):
             return None
@@ -173,7 +199,7 @@ class Placer:
             return None
         n = int(choose_node(alloc, job, cand, k))
         p = Placement((n,), (self._free_devs(alloc, n, k),), WHOLE, (job.cpu_milli,), (job.mem_mib,))
-        return p, int(c.node_model[n])
+        return p, int(c.node_group[n])
 
     # -- helpers ------------------------------------------------------------------------------------------
     def _free_devs(self, alloc: Allocation, n: int, k: int) -> tuple[int, ...]:
@@ -294,11 +320,11 @@ class Placer:
         if len(lead_racks) < nr:
             rn = c.rack_nodes
             sub = rn[lead_racks[0]] if len(lead_racks) == 1 else np.concatenate([rn[r] for r in lead_racks])
-            sub = sub[(c.node_model[sub] == m) & up[sub] & (wh[sub] >= low)]
+            sub = sub[(c.node_group[sub] == m) & up[sub] & (wh[sub] >= low)]
             p = self._pick(alloc, job, self._rack_order(alloc, sub, c.node_rack[sub], rack_rank, low), reqs)
             if p is not None:
                 return p
-        nodes = c.model_nodes[m]
+        nodes = c.group_nodes[m]
         nodes = nodes[up[nodes] & (wh[nodes] >= low)]
         return self._pick(alloc, job, self._rack_order(alloc, nodes, c.node_rack[nodes], rack_rank, low), reqs)
 
@@ -312,7 +338,7 @@ class Placer:
 
     def _place_scattered(self, alloc: Allocation, job: Job, m: int) -> Placement | None:
         """A non-gang multi-device job: devices anywhere, most-packed nodes first (no topology constraint)."""
-        nodes = self.cluster.model_nodes[m]
+        nodes = self.cluster.group_nodes[m]
         nodes = nodes[alloc.node_up[nodes] & (alloc.node_whole[nodes] > 0)]
         order = nodes[np.lexsort((nodes, alloc.node_whole[nodes]))]
         reqs: list[int] = []
@@ -350,9 +376,23 @@ class Placer:
         n = int(self.cluster.dev_node[d])
         return Placement((n,), ((d,),), need, (job.cpu_milli,), (job.mem_mib,))
 
-    def _place_cpu(self, alloc: Allocation, job: Job) -> Placement | None:
+    def partition_mask(self, partitions: frozenset[str]) -> np.ndarray:
+        """Nodes in any of ``partitions``."""
+        m = self._mask_cache.get(partitions)
+        if m is None:
+            m = np.zeros(self.cluster.n_nodes, dtype=bool)
+            for pa in partitions:
+                nd = self.cluster.partition_nodes.get(pa)
+                if nd is not None:
+                    m[nd] = True
+            self._mask_cache[partitions] = m
+        return m
+
+    def _place_cpu(self, alloc: Allocation, job: Job, partitions: frozenset[str] | None = None) -> Placement | None:
         c = self.cluster
         ok = alloc.node_up & (alloc.node_cpu >= job.cpu_milli) & (alloc.node_mem >= job.mem_mib)
+        if partitions is not None and self.partitioned:
+            ok &= self.partition_mask(partitions)
         cand = np.flatnonzero(ok)
         if not len(cand):
             return None

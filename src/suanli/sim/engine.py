@@ -95,6 +95,7 @@ class SimResult:
     pending_s: np.ndarray  # seconds each job waited in all: before its first start and after each preemption/kill
     preemptions: np.ndarray  # int32 per job
     failures: np.ndarray  # int32 per job (kills by failures)
+    run_ds: np.ndarray  # float64 per job: allocated device-seconds (all its runs; per-partition utilization)
     rejected: np.ndarray  # bool: can never fit the cluster
     busy_ds: float  # allocated device-seconds
     lost_ds: float  # device-seconds of work lost to failures
@@ -150,6 +151,8 @@ class Simulation:
         # one int64 key per shape: small columns packed in bits, CPU and memory as codes of their distinct values
         k1 = (((w.count.astype(np.int64) * 1001 + w.milli) * 2049 + w.per_node) * 2 + w.gang) * 1_000_003 + (
             w.models.astype(np.int64) + 1)
+        if len(w.partitions):
+            k1 = k1 * (len(w.partitions) + 1) + (w.partition.astype(np.int64) + 1)
         _, c1 = np.unique(k1, return_inverse=True)
         ucpu, ccpu = np.unique(w.cpu_milli, return_inverse=True)
         umem, cmem = np.unique(w.mem_mib, return_inverse=True)
@@ -157,14 +160,16 @@ class Simulation:
         _, first, inv = np.unique(key, return_index=True, return_inverse=True)
         uniq = np.stack([w.count[first].astype(np.int64), w.milli[first].astype(np.int64),
                          w.per_node[first].astype(np.int64), w.cpu_milli[first], w.mem_mib[first],
-                         w.models[first].astype(np.int64), w.gang[first].astype(np.int64)], axis=1)
+                         w.models[first].astype(np.int64), w.gang[first].astype(np.int64),
+                         w.partition[first].astype(np.int64)], axis=1)
         placer = Placer(c)  # the default packer: feasibility does not depend on which feasible spot is chosen
         empty = Allocation(c)
         ok_shape = np.zeros(len(uniq), dtype=bool)
-        for k, (cnt, milli, per, cpu, mem, ms, gang) in enumerate(uniq.tolist()):
+        for k, (cnt, milli, per, cpu, mem, ms, gang, pa) in enumerate(uniq.tolist()):
             job = Job(id=-1 - k, count=cnt, milli=milli, per_node=per or None, cpu_milli=cpu, mem_mib=mem,
                       models=w.model_sets[ms] if ms >= 0 else None, gang=bool(gang), seq=-1)
-            ok_shape[k] = placer.place(empty, job, placer.candidate_models(job)) is not None
+            parts = frozenset((w.partitions[pa],)) if pa >= 0 else None
+            ok_shape[k] = placer.place(empty, job, placer.candidate_models(job, None, parts), parts) is not None
         return ok_shape[inv.reshape(-1)]
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> SimResult:
@@ -200,6 +205,7 @@ class Simulation:
         epoch = array("i", [0]) * n
         n_pre = array("i", [0]) * n
         n_fail = array("i", [0]) * n
+        run_ds = array("d", [0.0]) * n
         fits_np = self._fits_ever()
         fits = fits_np.tolist()
         acc = np.flatnonzero(fits_np)
@@ -268,6 +274,7 @@ class Simulation:
             pl = r.placement
             busy -= pl.milli * pl.n_devices
             ran = now - run_start[jid]
+            run_ds[jid] += ran * pl.milli * pl.n_devices / WHOLE
             ck = ckpt_kind.get(r.job.kind, ckpt)
             lost_t = ran % ck if ck < math.inf else ran
             lost_ds += lost_t * r.job.devices_equiv
@@ -345,7 +352,9 @@ class Simulation:
                     if e != epoch[a] or a not in rjobs:
                         continue
                     r = state.stop(a, now)
-                    busy -= r.placement.milli * r.placement.n_devices
+                    mt = r.placement.milli * r.placement.n_devices
+                    busy -= mt
+                    run_ds[a] += (now - run_start[a]) * mt / WHOLE
                     if (st[a], SUCCEEDED) not in ok_tr:
                         move(a, SUCCEEDED)
                     st[a] = SUCCEEDED
@@ -419,6 +428,7 @@ class Simulation:
                         busy -= r.placement.milli * r.placement.n_devices
                         ran = now - float(run_start[jid])
                         remaining[jid] = max(1e-9, remaining[jid] - ran * float(speed[r.model]))
+                        run_ds[jid] += ran * r.placement.milli * r.placement.n_devices / WHOLE
                         n_pre[jid] += 1
                         epoch[jid] += 1
                         move(jid, PREEMPTED)
@@ -453,7 +463,7 @@ class Simulation:
             first_start=np.frombuffer(first_start).copy(), finish=np.frombuffer(finish).copy(),
             pending_s=np.frombuffer(pend_s).copy(),
             preemptions=np.frombuffer(n_pre, dtype=np.int32).copy(),
-            failures=np.frombuffer(n_fail, dtype=np.int32).copy(),
+            failures=np.frombuffer(n_fail, dtype=np.int32).copy(), run_ds=np.frombuffer(run_ds).copy(),
             rejected=~fits_np, busy_ds=busy_ds, lost_ds=lost_ds,
             contended_s=cont_s, contended_busy_ds=cont_busy, contended_up_ds=cont_up, t_start=t_first, t_end=t_end,
             timeline_t=np.frombuffer(tl_t), timeline_busy=np.frombuffer(tl_b), timeline_pending=np.frombuffer(tl_p),

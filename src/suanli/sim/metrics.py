@@ -24,6 +24,9 @@ Definitions (all over the jobs that completed, unless said otherwise):
 - ``work_cv``: coefficient of variation of the accepted jobs' work (device-seconds). LAS beats FIFO on mean JCT when
   job sizes are heavy-tailed (CV well above 1, as in every published GPU trace); on light-tailed work (CV below 1:
   every job alike) LAS only interleaves jobs and is rightly worse than FIFO. ``light_tailed`` flags CV < 1.
+- ``partitions`` (when jobs name partitions): per partition ``jobs`` (that named it), ``completed``, ``devices``
+  (of its nodes), ``avg_jct_s``, ``avg_queue_s`` and ``utilization`` = device-seconds its jobs ran / (its devices x
+  makespan); null when the cluster has no such partition.
 """
 
 from __future__ import annotations
@@ -88,6 +91,21 @@ def summarize(r: SimResult) -> dict[str, Any]:
     def mean(a: np.ndarray) -> float:
         return float(a.mean()) if len(a) else 0.0
 
+    extra: dict[str, Any] = {}
+    if w.partitions:
+        c = r.cluster
+        parts: dict[str, dict[str, Any]] = {}
+        pa_done = w.partition[done]
+        for i, name in enumerate(w.partitions):
+            nd = c.partition_nodes.get(name)
+            dev = int(c.node_devices[nd].sum()) if nd is not None else 0
+            m = pa_done == i
+            parts[name] = {"jobs": int((w.partition == i).sum()), "completed": int(m.sum()), "devices": dev,
+                           "avg_jct_s": mean(jct[m]), "avg_queue_s": mean(qd[m]),
+                           "utilization": float(r.run_ds[w.partition == i].sum() / (dev * makespan))
+                           if dev and makespan > 0 else None}
+        extra["partitions"] = parts
+
     return {
         "policy": r.policy,
         "workload": w.name,
@@ -128,6 +146,7 @@ def summarize(r: SimResult) -> dict[str, Any]:
         "goodput": 1.0 - r.lost_ds / r.busy_ds if r.busy_ds > 0 else 1.0,
         "fairness": jain(np.array(inv)),
         "tenants": per_t,
+        **extra,
         "decide_calls": r.decide_calls,
         "events": r.events,
         "wall_s": r.wall_s,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from suanli.catalog.accelerators import resolve_accelerator
 from suanli.errors import SuanliError
@@ -39,6 +42,76 @@ def make_cluster(path: str | Path | None = None, chips: int = 1024, model: str =
         if k > 0:
             nodes += generate_nodes(k, m, per_node, nodes_per_rack=nodes_per_rack)
     return build_cluster(f"{chips}x{'+'.join(models)}", nodes)
+
+
+def read_partition_sizes(path: str | Path) -> dict[str, int]:
+    """A ``partition,nodes`` CSV: nodes per partition."""
+    import csv
+
+    p = Path(path)
+    try:
+        with p.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+            header = set(rows[0]) if rows else set()
+    except FileNotFoundError:
+        raise SimError(f"{p}: no such file") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise SimError(f"{p}: not a CSV file ({e})") from None
+    if not {"partition", "nodes"} <= header:
+        raise SimError(f"{p}:1: need the header partition,nodes")
+    out: dict[str, int] = {}
+    for i, r in enumerate(rows, start=2):
+        name = (r.get("partition") or "").strip()
+        try:
+            k = int((r.get("nodes") or "").strip())
+        except ValueError:
+            raise SimError(f"{p}:{i}: nodes must be a whole number, got {r.get('nodes')!r}") from None
+        if not name or k < 1:
+            raise SimError(f"{p}:{i}: need a partition name and at least 1 node")
+        if name in out:
+            raise SimError(f"{p}:{i}: partition {name!r} listed twice")
+        out[name] = k
+    if not out:
+        raise SimError(f"{p}: no partitions listed")
+    return out
+
+
+def split_by_demand(w: Workload, nodes: int, per_node: int) -> dict[str, int]:
+    """Nodes per partition in proportion to each partition's device-seconds in the trace (largest remainders), at
+    least enough for its largest job."""
+    if not w.partitions:
+        raise SimError("the trace names no partitions (use --partition-by COLUMN)")
+    ds = np.bincount(w.partition[w.partition >= 0], weights=(w.duration * w.count)[w.partition >= 0],
+                     minlength=len(w.partitions))
+    big = np.zeros(len(w.partitions), dtype=np.int64)
+    np.maximum.at(big, w.partition[w.partition >= 0], w.count[w.partition >= 0].astype(np.int64))
+    need = np.maximum(1, -(-big // max(per_node, 1)))
+    if need.sum() > nodes:
+        raise SimError(f"{nodes} nodes cannot give each of the {len(w.partitions)} partitions room for its "
+                       f"largest job ({int(need.sum())} nodes needed); raise --chips or give --partitions FILE")
+    share = ds / ds.sum() * nodes if ds.sum() > 0 else np.full(len(ds), nodes / len(ds))
+    k = np.floor(share).astype(np.int64)
+    for i in np.argsort(-(share - k), kind="stable")[: nodes - int(k.sum())]:
+        k[i] += 1
+    k = np.maximum(k, need)
+    while k.sum() > nodes:  # the minimums took nodes: give them back from the partitions above their minimum
+        i = int(np.argmax(np.where(k > need, k - need, -1)))
+        k[i] -= 1
+    return {name: int(x) for name, x in zip(w.partitions, k.tolist(), strict=True)}
+
+
+def partitioned_cluster(sizes: dict[str, int], model: str, per_node: int, nodes_per_rack: int = 4) -> Cluster:
+    """One pool of ``model`` nodes per partition (``sizes``: nodes each)."""
+    from suanli.fleet.model import NodeSpec
+
+    key = resolve_accelerator(model.split(",")[0].strip())
+    if "," in model:
+        raise SimError("--partitions: name one accelerator model (all nodes alike)")
+    nodes: list[NodeSpec] = []
+    for name, k in sizes.items():
+        for nd in generate_nodes(k * per_node, key, per_node, nodes_per_rack=nodes_per_rack, prefix=name):
+            nodes.append(replace(nd, partitions=(name,)))
+    return build_cluster(f"{sum(sizes.values()) * per_node}x{key} in {len(sizes)} partitions", nodes)
 
 
 def make_workload(trace: str | Path | None, cluster: Cluster, *, fmt: str = "auto", strict: bool = False,
