@@ -148,9 +148,11 @@ class Allocation:
             j[n] = (self._nw[n], self._ncpu[n], self._nmem[n])
 
     # -- changes ------------------------------------------------------------------------------------------
-    def take(self, p: Placement) -> None:
-        """Allocate ``p``; raises ValueError (and changes nothing) if it does not fit."""
-        self._check_fits(p)
+    def take(self, p: Placement, check: bool = True) -> None:
+        """Allocate ``p``; raises ValueError (and changes nothing) if it does not fit. ``check=False``: the caller
+        knows it fits (the placer just found it on this allocation) - skips the per-device checks."""
+        if check:
+            self._check_fits(p)
         dj = self._dev_journal
         df = self._df
         milli = p.milli

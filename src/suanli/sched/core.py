@@ -171,6 +171,33 @@ class Scheduler:
             state.alloc.rollback()
         return p.out
 
+    def step(self, state: SchedState, now: float) -> tuple[Decisions, list[RunningJob] | None]:
+        """``decide``, and when the decisions hold no preemption carry them out at once: the same decisions and the
+        same resulting state as ``decide`` + ``state.apply``, without undoing the pass's trial placements and
+        redoing them. Returns the decisions and the started jobs, or None when there are preemptions: then the
+        state is unchanged and the caller applies them (it may need the victims' records first)."""
+        if state.cluster is not self.cluster:
+            raise ValueError("state belongs to another cluster")
+        p = _Pass(self, state, now)
+        alloc = state.alloc
+        alloc.begin()
+        ok = False
+        try:
+            if self.policy == "fair":
+                p.run_fair()
+            else:
+                p.run_ordered()
+            ok = not p.out.preemptions
+        finally:
+            if ok:
+                alloc.commit()
+            else:
+                alloc.rollback()
+        d = p.out
+        if not ok:
+            return d, None
+        return d, state.adopt(d, p.started)
+
     def job_partitions(self, job: Job) -> frozenset[str] | None:
         """The partitions whose nodes ``job`` may use: its own, else its queue's; None = any node."""
         k = (job.partitions, job.queue)
@@ -301,7 +328,8 @@ class _Pass:
             return None
         if job.count and job.milli == WHOLE:
             cands = self.s.model_candidates(self.state, job)
-            if job.count > sum(int(self.alloc.model_free[m]) for m in cands):
+            mf = self.alloc._mf
+            if job.count > sum(mf[m] for m in cands):
                 self.failed.add(sh)
                 return None
         else:
@@ -314,7 +342,7 @@ class _Pass:
     def commit_start(self, job: Job, res: tuple[Placement, int], borrowed: bool = False) -> None:
         pl, g = res
         m = self.s.group_model[g] if g >= 0 and self.s.partitioned else g  # the placer answers a group
-        self.alloc.take(pl)
+        self.alloc.take(pl, check=False)  # the placer found it on this very allocation
         self.out.starts.append(Start(job.id, pl, m, borrowed, job.id in self.promoted) if self.promoted
                                else Start(job.id, pl, m, borrowed))
         self.started[job.id] = RunningJob(job, pl, m, self.now, borrowed)

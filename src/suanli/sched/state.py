@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,6 +133,8 @@ class RunningSet:
         self.n_models = n_models
         self.usage: dict[str, np.ndarray] = {}  # queue -> milli-devices per model (last slot: CPU-only)
         self.borrowed_usage: dict[str, np.ndarray] = {}
+        self._buf: dict[str, array] = {}  # the array.array buffers behind usage / borrowed_usage
+        self._buf_b: dict[str, array] = {}
         self.node_jobs: list[dict[int | str, None]] = [{} for _ in range(n_nodes)]
         self.ends: list[tuple[float, int, int | str]] = []  # (expected end, seq, id), known ends only
         self.preemptible_by_priority: dict[int, int] = {}  # priority -> running preemptible jobs
@@ -143,11 +146,14 @@ class RunningSet:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self.jobs
 
-    def _use(self, q: str, borrowed: bool) -> np.ndarray:
-        d = self.borrowed_usage if borrowed else self.usage
+    def _use(self, q: str, borrowed: bool) -> array:
+        """The usage counters of queue ``q`` as an array.array (cheap element updates); ``usage[q]`` / ``borrowed_
+        usage[q]`` is a numpy view of the same buffer."""
+        d = self._buf_b if borrowed else self._buf
         u = d.get(q)
         if u is None:
-            u = d[q] = np.zeros(self.n_models + 1, dtype=np.int64)
+            u = d[q] = array("q", bytes(8 * (self.n_models + 1)))
+            (self.borrowed_usage if borrowed else self.usage)[q] = np.frombuffer(u, dtype=np.int64)
         return u
 
     def add(self, r: RunningJob) -> None:
@@ -171,9 +177,9 @@ class RunningSet:
         r = self.jobs.pop(job_id)
         j = r.job
         milli = r.placement.milli * r.placement.n_devices
-        self.usage[j.queue][r.model] -= milli
+        self._buf[j.queue][r.model] -= milli
         if r.borrowed:
-            self.borrowed_usage[j.queue][r.model] -= milli
+            self._buf_b[j.queue][r.model] -= milli
         for n in r.placement.nodes:
             del self.node_jobs[n][j.id]
         if j.expected_runtime is not None:
@@ -256,6 +262,19 @@ class SchedState:
         r.job.attained = r.attained(now)
         r.job.queued_at = now  # if it goes back to the queue, it waits from now
         return r
+
+    def adopt(self, d: Decisions, started: dict[int | str, RunningJob]) -> list[RunningJob]:
+        """The starts of ``d`` whose placements the allocation already holds (``Scheduler.step``): move the jobs
+        from pending to running without touching the allocation again."""
+        out = []
+        for s in d.starts:
+            r = started[s.job_id]
+            self.pending.remove(s.job_id)
+            if s.promoted:
+                r.job.las_base = r.job.attained  # as start() does
+            self.running.add(r)
+            out.append(r)
+        return out
 
     def apply(self, d: Decisions, now: float) -> list[RunningJob]:
         """Carry out ``d``: preempted jobs go back to the pending queue, then the starts happen."""

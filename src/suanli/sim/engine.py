@@ -419,8 +419,13 @@ class Simulation:
                     dirty = True
             if dirty and pjobs:
                 decide_calls += 1
-                d = sched.decide(state, now)
-                if d.preemptions or d.starts:
+                d, started = sched.step(state, now)
+                if started is not None:  # no preemption: already carried out
+                    for r in started:
+                        pl = r.placement
+                        jb = r.job
+                        on_start(int(jb.id), r.model, pl.milli * pl.n_devices, now, jb.devices_equiv, jb.attained)
+                elif d.preemptions or d.starts:
                     for p in d.preemptions:
                         jid = int(p.job_id)
                         queued_since[jid] = now
