@@ -213,3 +213,34 @@ def test_replay_tunes_down_a_list_that_asks_for_more_than_the_target() -> None:
     idx = inflate(_Pods(count, milli), 40 * 1000, 1.3, seed=1)  # type: ignore[arg-type]  # 60 GPUs > 52 target
     assert len(idx) == 52 and len(set(idx.tolist())) == 52  # random pods removed, none copied
     assert idx.tolist() != sorted(idx.tolist())  # still the shuffled order
+
+
+def test_per_job_speeds_decide_how_fast_a_job_runs_on_each_model() -> None:
+    from suanli.fleet.model import NodeSpec, build_cluster
+    from suanli.sim.engine import SimConfig, Simulation
+
+    c = build_cluster("c", [NodeSpec("v", "V100-16GB", 1, 1000, 1024, "v", "r"),
+                            NodeSpec("k", "K80", 1, 1000, 1024, "k", "r"),
+                            NodeSpec("k2", "K80", 1, 1000, 1024, "k2", "r")])
+    w = from_jobs("t", [{"submit": 0.0, "duration": 100.0, "count": 1, "models": ["K80"],
+                         "speeds": {"K80": 0.25, "V100-16GB": 1.0}, "job_type": "cnn"},
+                        {"submit": 0.0, "duration": 100.0, "count": 1, "models": ["K80"]}])
+    r = Simulation(c, w, SimConfig("fifo")).run()
+    assert r.finish.tolist() == [400.0, 100.0]  # the typed job runs at a quarter speed there; the other at 1.0
+    assert w.job(0).speeds == {"K80": 0.25, "V100-16GB": 1.0} and w.job(1).speeds is None
+
+
+def test_gavel_generated_stream_follows_the_published_method() -> None:
+    import numpy as np
+
+    from suanli.sim.hetero import gavel_workload, type_speeds
+
+    w = gavel_workload(4000, 60.0, seed=1)
+    assert len(w.job_types) == 6 and np.bincount(w.job_type).min() > 500  # uniform over the measured models
+    share1 = float((w.count == 1).mean())
+    assert 0.66 < share1 < 0.74 and set(np.unique(w.count).tolist()) == {1, 2, 4, 8}
+    assert 60 * 10**1.5 <= w.duration.min() and w.duration.max() <= 60 * 10**4
+    gaps = np.diff(w.submit)
+    assert abs(gaps.mean() - 60.0) < 5.0  # Poisson at 60 jobs/h: one a minute on average
+    sp = type_speeds()
+    assert sp["ResNet-18"]["V100-16GB"] == 1.0 and sp["ResNet-18"]["K80"] < 0.15 < sp["Recommendation"]["K80"]

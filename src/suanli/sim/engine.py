@@ -7,9 +7,11 @@ threshold crossings, in one binary heap - each costs O(log n). Events at the sam
 completion, a failure, a repair, a job crossing a LAS threshold).
 
 Work model: a job's ``duration`` is work in reference seconds; on a model of relative speed ``s`` it advances ``s``
-reference seconds per second. A preempted job keeps its progress (it checkpoints when asked to stop, as Tiresias
-and Gandiva assume). A failure kills the whole gang: the job loses the work since its last periodic checkpoint
-(every ``checkpoint_s`` of run time, counted from its latest start) and is requeued.
+reference seconds per second. ``s`` is the job type's speed on that model when the workload gives one
+(Gavel-style per-job throughputs), else the cluster's per-model speed. A preempted job keeps its progress (it
+checkpoints when asked to stop, as Tiresias and Gandiva assume). A failure kills the whole gang: the job loses the
+work since its last periodic checkpoint (every ``checkpoint_s`` of run time, counted from its latest start) and is
+requeued.
 
 Every job-state change goes through :func:`suanli.workload.states.check_transition`.
 """
@@ -217,7 +219,11 @@ class Simulation:
         buf: list[Any] = []
         buf_t: list[float] = []
         buf_at = 0
-        speed = self.speed.tolist()
+        default = self.speed.tolist()
+        # speed of job i on model m: stab[jtype[i]][m]; the last row (jtype -1) is the cluster's per-model speed
+        stab = [[float(sp.get(mn, default[k])) for k, mn in enumerate(c.models)] + [1.0] for sp in w.type_speeds]
+        stab.append(default)
+        jtype = w.job_type.tolist()
         las = sched.policy == "las"
         promote = las and sched.las_promote > 0
         promo_tick = math.inf  # the latest promotion tick pushed
@@ -278,7 +284,7 @@ class Simulation:
             ck = ckpt_kind.get(r.job.kind, ckpt)
             lost_t = ran % ck if ck < math.inf else ran
             lost_ds += lost_t * r.job.devices_equiv
-            remaining[jid] = max(1e-9, remaining[jid] - (ran - lost_t) * speed[r.model])
+            remaining[jid] = max(1e-9, remaining[jid] - (ran - lost_t) * stab[jtype[jid]][r.model])
             n_fail[jid] += 1
             epoch[jid] += 1
             move(jid, REQUEUED)
@@ -298,7 +304,7 @@ class Simulation:
                 first_start[jid] = now
             run_start[jid] = now
             e = int(epoch[jid])
-            push(heap, (now + float(remaining[jid]) / float(speed[model]), FINISH, jid, e))
+            push(heap, (now + float(remaining[jid]) / stab[jtype[jid]][model], FINISH, jid, e))
             if las and dev > 0:
                 for th in thresholds:
                     if attained < th:
@@ -432,7 +438,7 @@ class Simulation:
                         r = running.jobs[jid]
                         busy -= r.placement.milli * r.placement.n_devices
                         ran = now - float(run_start[jid])
-                        remaining[jid] = max(1e-9, remaining[jid] - ran * float(speed[r.model]))
+                        remaining[jid] = max(1e-9, remaining[jid] - ran * stab[jtype[jid]][r.model])
                         run_ds[jid] += ran * r.placement.milli * r.placement.n_devices / WHOLE
                         n_pre[jid] += 1
                         epoch[jid] += 1

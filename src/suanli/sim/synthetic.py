@@ -105,6 +105,7 @@ def synthetic(
         estimate=np.full(n_jobs, np.nan),
         gang=np.ones(n_jobs, dtype=bool),
         partition=np.full(n_jobs, -1, dtype=np.int32),
+        job_type=np.full(n_jobs, -1, dtype=np.int16),
         model_sets=[],
         tenants=[f"team-{chr(97 + i)}" for i in range(len(ts))],
     )

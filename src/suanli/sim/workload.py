@@ -37,9 +37,12 @@ class Workload:
     estimate: np.ndarray  # float64 user runtime estimate, NaN = none
     gang: np.ndarray  # bool
     partition: np.ndarray  # int32 index into partitions, -1 = no partition named (any node)
+    job_type: np.ndarray  # int16 index into job_types, -1 = none (the cluster's per-model speed applies)
     model_sets: list[tuple[str, ...]] = field(default_factory=list)
     tenants: list[str] = field(default_factory=lambda: ["default"])
     partitions: list[str] = field(default_factory=list)  # partition names
+    job_types: list[str] = field(default_factory=list)  # e.g. "ResNet-50": jobs of a type share per-model speeds
+    type_speeds: list[dict[str, float]] = field(default_factory=list)  # per job type: accelerator -> relative speed
     untimed: bool = False  # the source has no arrival/run times (e.g. openb multigpu pod lists): replay only
     skipped: int = 0  # malformed rows skipped by the reader
     dropped: int = 0  # rows the reader left out on purpose (e.g. CPU-only jobs of a GPU trace)
@@ -59,6 +62,7 @@ class Workload:
         pn = int(self.per_node[i])
         t = self.tenants[int(self.tenant[i])]
         pa = int(self.partition[i])
+        jt = int(self.job_type[i])
         return Job(
             id=i,
             count=int(self.count[i]),
@@ -76,6 +80,7 @@ class Workload:
             kind=KINDS[int(self.kind[i])],
             preemptible=bool(self.preemptible[i]),
             partitions=(self.partitions[pa],) if pa >= 0 else None,
+            speeds=self.type_speeds[jt] if jt >= 0 else None,
             seq=i,
         )
 
@@ -84,17 +89,20 @@ class Workload:
         sl = slice(start, stop)
         cols = [getattr(self, f)[sl].tolist() for f in ("count", "milli", "models", "per_node", "cpu_milli",
                                                           "mem_mib", "gang", "priority", "tenant", "submit",
-                                                          "estimate", "kind", "preemptible", "partition")]
+                                                          "estimate", "kind", "preemptible", "partition",
+                                                          "job_type")]
         sets, tenants = self.model_sets, self.tenants
         parts = [(p,) for p in self.partitions]
+        tsp = self.type_speeds
         out = []
-        for k, (cnt, mi, ms, pn, cpu, mem, g, pr, t, sub, est, kd, pre, pa) in enumerate(zip(*cols, strict=True)):
+        for k, (cnt, mi, ms, pn, cpu, mem, g, pr, t, sub, est, kd, pre, pa, jt) in enumerate(zip(*cols, strict=True)):
             tn = tenants[t]
             out.append(Job(id=start + k, count=cnt, milli=mi, models=sets[ms] if ms >= 0 else None,
                            per_node=pn if pn > 0 else None, cpu_milli=cpu, mem_mib=mem, gang=g, priority=pr,
                            queue=tn if queue_by_tenant else "default", tenant=tn, submit_time=sub,
                            expected_runtime=None if est != est else est, kind=KINDS[kd], preemptible=pre,
-                           partitions=parts[pa] if pa >= 0 else None, seq=start + k))
+                           partitions=parts[pa] if pa >= 0 else None, speeds=tsp[jt] if jt >= 0 else None,
+                           seq=start + k))
         return out
 
     def device_seconds(self) -> float:
@@ -115,7 +123,7 @@ class Workload:
         cols = {f: getattr(self, f)[idx] for f in _COLS}
         return Workload(name=self.name, model_sets=self.model_sets, tenants=self.tenants, skipped=self.skipped,
                         dropped=self.dropped, messages=list(self.messages), partitions=self.partitions,
-                        untimed=self.untimed, **cols)
+                        untimed=self.untimed, job_types=self.job_types, type_speeds=self.type_speeds, **cols)
 
     def scaled_to_load(self, load: float, capacity_devices: int) -> Workload:
         """The same jobs with arrival times stretched or compressed so that the offered load is ``load``."""
@@ -138,13 +146,15 @@ class Workload:
 
 
 _COLS = ("submit", "duration", "count", "milli", "per_node", "cpu_milli", "mem_mib", "models", "tenant", "kind",
-         "priority", "preemptible", "estimate", "gang", "partition")
+         "priority", "preemptible", "estimate", "gang", "partition", "job_type")
 _DTYPES = {"submit": np.float64, "duration": np.float64, "count": np.int32, "milli": np.int32, "per_node": np.int32,
            "cpu_milli": np.int64, "mem_mib": np.int64, "models": np.int32, "tenant": np.int32, "kind": np.int8,
-           "priority": np.int16, "preemptible": bool, "estimate": np.float64, "gang": bool, "partition": np.int32}
+           "priority": np.int16, "preemptible": bool, "estimate": np.float64, "gang": bool, "partition": np.int32,
+           "job_type": np.int16}
 _DEFAULTS: dict[str, float | int | bool] = {"milli": 1000, "per_node": 0, "cpu_milli": 0, "mem_mib": 0, "models": -1,
                                             "tenant": 0, "kind": 0, "priority": 0, "preemptible": True,
-                                            "estimate": float("nan"), "gang": True, "partition": -1}
+                                            "estimate": float("nan"), "gang": True, "partition": -1,
+                                            "job_type": -1}
 
 
 class WorkloadBuilder:
@@ -156,6 +166,8 @@ class WorkloadBuilder:
         self._model_ids: dict[tuple[str, ...], int] = {}
         self._tenant_ids: dict[str, int] = {}
         self._partition_ids: dict[str, int] = {}
+        self.job_types: list[str] = []
+        self.type_speeds: list[dict[str, float]] = []
         self.chunks: list[dict[str, np.ndarray]] = []  # column blocks from add_columns
         self.untimed = False
         self.skipped = 0
@@ -167,6 +179,14 @@ class WorkloadBuilder:
         if t is None:
             t = self._tenant_ids[name] = len(self._tenant_ids)
         return t
+
+    def job_type_id(self, name: str, speeds: dict[str, float] | None = None) -> int:
+        """Index of job type ``name``; ``speeds`` (accelerator -> relative speed) given with its first use."""
+        if name in self.job_types:
+            return self.job_types.index(name)
+        self.job_types.append(name)
+        self.type_speeds.append(dict(speeds or {}))
+        return len(self.job_types) - 1
 
     def partition_id(self, name: str) -> int:
         p = self._partition_ids.get(name)
@@ -186,7 +206,7 @@ class WorkloadBuilder:
     def add(self, *, submit: float, duration: float, count: int, milli: int = 1000, per_node: int = 0,
             cpu_milli: int = 0, mem_mib: int = 0, models: int = -1, tenant: int = 0, kind: str = "batch",
             priority: int = 0, preemptible: bool = True, estimate: float = float("nan"), gang: bool = True,
-            partition: int = -1) -> None:
+            partition: int = -1, job_type: int = -1) -> None:
         c = self.cols
         c["submit"].append(submit)
         c["duration"].append(duration)
@@ -203,6 +223,7 @@ class WorkloadBuilder:
         c["estimate"].append(estimate)
         c["gang"].append(gang)
         c["partition"].append(partition)
+        c["job_type"].append(job_type)
 
     def add_columns(self, **cols: object) -> None:
         """Many jobs at once: arrays of one length (``submit`` sets it) or scalars for every row; ``kind`` as names.
@@ -241,12 +262,13 @@ class WorkloadBuilder:
         tenants = list(self._tenant_ids) or ["default"]
         return Workload(name=self.name, model_sets=list(self._model_ids), tenants=tenants, skipped=self.skipped,
                         dropped=self.dropped, messages=self.messages, partitions=list(self._partition_ids),
-                        untimed=self.untimed, **arrs)
+                        untimed=self.untimed, job_types=self.job_types, type_speeds=self.type_speeds, **arrs)
 
 
 def from_jobs(name: str, rows: Sequence[dict[str, object]]) -> Workload:
-    """A small workload from dicts (tests, examples): keys as :meth:`WorkloadBuilder.add`, plus ``tenant`` names
-    and ``models`` lists."""
+    """A small workload from dicts (tests, examples): keys as :meth:`WorkloadBuilder.add`, plus ``tenant`` names,
+    ``models`` lists, ``partition`` names, and ``speeds`` (accelerator -> relative speed) with an optional
+    ``job_type`` name."""
     b = WorkloadBuilder(name)
     for r in rows:
         kw = dict(r)
@@ -255,5 +277,9 @@ def from_jobs(name: str, rows: Sequence[dict[str, object]]) -> Workload:
         kw["models"] = b.models_id(list(ms)) if ms else -1  # type: ignore[call-overload]
         pa = kw.get("partition")
         kw["partition"] = b.partition_id(str(pa)) if pa not in (None, -1) else -1
+        sp = kw.pop("speeds", None)
+        jt = kw.get("job_type")
+        if jt not in (None, -1) or sp:
+            kw["job_type"] = b.job_type_id(str(jt) if jt not in (None, -1) else repr(sorted(sp.items())), sp)
         b.add(**kw)  # type: ignore[arg-type]
     return b.build(rebase=False)

@@ -360,6 +360,9 @@ class Job:
     kind: str = "batch"
     preemptible: bool = True
     partitions: tuple[str, ...] | None = None  # partitions whose nodes it may use (None: its queue's, else any)
+    # relative speed per accelerator model (work per second; a model left out: the cluster's default) - what a
+    # heterogeneity-aware policy weighs; None: the job does not say
+    speeds: dict[str, float] | None = None
     seq: int = field(default_factory=lambda: next(_seq))  # tie-break: submission order
     # LAS starvation guard (Tiresias promotion): attained service at the last promotion to the top queue (the LAS
     # queue counts service from there) and when the job last went back to the queue (None: at submit_time)
