@@ -283,3 +283,52 @@ def test_backfill_moves_a_long_job_to_a_model_the_head_does_not_need() -> None:
     d = s.decide(st, 1)
     (start,) = d.starts
     assert start.job_id == "long" and c.models[start.model] == "910B"  # H100 would delay the head
+
+
+def test_policy_objects_name_their_rules() -> None:
+    from suanli.sched.policy import REGISTRY
+
+    assert set(REGISTRY) >= {"fifo", "backfill", "sjf", "las", "fair", "gavel"}
+    assert REGISTRY["fifo"].blocking == "block" and REGISTRY["backfill"].blocking == "reserve"
+    assert REGISTRY["sjf"].blocking == "skip" and REGISTRY["las"].service_preemption
+    assert REGISTRY["fair"].fair_share and REGISTRY["gavel"].heterogeneity_aware
+
+
+def test_gavel_gives_the_fast_gpu_to_the_job_that_gains_most() -> None:
+    c = build_cluster("c", [node("v", "V100-16GB", 1), node("k", "K80", 1)])
+    cnn = {"V100-16GB": 1.0, "K80": 0.12}  # gains 8x from the V100
+    rec = {"V100-16GB": 1.0, "K80": 0.56}  # gains under 2x
+    jobs = [Job(id="rec", count=1, submit_time=0, speeds=rec), Job(id="cnn", count=1, submit_time=1, speeds=cnn)]
+    _, d = run(Scheduler(c, "gavel"), jobs)
+    where = {x.job_id: c.models[x.model] for x in d.starts}
+    assert where == {"rec": "K80", "cnn": "V100-16GB"}
+    _, d = run(Scheduler(c, "las"), [Job(id=j.id, count=1, submit_time=j.submit_time, speeds=j.speeds) for j in jobs])
+    assert {x.job_id: c.models[x.model] for x in d.starts}["rec"] == "V100-16GB"  # agnostic: first come, listed model
+    # service on the slow GPU counts for less: a K80 hour is 0.56 of the recommender's best
+    st, d = run(Scheduler(c, "gavel"), [Job(id="r2", count=1, speeds=rec, models=("K80",))])
+    assert st.running.jobs["r2"].attained(3600.0) == pytest.approx(0.56 * 3600)
+
+
+def test_gavel_moves_a_running_job_to_a_freed_much_faster_gpu() -> None:
+    c = build_cluster("c", [node("v", "V100-16GB", 1), node("k", "K80", 1)])
+    cnn = {"V100-16GB": 1.0, "K80": 0.12}
+    s = Scheduler(c, "gavel")
+    st = s.new_state()
+    st.submit(Job(id="hog", count=1, models=("V100-16GB",), speeds=cnn))
+    st.submit(Job(id="cnn", count=1, speeds=cnn, submit_time=1))
+    st.apply(s.decide(st, 0), 0)
+    assert c.models[st.running.jobs["cnn"].model] == "K80"
+    st.stop("hog", 10)  # the V100 is free again: the CNN moves there (8x faster), its work kept by the caller
+    d = s.decide(st, 10)
+    assert [(p.job_id, p.reason) for p in d.preemptions] == [("cnn", "migrate")]
+    assert [(x.job_id, c.models[x.model]) for x in d.starts] == [("cnn", "V100-16GB")]
+    st.apply(d, 10)
+    st.alloc.check_consistency()
+    assert not s.decide(st, 11)  # settled: nothing faster is free
+    las = Scheduler(c, "las")
+    st2 = las.new_state()
+    st2.submit(Job(id="hog", count=1, models=("V100-16GB",), speeds=cnn))
+    st2.submit(Job(id="cnn", count=1, speeds=cnn, submit_time=1))
+    st2.apply(las.decide(st2, 0), 0)
+    st2.stop("hog", 10)
+    assert not las.decide(st2, 10)  # heterogeneity-agnostic policies never migrate

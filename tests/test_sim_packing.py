@@ -88,3 +88,16 @@ def test_best_fit_node_packer_scores_like_the_artifact() -> None:
     d = place(s, st, Job(id=3, count=1, milli=300))
     e = place(s, st, Job(id=4, count=1, milli=500))
     assert d is not None and e is not None and d.devices == e.devices  # the tightest GPU that fits
+
+
+def test_fgd_learns_on_submission_and_decide_stays_pure() -> None:
+    pk = FragmentationPacker()
+    s = Scheduler(cluster(), "fifo", packer=pk)
+    st = s.new_state()
+    st.submit(Job(id=1, count=1, milli=300))
+    assert sum(pk.counts.values()) == 1  # learnt when submitted
+    before = (dict(pk.counts), st.alloc.snapshot())
+    d1 = s.decide(st, 0.0)
+    d2 = s.decide(st, 0.0)
+    assert (dict(pk.counts), st.alloc.snapshot()) == before  # deciding learns nothing and changes nothing
+    assert [x.placement for x in d1.starts] == [x.placement for x in d2.starts]

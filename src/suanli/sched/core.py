@@ -34,14 +34,18 @@ from suanli.errors import UnknownName
 from suanli.fleet.model import Cluster
 from suanli.sched.alloc import WHOLE, Placement
 from suanli.sched.placement import BestFitPacker, Packer, PlacementConfig, Placer, RandomPacker
+from suanli.sched.policy import REGISTRY, Policy, make_policy
+from suanli.sched.preempt import preempt_for, priority_victim
 from suanli.sched.state import Decisions, Key, Preempt, RunningJob, SchedState, Start
 from suanli.workload.spec import Job
 
-POLICIES = ("fifo", "backfill", "sjf", "las", "fair")
+POLICIES = tuple(REGISTRY)  # fifo, backfill, sjf, las, fair, gavel (suanli.sched.policy)
 # LAS starvation guard: a job waits at most this many times its run since its last promotion. Tiresias leaves the
 # knob to the operator; 8 is our choice, measured in docs/sim.md (worst 1% slowdown against average JCT).
 LAS_PROMOTE = 8.0
 MODEL_ORDERS = ("listed", "fastest", "most-free")
+MIGRATE_GAIN = 2.0  # heterogeneity-aware migration: only to a model at least this much faster for the job
+MIGRATE_PER_PASS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +65,11 @@ class QueueConfig:
 
 
 def _peak_speed(models: Sequence[str]) -> dict[str, float]:
-    """Relative speed by dense BF16 peak (catalog); unknown peaks rank last."""
+    """Relative speed by dense BF16 peak (catalog; FP16 for GPUs without BF16); unknown peaks rank last."""
     out: dict[str, float] = {}
     for m in models:
-        v = accelerator(m).bf16_tflops.value if is_known_accelerator(m) else None
+        a = accelerator(m) if is_known_accelerator(m) else None
+        v = (a.bf16_tflops.value if a.bf16_tflops.value is not None else a.fp16_tflops.value) if a else None
         out[m] = float(v) if v is not None else 0.0
     return out
 
@@ -89,8 +94,7 @@ class Scheduler:
         die_aligned: bool = True,
         seed: int = 0,
     ) -> None:
-        if policy not in POLICIES:
-            raise UnknownName(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+        self.pol: Policy = make_policy(policy)  # raises UnknownName for an unknown name
         if model_order not in MODEL_ORDERS:
             raise UnknownName(f"unknown model order {model_order!r}; choose one of {', '.join(MODEL_ORDERS)}")
         if window < 1:
@@ -106,6 +110,9 @@ class Scheduler:
         self.model_order = model_order
         sp = dict(speed) if speed is not None else _peak_speed(cluster.models)
         self._fastest = sorted(cluster.models, key=lambda m: (-sp.get(m, 0.0), m))
+        top = max(sp.values(), default=0.0)
+        self._default_speeds = {m: (sp.get(m, 0.0) / top if top > 0 else 1.0) for m in cluster.models}
+        self._llm_speeds: dict[tuple[str, str], dict[str, float]] = {}
         self.preemption = preemption
         self.window = window
         self.las_thresholds = tuple(sorted(las_thresholds))
@@ -119,13 +126,21 @@ class Scheduler:
 
     # -- state -------------------------------------------------------------------------------------------
     def pending_key(self, job: Job) -> Key:
-        """Order of the pending queue (static while a job waits)."""
-        if self.policy == "sjf":
-            rt = job.expected_runtime
-            return (-job.priority, rt if rt is not None else math.inf, job.submit_time)
-        if self.policy == "las":
-            return (-job.priority, self.las_queue(job.attained - job.las_base), job.submit_time)
-        return (-job.priority, job.submit_time)
+        """Order of the pending queue (static while a job waits): the policy's."""
+        return self.pol.key(self, job)
+
+    def job_speeds(self, job: Job) -> Mapping[str, float]:
+        """Relative speed of ``job`` on each accelerator model: its own (spec, trace job type), else for an LLM job
+        the planner's per-chip throughput of that LLM (``suanli.perf``), else the scheduler's per-model speed."""
+        if job.speeds is not None:
+            return job.speeds
+        if job.llm is not None:
+            k = (job.llm, "serve" if job.kind == "serve" else "train")
+            sp = self._llm_speeds.get(k)
+            if sp is None:
+                sp = self._llm_speeds[k] = _llm_speeds(self.cluster.models, *k) or self._default_speeds
+            return sp
+        return self._default_speeds
 
     def promote_at(self, job: Job) -> float:
         """When a waiting job is promoted to the top LAS queue (inf: never): after waiting ``las_promote`` times
@@ -137,8 +152,9 @@ class Scheduler:
         return since + self.las_promote * served / job.devices_equiv
 
     def new_state(self) -> SchedState:
-        promote = self.promote_at if self.policy == "las" and self.las_promote > 0 else None
-        return SchedState(self.cluster, self.pending_key, promote)
+        """A state for this scheduler; a packer that learns the workload (``observe``) sees each submitted job."""
+        promote = self.promote_at if self.pol.service_preemption and self.las_promote > 0 else None
+        return SchedState(self.cluster, self.pending_key, promote, getattr(self.placer.config.packer, "observe", None))
 
     def las_queue(self, attained: float) -> int:
         for i, t in enumerate(self.las_thresholds):
@@ -163,7 +179,7 @@ class Scheduler:
         p = _Pass(self, state, now)
         state.alloc.begin()
         try:
-            if self.policy == "fair":
+            if self.pol.fair_share:
                 p.run_fair()
             else:
                 p.run_ordered()
@@ -183,7 +199,7 @@ class Scheduler:
         alloc.begin()
         ok = False
         try:
-            if self.policy == "fair":
+            if self.pol.fair_share:
                 p.run_fair()
             else:
                 p.run_ordered()
@@ -239,6 +255,18 @@ class Scheduler:
         return int(self.cluster.node_group[r.placement.nodes[0]])
 
 
+def _llm_speeds(models: Sequence[str], llm: str, kind: str) -> dict[str, float] | None:
+    """Per-chip throughput of ``llm`` on each model from the planner, normalised (None if it knows none)."""
+    from suanli.perf.api import relative_speed
+
+    try:
+        rel = relative_speed([m for m in models if is_known_accelerator(m)], llm, kind)  # type: ignore[arg-type]
+    except Exception:  # an LLM the catalog does not know: no opinion
+        return None
+    known = {m: v for m, v in rel.items() if v is not None}
+    return known or None
+
+
 def make_packer(name: str, seed: int = 0, cluster: Cluster | None = None) -> Packer:
     if name == "best-fit":
         return BestFitPacker()
@@ -290,12 +318,13 @@ class _Pass:
         self._las_q: dict[int | str, int] = {}  # LAS queue of running jobs at ``now`` (fixed within a pass)
         # LAS starvation guard: pending jobs whose promotion time has come (they count as top-queue jobs)
         self.promoted: dict[int | str, Job] = {}
-        if s.policy == "las" and s.las_promote > 0:
+        if s.pol.service_preemption and s.las_promote > 0:
             pend = state.pending
             for t, _, jid in pend.due:
                 if t > now:
                     break
                 self.promoted[jid] = pend.jobs[jid]
+        self._ctx: object = _NONE  # the policy's per-pass data, computed when first needed
 
     def las_queue_of(self, r: RunningJob) -> int:
         """LAS queue of a running job at this pass's time, computed once per pass (victim searches ask often)."""
@@ -334,6 +363,10 @@ class _Pass:
                 return None
         else:
             cands = self.s.model_candidates(self.state, job)
+        if self.s.pol.heterogeneity_aware:
+            if self._ctx is _NONE:
+                self._ctx = self.s.pol.pass_context(self.s, self.state)
+            cands = self.s.pol.model_order(self.s, job, cands, self._ctx)
         res = self.s.placer.place(self.alloc, job, cands, self.s.job_partitions(job) if self.s.partitioned else None)
         if res is None:
             self.failed.add(sh)
@@ -343,9 +376,10 @@ class _Pass:
         pl, g = res
         m = self.s.group_model[g] if g >= 0 and self.s.partitioned else g  # the placer answers a group
         self.alloc.take(pl, check=False)  # the placer found it on this very allocation
-        self.out.starts.append(Start(job.id, pl, m, borrowed, job.id in self.promoted) if self.promoted
-                               else Start(job.id, pl, m, borrowed))
-        self.started[job.id] = RunningJob(job, pl, m, self.now, borrowed)
+        pol = self.s.pol
+        rate = pol.service_rate(self.s, job, m) if pol.heterogeneity_aware else 1.0
+        self.out.starts.append(Start(job.id, pl, m, borrowed, promoted=job.id in self.promoted, rate=rate))
+        self.started[job.id] = RunningJob(job, pl, m, self.now, borrowed, rate)
         key = (job.queue, m)
         milli = pl.milli * pl.n_devices
         self.usage_delta[key] = self.usage_delta.get(key, 0) + milli
@@ -359,97 +393,18 @@ class _Pass:
             self._qtotal[queue] += milli
 
     # -- preemption ----------------------------------------------------------------------------------------
+    # -- preemption (suanli.sched.preempt) ---------------------------------------------------------------------
     def try_preempt(self, job: Job, is_victim: Callable[[RunningJob], bool], reason: str,
                     models: Sequence[int] | None = None) -> tuple[Placement, int] | None:
-        """Free a small set of whole victim jobs so that ``job`` fits, and place it; None (nothing changed) if
-        impossible. Victims are chosen node by node: cheapest nodes first, cost = (highest victim priority,
-        devices preempted, number of victims); the result is checked by a real placement."""
-        if job.count == 0 or self.preempt_tries >= self.s.max_preempt_tries:
-            return None
-        # the victims a job may take depend only on its shape, priority, queue and LAS queue: a search that
-        # failed for that combination fails again until a preemption in this pass changes the running set
-        key = (self.s.shape(job), reason, job.priority, job.queue, self.las_queue_pending(job),
-               tuple(models) if models is not None else None)
-        if key in self.preempt_failed:
-            return None
-        self.preempt_tries += 1
-        res = self._preempt(job, is_victim, reason, models)
-        if res is None:
-            self.preempt_failed.add(key)
-        return res
-
-    def _preempt(self, job: Job, is_victim: Callable[[RunningJob], bool], reason: str,
-                 models: Sequence[int] | None) -> tuple[Placement, int] | None:
-        placer = self.s.placer
-        running = self.state.running
-        alloc = self.alloc
-        cands = list(models) if models is not None else self.s.model_candidates(self.state, job)
-        for m in cands:
-            maxd = placer.model_maxd[m]
-            per = min(job.per_node or maxd, job.count) if job.gang else 1
-            if per > maxd:
-                continue
-            need_nodes = -(-job.count // per)
-            if job.milli == WHOLE:
-                already = int(alloc.dom_ge[placer.model_domains[m], per].sum())
-                need_nodes = max(1, need_nodes - already)
-            want = per if job.milli == WHOLE else 0
-            options: list[tuple[tuple[int, int, int], int, list[RunningJob]]] = []
-            for n in self.state.cluster.group_nodes[m].tolist():
-                ids = running.node_jobs[n]
-                if not ids:
-                    continue
-                vs = [running.jobs[j] for j in ids if j not in self.gone]
-                vs = [r for r in vs if is_victim(r)]
-                if not vs:
-                    continue
-                vs.sort(key=lambda r: (r.job.priority, r.placement.n_devices, -r.start))
-                free = int(alloc.node_whole[n])
-                chosen: list[RunningJob] = []
-                for r in vs:
-                    if chosen and free >= want:
-                        break
-                    chosen.append(r)
-                    if r.placement.milli == WHOLE:
-                        free += len(r.placement.devices[r.placement.nodes.index(n)])
-                if free < want:
-                    continue
-                cost = (max(r.job.priority for r in chosen), sum(r.placement.n_devices for r in chosen), len(chosen))
-                options.append((cost, n, chosen))
-            if not options:
-                continue
-            options.sort(key=lambda t: (t[0], t[1]))
-            tries = [options[:need_nodes]] if job.milli == WHOLE else [[o] for o in options[:3]]
-            for group in tries:
-                victims: dict[int | str, RunningJob] = {}
-                for _, _, chosen in group:
-                    for r in chosen:
-                        victims[r.job.id] = r
-                for r in victims.values():
-                    alloc.give(r.placement)
-                res = placer.place(alloc, job, [m])
-                if res is None:
-                    for r in victims.values():
-                        alloc.take(r.placement)
-                    continue
-                self.failed.clear()  # capacity grew: shapes that failed may fit now
-                self.preempt_failed.clear()
-                self.hopeless.clear()
-                self._max_lasq = None
-                for vid, r in victims.items():
-                    self.gone.add(vid)
-                    self.out.preemptions.append(Preempt(vid, job.id, reason))
-                    self.add_usage(r.job.queue, r.model, -r.placement.milli * r.placement.n_devices)
-                return res
-        return None
+        return preempt_for(self, job, is_victim, reason, models)
 
     def priority_victim(self, job: Job) -> Callable[[RunningJob], bool]:
-        return lambda r: r.job.preemptible and r.job.priority < job.priority
+        return priority_victim(job)
 
     def place_or_preempt(self, job: Job) -> bool:
         # a job like one that could neither be placed nor make room in this pass cannot either (same shape,
         # priority, queue and LAS queue), until a preemption changes the running set
-        las = self.s.policy == "las"
+        las = self.s.pol.service_preemption
         q = self.las_queue_pending(job) if las else 0
         key = (self.s.shape(job), job.priority, job.queue, q)
         if key in self.hopeless:
@@ -485,7 +440,7 @@ class _Pass:
         job must respect the reservations of the partitions it could use. Without partitions both are the classic
         rules (the first blocked job stops fifo's pass; one reservation)."""
         s = self.s
-        policy = s.policy
+        blocking = s.pol.blocking
         parted = s.partitioned
         blocked: set[str] = set()  # fifo: partitions whose first job is blocked
         n_parts = len(s.cluster.partitions)
@@ -512,13 +467,13 @@ class _Pass:
                         free_whole = int(self.alloc.model_free.sum())
                     continue
                 skipped += 1
-                if policy == "fifo":
+                if blocking == "block":
                     if parts is None:
                         break
                     blocked |= parts
                     if len(blocked) >= n_parts:
                         break
-                elif policy == "backfill":
+                elif blocking == "reserve":
                     models, shadow, extra = self.reservation(job)
                     resv.append(_Reservation(parts, job, models, shadow, extra))
                     if self.out.reservation is None:
@@ -562,6 +517,48 @@ class _Pass:
             self.commit_start(job, res)
             free_whole = int(self.alloc.model_free.sum())
         self.out.tested = tested
+        if s.pol.migrate and s.preemption:
+            self.migrate()
+
+    def migrate(self) -> None:
+        """Heterogeneity-aware policies: after the pending jobs had their turn, a running job moves to a free model
+        on which it runs at least ``MIGRATE_GAIN`` times as fast (preempted and restarted there in this pass; its
+        work is kept, as for any preemption). Fastest gains first, a few per pass."""
+        s = self.s
+        names = s.cluster.models
+        moves = []
+        for r in self.state.running.jobs.values():
+            if r.model < 0 or not r.job.preemptible or r.job.id in self.gone:
+                continue
+            sp = s.job_speeds(r.job)
+            here = sp.get(names[r.model], 0.0)
+            best = max(sp.values(), default=0.0)
+            if here > 0 and best >= MIGRATE_GAIN * here:
+                moves.append((best / here, r))
+        moves.sort(key=lambda t: (-t[0], t[1].job.seq))
+        done = 0
+        for _gain, r in moves:
+            if done >= MIGRATE_PER_PASS:
+                break
+            sp = s.job_speeds(r.job)
+            here = sp.get(names[r.model], 0.0)
+            faster = [g for g in s.model_candidates(self.state, r.job)
+                      if sp.get(names[s.group_model[g]], 0.0) >= MIGRATE_GAIN * here]
+            faster.sort(key=lambda g: -sp.get(names[s.group_model[g]], 0.0))
+            if not faster:
+                continue
+            mf = self.alloc._mf
+            if r.job.milli == WHOLE and r.job.count > sum(mf[g] for g in faster):
+                continue
+            res = s.placer.place(self.alloc, r.job, faster)
+            if res is None:
+                continue
+            self.gone.add(r.job.id)
+            self.out.preemptions.append(Preempt(r.job.id, r.job.id, "migrate"))
+            self.add_usage(r.job.queue, r.model, -r.placement.milli * r.placement.n_devices)
+            self.alloc.give(r.placement)
+            self.commit_start(r.job, res)
+            done += 1
 
     def try_place_in(self, job: Job, models: list[int]) -> tuple[Placement, int] | None:
         """Like :meth:`try_place`, restricted to ``models`` (in that order)."""
@@ -664,7 +661,7 @@ class _Pass:
     def fair_one(self, job: Job) -> bool:
         # a job like one that could not start in this pass (same shape, priority, queue) cannot either: its queue's
         # usage only grows and capacity only shrinks until a preemption (which clears the cache)
-        key = (_shape(job), job.priority, job.queue)
+        key = (self.s.shape(job), job.priority, job.queue)
         if key in self.hopeless:
             return False
         s = self.s

@@ -10,8 +10,9 @@ could not use:
 
 For the expected workload ``M`` (the popularity ``p_m`` of each task class), ``F_n(M) = sum_m p_m F_n(m)``. A new
 task goes where it *increases* ``F(M)`` the least (fragmentation gradient descent); ties go to the fuller node.
-The popularity is learned from the tasks the packer is asked to place (or given with :meth:`fit`), keeping the
-``top`` most popular classes. Costs O(candidates x classes) vectorized, after folding devices of one node with the
+The popularity is learned from the submitted tasks (:meth:`observe`, which :class:`~suanli.sched.state.SchedState`
+calls on submission, so that ``decide`` stays pure) or given with :meth:`fit`, keeping the ``top`` most popular
+classes. Costs O(candidates x classes) vectorized, after folding devices of one node with the
 same free share into one candidate.
 
 GPU-model constraints and CPU-only nodes are not part of the measure (the openb evaluation has none).
@@ -121,7 +122,6 @@ class FragmentationPacker:
 
     # -- Packer protocol ------------------------------------------------------------------------------------
     def choose(self, alloc: Allocation, job: Job, devs: np.ndarray, need: int) -> int:
-        self.observe(job)
         c = alloc.cluster
         nodes_all = c.dev_node[devs]
         free_d = alloc.dev_free[devs].astype(np.int64)
@@ -150,7 +150,6 @@ class FragmentationPacker:
 
     def choose_node(self, alloc: Allocation, job: Job, nodes: np.ndarray, k: int) -> int:
         """A node for ``k`` whole devices among ``nodes`` (each has k free whole devices, CPU and memory)."""
-        self.observe(job)
         s, part, q = self._node_terms(alloc, nodes)
         full = alloc.node_whole[nodes].astype(np.int64)
         cpu = alloc.node_cpu[nodes].astype(np.int64)

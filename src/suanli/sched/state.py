@@ -30,6 +30,7 @@ class RunningJob:
     model: int  # model index in the cluster, -1 for CPU-only
     start: float
     borrowed: bool = False  # started on capacity lent from other queues' idle quota (reclaimable)
+    rate: float = 1.0  # service accrued per device-second (heterogeneity-aware policies: speed here / best speed)
 
     @property
     def expected_end(self) -> float:
@@ -38,7 +39,7 @@ class RunningJob:
 
     def attained(self, now: float) -> float:
         """Device-seconds of service including the current run (for LAS)."""
-        return self.job.attained + self.job.devices_equiv * max(0.0, now - self.start)
+        return self.job.attained + self.job.devices_equiv * self.rate * max(0.0, now - self.start)
 
     def served(self, now: float) -> float:
         """Service since the job's last LAS promotion: what its LAS queue is computed from."""
@@ -207,6 +208,7 @@ class Start:
     model: int  # model index, -1 CPU-only
     borrowed: bool = False
     promoted: bool = False  # LAS starvation guard: the job starts back in the top queue (its service recounted)
+    rate: float = 1.0  # service it accrues per device-second (RunningJob.rate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,16 +233,22 @@ class SchedState:
     """Everything ``decide`` reads. Mutate it only through these methods."""
 
     def __init__(self, cluster: Cluster, pending_key: Callable[[Job], Key],
-                 promote_at: Callable[[Job], float] | None = None) -> None:
+                 promote_at: Callable[[Job], float] | None = None,
+                 on_submit: Callable[[Job], None] | None = None) -> None:
         self.cluster = cluster
         self.alloc = Allocation(cluster)
         self.pending = PendingQueue(pending_key, promote_at)
         self.running = RunningSet(cluster.n_nodes, len(cluster.models))
+        # what the scheduler learns from the workload (the FGD packer's task distribution) it learns here, when a
+        # job is submitted - never inside ``decide``, which stays a pure function of the state
+        self.on_submit = on_submit
 
     def submit(self, job: Job) -> None:
         if job.id in self.running:
             raise ValueError(f"job {job.id} is already running")
         self.pending.add(job)
+        if self.on_submit is not None:
+            self.on_submit(job)
 
     def cancel_pending(self, job_id: int | str) -> Job:
         return self.pending.remove(job_id)
@@ -251,7 +259,7 @@ class SchedState:
         self.pending.remove(s.job_id)
         if s.promoted:
             job.las_base = job.attained  # LAS promotion: its queue counts service from here
-        r = RunningJob(job, s.placement, s.model, now, s.borrowed)
+        r = RunningJob(job, s.placement, s.model, now, s.borrowed, s.rate)
         self.running.add(r)
         return r
 

@@ -224,7 +224,7 @@ class Simulation:
         stab = [[float(sp.get(mn, default[k])) for k, mn in enumerate(c.models)] + [1.0] for sp in w.type_speeds]
         stab.append(default)
         jtype = w.job_type.tolist()
-        las = sched.policy == "las"
+        las = sched.pol.service_preemption  # LAS queues: threshold crossings are events
         promote = las and sched.las_promote > 0
         promo_tick = math.inf  # the latest promotion tick pushed
         thresholds = sched.las_thresholds
@@ -375,8 +375,8 @@ class Simulation:
                         dirty = True
                         r = running.jobs[a]
                         att = r.served(now)
-                        dev = r.job.devices_equiv
-                        for th in thresholds:
+                        dev = r.job.devices_equiv * r.rate
+                        for th in thresholds if dev > 0 else ():
                             if att + 1e-6 < th:
                                 push(heap, (now + (th - att) / dev, TICK, a, e))
                                 break
@@ -430,7 +430,8 @@ class Simulation:
                     for r in started:
                         pl = r.placement
                         jb = r.job
-                        on_start(int(jb.id), r.model, pl.milli * pl.n_devices, now, jb.devices_equiv, jb.attained)
+                        on_start(int(jb.id), r.model, pl.milli * pl.n_devices, now, jb.devices_equiv * r.rate,
+                                 jb.attained - jb.las_base)
                 elif d.preemptions or d.starts:
                     for p in d.preemptions:
                         jid = int(p.job_id)
@@ -447,7 +448,7 @@ class Simulation:
                     for r in state.apply(d, now):
                         pl = r.placement
                         jb = r.job
-                        on_start(int(jb.id), r.model, pl.milli * pl.n_devices, now, jb.devices_equiv,
+                        on_start(int(jb.id), r.model, pl.milli * pl.n_devices, now, jb.devices_equiv * r.rate,
                                  jb.attained - jb.las_base)
                 if promote:
                     t_p = pending.next_due(now)

@@ -251,6 +251,11 @@ class JobSpec(BaseModel):
     preemptible: StrictBool = True
     max_retries: Annotated[Count, Field(ge=0, le=100)] = 0
     llm: Text | None = Field(default=None, description="LLM the job trains or serves (for the planner)")
+    partitions: list[str] | None = Field(default=None, description="partitions whose nodes it may use; omit for "
+                                         "its queue's (or any)")
+    speeds: dict[str, float] | None = Field(default=None, description="relative speed per accelerator model "
+                                            "(heterogeneity-aware policies); omit to let the planner or the "
+                                            "catalog say")
     command: list[Arg] = Field(default_factory=list)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     processes: Literal["device", "node"] = Field(
@@ -264,6 +269,30 @@ class JobSpec(BaseModel):
         if not _NAME_RE.fullmatch(v):
             raise ValueError("must be 1-128 characters: letters, digits, '.', '_' or '-', starting alphanumeric")
         return v
+
+    @field_validator("partitions")
+    @classmethod
+    def _partitions(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("partitions: name at least one, or leave it out")
+        for x in v:
+            if not _NAME_RE.fullmatch(x):
+                raise ValueError(f"partition name {x!r}: letters, digits, '.', '_' or '-', starting alphanumeric")
+        return list(dict.fromkeys(v))
+
+    @field_validator("speeds")
+    @classmethod
+    def _speeds(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return v
+        out: dict[str, float] = {}
+        for k, x in v.items():
+            if not (x > 0) or x == float("inf"):
+                raise ValueError(f"speeds.{k}: a positive finite number")
+            out[resolve_accelerator(k)] = float(x)
+        return out
 
     @field_validator("expected_runtime", mode="before")
     @classmethod
@@ -329,6 +358,9 @@ class JobSpec(BaseModel):
             expected_runtime=self.expected_runtime,
             kind=self.kind.value,
             preemptible=self.preemptible,
+            partitions=tuple(self.partitions) if self.partitions else None,
+            speeds=dict(self.speeds) if self.speeds else None,
+            llm=self.llm,
         )
 
 
@@ -363,6 +395,7 @@ class Job:
     # relative speed per accelerator model (work per second; a model left out: the cluster's default) - what a
     # heterogeneity-aware policy weighs; None: the job does not say
     speeds: dict[str, float] | None = None
+    llm: str | None = None  # the LLM it trains or serves (the planner's per-chip speeds when ``speeds`` is None)
     seq: int = field(default_factory=lambda: next(_seq))  # tie-break: submission order
     # LAS starvation guard (Tiresias promotion): attained service at the last promotion to the top queue (the LAS
     # queue counts service from there) and when the job last went back to the queue (None: at submit_time)
