@@ -249,3 +249,43 @@ def test_tail_of_a_large_log_reads_backwards(tmp_path: Path) -> None:
     assert b"".join(_file_chunks(p)) == p.read_bytes()
     p.write_bytes(b"no newline at the end")
     assert _last_lines(p, 5) == b"no newline at the end"
+
+
+def test_partitions_in_the_live_control_plane(tmp_path: Path) -> None:
+    """Fleet file pools bind nodes to partitions; a queue or a job names its partitions; the controller places
+    only there, and `can never run` answers a job whose partitions have no node that fits."""
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("name: lab\npools:\n"
+                     "  - {name: tr, count: 1, accelerator: H100, per_node: 2, partitions: [train]}\n"
+                     "  - {name: sv, count: 1, accelerator: H100, per_node: 2, partitions: [serve]}\n")
+    s = open_service(tmp_path / "d", virtual=str(fleet), tick_s=0.02, speed=1.0, grace_s=1.0)
+    s.controller.start()
+    try:
+        assert s.controller.ready.wait(10)
+        c, h = TestClient(s.app), admin_h(s)
+        r = c.post("/v1/queues", json={"name": "training", "partitions": ["train"]}, headers=h)
+        assert r.status_code == 201 and r.json()["partitions"] == ["train"]
+        assert c.post("/v1/queues", json={"name": "bad", "partitions": ["no space"]}, headers=h).status_code == 422
+        end = time.monotonic() + 5  # the controller re-reads the queues table every 10 ticks
+        while "training" not in s.controller.sched.queues and time.monotonic() < end:
+            time.sleep(0.02)
+        nodes = {n["name"]: n for n in c.get("/v1/nodes", headers=h).json()}
+        assert len(nodes) == 2
+        job = {"resources": {"accelerators": 1}, "command": ["sleep", "30"], "expected_runtime": 600}
+        ids = [c.post("/v1/jobs", json={**job, "name": f"t{i}", "queue": "training"}, headers=h).json()["id"]
+               for i in range(3)]
+        own = c.post("/v1/jobs", json={**job, "name": "s", "queue": "training", "partitions": ["serve"]},
+                     headers=h).json()["id"]
+        big = c.post("/v1/jobs", json={**job, "name": "big", "partitions": ["train"],
+                                       "resources": {"accelerators": 4}}, headers=h)
+        assert big.status_code == 422 and "never run" in big.text  # 4 devices, but train has 2
+        for i in [*ids[:2], own]:
+            wait_state(c, h, i, {"running"})
+        time.sleep(0.3)
+        assert c.get(f"/v1/jobs/{ids[2]}", headers=h).json()["state"] == "pending"  # train is full
+        where = {i: c.get(f"/v1/jobs/{i}", headers=h).json() for i in [*ids[:2], own]}
+        assert all("tr" in str(where[i]) for i in ids[:2]) and "sv" in str(where[own])
+        assert c.patch("/v1/queues/training", json={"partitions": []}, headers=h).json()["partitions"] is None
+    finally:
+        s.controller.stop()
+        s.store.close()

@@ -38,6 +38,9 @@ class QueueIn(BaseModel):
     quota: dict[str, Count] = Field(default_factory=dict,
                                     description="devices guaranteed per accelerator model ('*' for any)")
     borrow: bool = True
+    partitions: list[Annotated[str, Field(pattern=NAME)]] | None = Field(
+        None, min_length=1, max_length=256, description="partitions its jobs may use (a job may name its own); "
+        "omit for any node")
 
     @field_validator("quota")
     @classmethod
@@ -50,6 +53,8 @@ class QueueUpdate(BaseModel):
     weight: float | None = Field(None, gt=0, le=1e6)
     quota: dict[str, Count] | None = None
     borrow: bool | None = None
+    partitions: list[Annotated[str, Field(pattern=NAME)]] | None = Field(
+        None, max_length=256, description="[] puts the queue back on any node")
 
     @field_validator("quota")
     @classmethod
@@ -155,6 +160,7 @@ class Queue(BaseModel):
     weight: float
     quota: dict[str, int]
     borrow: bool
+    partitions: list[str] | None = None
     updated_at: float
 
 

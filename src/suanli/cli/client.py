@@ -265,9 +265,11 @@ def queues(create: str = typer.Option(None, "--create", help="create a queue (ad
            update: str = typer.Option(None, "--update", help="update a queue (admin)"),
            weight: float = typer.Option(None, "--weight"),
            quota: list[str] = typer.Option(None, "--quota", help="MODEL=N (repeatable)"),
+           partition: list[str] = typer.Option(None, "--partition", help="a partition its jobs may use "
+                                               "(repeatable; --partition '*' puts it back on any node)"),
            server: str = ServerOpt, token: str = TokenOpt, data_dir: Path = DataDirOpt,
            as_json: bool = JsonOpt) -> None:
-    """Queues (weights, quotas per accelerator model)."""
+    """Queues (weights, quotas per accelerator model, partitions)."""
     c = Client(server, token, data_dir)
     q: dict[str, int] | None = None
     if quota:
@@ -278,24 +280,29 @@ def queues(create: str = typer.Option(None, "--create", help="create a queue (ad
                 q[k] = int(v)
             except ValueError:
                 raise SuanliError(f"--quota {item!r}: use MODEL=N") from None
+    parts: list[str] | None = None
+    if partition:
+        parts = [] if partition == ["*"] else [x.strip() for p in partition for x in p.split(",") if x.strip()]
     if create:
         body: dict[str, Any] = {"name": create, "quota": q or {}}
         if weight is not None:
             body["weight"] = weight
+        if parts:
+            body["partitions"] = parts
         c.call("POST", "/v1/queues", json=body)
     if update:
-        body = {k: v for k, v in (("weight", weight), ("quota", q)) if v is not None}
+        body = {k: v for k, v in (("weight", weight), ("quota", q), ("partitions", parts)) if v is not None}
         c.call("PATCH", f"/v1/queues/{update}", json=body)
     out = c.call("GET", "/v1/queues")
     if as_json:
         print_json(out)
         return
     t = Table(box=None)
-    for col in ("QUEUE", "WEIGHT", "QUOTA", "BORROW"):
+    for col in ("QUEUE", "WEIGHT", "QUOTA", "BORROW", "PARTITIONS"):
         t.add_column(col)
     for x in out:
         t.add_row(x["name"], f"{x['weight']:g}", ", ".join(f"{k}={v}" for k, v in x["quota"].items()) or "-",
-                  "yes" if x["borrow"] else "no")
+                  "yes" if x["borrow"] else "no", ",".join(x.get("partitions") or []) or "any")
     console.print(t)
 
 

@@ -112,8 +112,9 @@ class Controller:
             return None
         cl = self.cluster
         try:
-            cands = self.sched.placer.candidate_models(job, None) if job.count else []
-            ok = self.sched.placer.place(Allocation(cl), job, cands) is not None
+            parts = self.sched.job_partitions(job) if self.sched.partitioned else None
+            cands = self.sched.placer.candidate_models(job, None, parts) if job.count else []
+            ok = self.sched.placer.place(Allocation(cl), job, cands, parts) is not None
         except Exception:
             return None  # let the scheduler judge
         if ok:
@@ -126,11 +127,12 @@ class Controller:
     def _load_cluster(self) -> Cluster:
         """One cluster from every node registered in the store (lost and drained ones are kept down)."""
         specs = [NodeSpec(r["name"], r["accelerator"], r["devices"], r["cpu_milli"], r["memory_mib"], r["domain"],
-                          r["rack"]) for r in self.store.list_nodes()]
+                          r["rack"], partitions=tuple(r.get("partitions") or ())) for r in self.store.list_nodes()]
         return build_cluster("suanli", specs)
 
     def _queue_configs(self) -> list[QueueConfig]:
-        return [QueueConfig(q["name"], float(q["weight"]), dict(q["quota"] or {}), bool(q["borrow"]))
+        return [QueueConfig(q["name"], float(q["weight"]), dict(q["quota"] or {}), bool(q["borrow"]),
+                            tuple(q["partitions"]) if q.get("partitions") else None)
                 for q in self.store.list_queues()]
 
     def _sync_nodes(self, now: float) -> bool:
@@ -430,7 +432,7 @@ class Controller:
 
     def _reload_queues(self) -> None:
         qs = self._queue_configs()
-        sig = tuple((q.name, q.weight, tuple(sorted(q.quota.items())), q.borrow) for q in qs)
+        sig = tuple((q.name, q.weight, tuple(sorted(q.quota.items())), q.borrow, q.partitions) for q in qs)
         if sig != self._queues_sig:
             self._queues_sig = sig
             self.sched.queues = {q.name: q for q in qs}

@@ -81,6 +81,8 @@ def sched_view(spec: JobSpec) -> dict[str, Any]:
         "count": j.count, "milli": j.milli, "models": list(j.models) if j.models else None, "per_node": j.per_node,
         "cpu_milli": j.cpu_milli, "mem_mib": j.mem_mib, "gang": j.gang, "expected_runtime": j.expected_runtime,
         "kind": j.kind, "preemptible": j.preemptible,
+        **({"partitions": list(j.partitions)} if j.partitions else {}),
+        **({"speeds": j.speeds} if j.speeds else {}), **({"llm": j.llm} if j.llm else {}),
     }
 
 
@@ -93,6 +95,8 @@ def job_from_row(r: Mapping[str, Any]) -> Job:
         per_node=s["per_node"], cpu_milli=s["cpu_milli"], mem_mib=s["mem_mib"], gang=s["gang"],
         priority=r["priority"], queue=r["queue"], tenant=r["tenant"], submit_time=r["submit_time"],
         expected_runtime=s["expected_runtime"], kind=s["kind"], preemptible=s["preemptible"],
+        partitions=tuple(s["partitions"]) if s.get("partitions") else None, speeds=s.get("speeds"),
+        llm=s.get("llm"),
     )
 
 
@@ -260,22 +264,26 @@ class Store:
     def list_queues(self) -> list[dict[str, Any]]:
         with self.read() as c:
             rows = c.execute(sa.select(queues.c.name, queues.c.weight, queues.c.quota, queues.c.borrow,
-                                       queues.c.updated_at).order_by(queues.c.name)).all()
+                                       queues.c.partitions, queues.c.updated_at).order_by(queues.c.name)).all()
         return [dict(r._mapping) for r in rows]
 
-    def create_queue(self, name: str, weight: float, quota: dict[str, int], borrow: bool) -> dict[str, Any]:
+    def create_queue(self, name: str, weight: float, quota: dict[str, int], borrow: bool,
+                     partitions: list[str] | None = None) -> dict[str, Any]:
         now = time.time()
         with self.write() as c:
             if c.execute(sa.select(queues.c.id).where(queues.c.name == name)).first() is not None:
                 raise Conflict(f"queue {name!r} exists")
-            c.execute(queues.insert().values(name=name, weight=weight, quota=quota, borrow=borrow, created_at=now,
-                                             updated_at=now))
-        return {"name": name, "weight": weight, "quota": quota, "borrow": borrow, "updated_at": now}
+            c.execute(queues.insert().values(name=name, weight=weight, quota=quota, borrow=borrow,
+                                             partitions=partitions, created_at=now, updated_at=now))
+        return {"name": name, "weight": weight, "quota": quota, "borrow": borrow, "partitions": partitions,
+                "updated_at": now}
 
     def update_queue(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
         with self.write() as c:
             if c.execute(sa.select(queues.c.id).where(queues.c.name == name)).first() is None:
                 raise NotFound(f"no queue {name!r}")
+            if changes.get("partitions") == []:
+                changes = {**changes, "partitions": None}  # back to any node
             if changes:
                 c.execute(queues.update().where(queues.c.name == name).values(**changes, updated_at=time.time()))
         return next(q for q in self.list_queues() if q["name"] == name)

@@ -103,7 +103,7 @@ class Scheduler:
             raise ValueError(f"las_promote must be a non-negative number (0: off), not {las_promote!r}")
         self.cluster = cluster
         self.policy = policy
-        self.queues = {q.name: q for q in queues}
+        self.queues = {q.name: q for q in queues}  # the setter keeps the per-queue caches right
         if isinstance(packer, str):
             packer = make_packer(packer, seed, cluster)
         self.placer = Placer(cluster, PlacementConfig(packer=packer, die_aligned=die_aligned))
@@ -120,9 +120,18 @@ class Scheduler:
         self.max_preempt_tries = max_preempt_tries
         self._qc: dict[str, QueueConfig] = {}
         self.partitioned = bool(cluster.partitions)
-        self._qparts = {q.name: frozenset(q.partitions) for q in self.queues.values() if q.partitions is not None}
-        self._parts_cache: dict[tuple[tuple[str, ...] | None, str], frozenset[str] | None] = {}
         self.group_model = cluster.group_model.tolist()
+
+    @property
+    def queues(self) -> dict[str, QueueConfig]:
+        return self._queues
+
+    @queues.setter
+    def queues(self, value: Mapping[str, QueueConfig]) -> None:
+        """Queue configurations by name (the controller replaces them when the queues table changes)."""
+        self._queues = dict(value)
+        self._qparts = {q.name: frozenset(q.partitions) for q in self._queues.values() if q.partitions is not None}
+        self._parts_cache: dict[tuple[tuple[str, ...] | None, str], frozenset[str] | None] = {}
 
     # -- state -------------------------------------------------------------------------------------------
     def pending_key(self, job: Job) -> Key:

@@ -21,7 +21,7 @@ def list_queues(p: Who, ctx: CtxDep) -> list[dict[str, Any]]:
 @router.post("/v1/queues", status_code=201, response_model=Queue,
              responses={**FORBIDDEN, 409: {"model": ErrorOut, "description": "the queue exists"}})
 def create_queue(q: QueueIn, p: Admin, ctx: CtxDep) -> dict[str, Any]:
-    return ctx.store.create_queue(q.name, q.weight, q.quota, q.borrow)
+    return ctx.store.create_queue(q.name, q.weight, q.quota, q.borrow, q.partitions)
 
 
 @router.patch("/v1/queues/{name}", response_model=Queue,

@@ -69,6 +69,7 @@ class NodeInfo:
     domain: str
     rack: str
     address: str = "127.0.0.1"  # where its ranks listen (MASTER_ADDR when rank 0 runs there)
+    partitions: tuple[str, ...] = ()  # partitions the node belongs to (fleet file)
 
     @property
     def accelerator(self) -> str:
@@ -82,7 +83,7 @@ class NodeInfo:
         """(node row, device rows) as :meth:`suanli.control.store.Store.upsert_node` takes them."""
         spec = {"name": self.name, "accelerator": self.accelerator, "devices": len(self.devices),
                 "cpu_milli": self.cpu_milli, "memory_mib": self.memory_mib, "domain": self.domain, "rack": self.rack,
-                "declared": self.declared}
+                "declared": self.declared, "partitions": list(self.partitions) or None}
         rows = [{"local_index": d.index, "model": d.model, "uuid": d.uuid, "memory_mib": d.memory_mib,
                  "declared": d.declared} for d in self.devices]
         return spec, rows

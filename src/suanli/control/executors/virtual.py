@@ -67,7 +67,7 @@ def virtual_cluster(spec: str, *, nodes_per_rack: int = 16) -> Cluster:
 
         c = load_cluster(p)
         nodes = [NodeSpec(n.name if n.name.startswith(PREFIX) else PREFIX + n.name, n.accelerator, n.devices,
-                          n.cpu_milli, n.memory_mib, n.domain, n.rack, n.labels) for n in c.nodes]
+                          n.cpu_milli, n.memory_mib, n.domain, n.rack, n.labels, n.partitions) for n in c.nodes]
         return build_cluster(f"virtual {c.name}", nodes)
     nodes = []
     for part in spec.split("+"):
@@ -192,7 +192,7 @@ class VirtualExecutor(Executor):
         n = self.cluster.nodes[i]
         devs = tuple(DeviceInfo(k, n.accelerator, f"virtual-{n.name}-{k}", None, True, DeviceHealth.HEALTHY, None)
                      for k in range(n.devices))
-        return NodeInfo(n.name, devs, n.cpu_milli, n.memory_mib, n.domain, n.rack)
+        return NodeInfo(n.name, devs, n.cpu_milli, n.memory_mib, n.domain, n.rack, partitions=n.partitions)
 
     def _read_injected(self) -> bool:
         path = os.environ.get(FAULTS_FILE_ENV)
@@ -298,7 +298,8 @@ class VirtualExecutor(Executor):
                         devs.append(DeviceInfo(d.index, d.model, d.uuid, None, True, DeviceHealth.UNHEALTHY, f[1]))
                     else:
                         devs.append(d)
-                out.append(NodeInfo(info.name, tuple(devs), info.cpu_milli, info.memory_mib, info.domain, info.rack))
+                out.append(NodeInfo(info.name, tuple(devs), info.cpu_milli, info.memory_mib, info.domain, info.rack,
+                                    partitions=info.partitions))
             self._nodes_cache = out
             return out
 
