@@ -121,6 +121,8 @@ class Scheduler:
         self._qc: dict[str, QueueConfig] = {}
         self.partitioned = bool(cluster.partitions)
         self.group_model = cluster.group_model.tolist()
+        # the lone-job shortcut of step(): policies whose pass for one job is "place it or not"
+        self._simple = not (self.pol.fair_share or self.pol.service_preemption or self.pol.heterogeneity_aware)
 
     @property
     def queues(self) -> dict[str, QueueConfig]:
@@ -203,6 +205,10 @@ class Scheduler:
         state is unchanged and the caller applies them (it may need the victims' records first)."""
         if state.cluster is not self.cluster:
             raise ValueError("state belongs to another cluster")
+        if len(state.pending) == 1 and self._simple:
+            one = self._step_one(state, now)
+            if one is not None:
+                return one
         p = _Pass(self, state, now)
         alloc = state.alloc
         alloc.begin()
@@ -222,6 +228,31 @@ class Scheduler:
         if not ok:
             return d, None
         return d, state.adopt(d, p.started)
+
+    def _step_one(self, state: SchedState, now: float) -> tuple[Decisions, list[RunningJob]] | None:
+        """The pass of a lone pending job under a policy without service preemption or migration, when it can
+        start where the placer puts it and nothing could be preempted for it: what the full pass decides (the
+        same placement, Start and running record), without its per-pass machinery. None: take the full pass."""
+        job = next(iter(state.pending.jobs.values()))
+        if self.preemption and state.running.any_preemptible_below(job.priority):
+            return None
+        alloc = state.alloc
+        cands = self.model_candidates(state, job)
+        if job.count and job.milli == WHOLE:
+            mf = alloc._mf
+            if job.count > sum(mf[m] for m in cands):
+                return None
+        res = self.placer.place(alloc, job, cands, self.job_partitions(job) if self.partitioned else None)
+        if res is None:
+            return None
+        pl, g = res
+        m = self.group_model[g] if g >= 0 and self.partitioned else g
+        alloc.take(pl, check=False)
+        d = Decisions([Start(job.id, pl, m, False, 1.0)], tested=1)
+        r = RunningJob(job, pl, m, now, False, 1.0)
+        state.pending.remove(job.id)
+        state.running.add(r)
+        return d, [r]
 
     def job_partitions(self, job: Job) -> frozenset[str] | None:
         """The partitions whose nodes ``job`` may use: its own, else its queue's; None = any node."""
