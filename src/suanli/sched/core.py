@@ -134,6 +134,7 @@ class Scheduler:
         self._queues = dict(value)
         self._qparts = {q.name: frozenset(q.partitions) for q in self._queues.values() if q.partitions is not None}
         self._parts_cache: dict[tuple[tuple[str, ...] | None, str], frozenset[str] | None] = {}
+        self._qc: dict[str, QueueConfig] = {}  # queue_config's cache
 
     # -- state -------------------------------------------------------------------------------------------
     def pending_key(self, job: Job) -> Key:
@@ -248,7 +249,7 @@ class Scheduler:
         pl, g = res
         m = self.group_model[g] if g >= 0 and self.partitioned else g
         alloc.take(pl, check=False)
-        d = Decisions([Start(job.id, pl, m, False, 1.0)], tested=1)
+        d = Decisions([Start(job.id, pl, m)], tested=1)
         r = RunningJob(job, pl, m, now, False, 1.0)
         state.pending.remove(job.id)
         state.running.add(r)
