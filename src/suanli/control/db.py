@@ -52,7 +52,7 @@ queues = sa.Table(
     sa.Column("weight", sa.Float, nullable=False, default=1.0),
     sa.Column("quota", sa.JSON, nullable=False),  # accelerator model (or "*") -> devices
     sa.Column("borrow", sa.Boolean, nullable=False, default=True),
-    sa.Column("partitions", sa.JSON, nullable=True),  # partitions its jobs may use; NULL: any node (0006)
+    sa.Column("partitions", sa.JSON, nullable=True),  # partitions its jobs may use; NULL: any node (0007)
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
@@ -68,7 +68,7 @@ nodes = sa.Table(
     sa.Column("memory_mib", sa.BigInteger, nullable=False),
     sa.Column("domain", sa.String(255), nullable=False),
     sa.Column("rack", sa.String(255), nullable=False),
-    sa.Column("partitions", sa.JSON, nullable=True),  # partitions the node belongs to (0006)
+    sa.Column("partitions", sa.JSON, nullable=True),  # partitions the node belongs to (0007)
     sa.Column("declared", sa.Boolean, nullable=False, default=False),
     sa.Column("drained", sa.Boolean, nullable=False, default=False),
     sa.Column("updated_at", sa.Float, nullable=False),
@@ -270,7 +270,7 @@ def sqlite_url(path: str | Path) -> str:
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0006"  # newest migration; a test checks it against Alembic's view of migrations/versions
+HEAD = "0007"  # newest migration; a test checks it against Alembic's view of migrations/versions
 
 
 def migrate(engine: Engine) -> None:

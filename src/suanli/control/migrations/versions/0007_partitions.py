@@ -1,8 +1,8 @@
 """Partitions: ``queues.partitions`` (the partitions a queue's jobs may use; NULL: any node) and
 ``nodes.partitions`` (the partitions a node belongs to; NULL: none).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-30
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
