@@ -34,6 +34,12 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -193,13 +199,20 @@ def main() -> None:
                 c.patch("/v1/services/fast", json={"min": 1, "max": 1}).raise_for_status()  # overhead: 1 replica
                 time.sleep(2.0)
                 d_lat = asyncio.run(sequential(direct_url, {}, "fast", a.requests))
+                # CPU of the `suanli up` process per proxied request (less its idle rate: controller, manager)
+                c0, t0 = cpu_s(p.pid), time.perf_counter()
+                time.sleep(3.0)
+                idle_rate = (cpu_s(p.pid) - c0) / (time.perf_counter() - t0)
+                c0, t0 = cpu_s(p.pid), time.perf_counter()
                 g_lat = asyncio.run(sequential(gw_url, h, "fast", a.requests))
+                busy = cpu_s(p.pid) - c0 - idle_rate * (time.perf_counter() - t0)
                 res["overhead"] = {
                     "requests": a.requests,
                     "direct_p50_ms": pct(d_lat, 50) * 1e3, "direct_p99_ms": pct(d_lat, 99) * 1e3,
                     "gateway_p50_ms": pct(g_lat, 50) * 1e3, "gateway_p99_ms": pct(g_lat, 99) * 1e3,
                     "added_p50_ms": (pct(g_lat, 50) - pct(d_lat, 50)) * 1e3,
                     "added_p99_ms": (pct(g_lat, 99) - pct(d_lat, 99)) * 1e3,
+                    "gateway_cpu_ms_per_request": busy / (a.requests + 20) * 1e3,
                 }
                 ok_d, err_d = asyncio.run(closed_loop(direct_url, {}, "fast", a.concurrency, a.seconds))
                 c.patch("/v1/services/fast", json={"min": a.replicas, "max": a.replicas}).raise_for_status()
@@ -228,7 +241,8 @@ def main() -> None:
     print(f"{res['cpus']} CPUs, load average {res['load_avg_1m_at_start']:.1f} at start")
     print(f"overhead ({o['requests']} sequential requests): direct p50 {o['direct_p50_ms']:.2f} ms p99 "
           f"{o['direct_p99_ms']:.2f} ms; gateway p50 {o['gateway_p50_ms']:.2f} ms p99 {o['gateway_p99_ms']:.2f} ms; "
-          f"added p50 {o['added_p50_ms']:.2f} ms p99 {o['added_p99_ms']:.2f} ms")
+          f"added p50 {o['added_p50_ms']:.2f} ms p99 {o['added_p99_ms']:.2f} ms; gateway CPU "
+          f"{o['gateway_cpu_ms_per_request']:.2f} ms per request")
     print(f"throughput ({t['concurrency']} clients, {t['seconds']:g} s): direct to one replica "
           f"{t['direct_one_replica_rps']:.0f} req/s; through the gateway to {t['gateway_replicas']} replicas "
           f"{t['gateway_rps']:.0f} req/s ({t['gateway_errors']} errors)")

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict
 
-from suanli.api.deps import NAME, CtxDep, bearer, get_ctx
+from suanli.api.deps import NAME, bearer, get_ctx
 from suanli.control.services import Replica, ServiceManager, ServiceRuntime
 from suanli.control.store import Principal
 
@@ -210,13 +210,13 @@ async def forward(gw: Gateway, mgr: ServiceManager, rt: ServiceRuntime, path: st
     return StreamingResponse(stream(), status_code=resp.status_code, headers=out_headers)
 
 
-async def by_service(name: str, path: str, request: Request, p: Caller, ctx: CtxDep) -> Response:
+async def by_service(name: str, path: str, request: Request, p: Caller) -> Response:
     """``/v1/services/NAME/v1/chat/completions`` goes to ``/v1/chat/completions`` of one of NAME's replicas."""
     import re
 
     if not re.fullmatch(NAME.strip("^$"), name):
         raise HTTPException(404, f"no service {name!r}")
-    mgr = _manager(ctx)
+    mgr = _manager(get_ctx(request))  # not a Depends: a sync dependency costs a thread hop per request
     rt = mgr.find(name, _scope(p))
     if rt is None:
         raise HTTPException(404, f"no service {name!r}")
@@ -230,8 +230,8 @@ for _m in ("GET", "POST", "PUT", "PATCH", "DELETE"):
                          summary="Forward a request to a ready replica of service NAME")
 
 
-async def _by_model(request: Request, p: Principal, ctx: Any) -> Response:
-    mgr = _manager(ctx)
+async def _by_model(request: Request, p: Principal) -> Response:
+    mgr = _manager(get_ctx(request))
     body = await request.body()
     try:
         data = json.loads(body)
@@ -248,26 +248,26 @@ async def _by_model(request: Request, p: Principal, ctx: Any) -> Response:
 
 @router.post("/v1/completions", responses=OPENAI_ANSWER, response_model=None,
              summary="OpenAI completions, routed by `model` to a service")
-async def completions(request: Request, p: Caller, ctx: CtxDep) -> Response:
-    return await _by_model(request, p, ctx)
+async def completions(request: Request, p: Caller) -> Response:
+    return await _by_model(request, p)
 
 
 @router.post("/v1/chat/completions", responses=OPENAI_ANSWER, response_model=None,
              summary="OpenAI chat completions, routed by `model` to a service")
-async def chat_completions(request: Request, p: Caller, ctx: CtxDep) -> Response:
-    return await _by_model(request, p, ctx)
+async def chat_completions(request: Request, p: Caller) -> Response:
+    return await _by_model(request, p)
 
 
 @router.post("/v1/embeddings", responses=OPENAI_ANSWER, response_model=None,
              summary="OpenAI embeddings, routed by `model` to a service")
-async def embeddings(request: Request, p: Caller, ctx: CtxDep) -> Response:
-    return await _by_model(request, p, ctx)
+async def embeddings(request: Request, p: Caller) -> Response:
+    return await _by_model(request, p)
 
 
 @router.get("/v1/models", response_model=ModelList,
             summary="The models of the services the caller may use (OpenAI list format)")
-async def models(p: Caller, ctx: CtxDep) -> dict[str, Any]:
-    mgr = _manager(ctx)
+async def models(request: Request, p: Caller) -> dict[str, Any]:
+    mgr = _manager(get_ctx(request))
     return {"object": "list", "data": [
         {"id": rt.model, "object": "model", "owned_by": rt.tenant, "service": rt.name,
          "ready_replicas": len(rt.ready_replicas())} for rt in mgr.visible(_scope(p))]}
