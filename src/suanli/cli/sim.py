@@ -54,7 +54,7 @@ def sim(
     checkpoint: Annotated[float, typer.Option("--checkpoint", help="Checkpoint interval, seconds.")] = 1800.0,
     las_promote: Annotated[float | None, typer.Option(
         "--las-promote", help="las starvation guard: a job waiting this many times its run since its last promotion "
-                              "goes back to the top queue (0: off; default 8, sched.core.LAS_PROMOTE).")] = None,
+                              "goes back to the top queue (0: off; default 32, sched.core.LAS_PROMOTE).")] = None,
     packer: Annotated[str, typer.Option("--packer", help="Fractional packer: best-fit, fgd, random.")] = "best-fit",
     out: Annotated[Path | None, typer.Option("--out", help="Write report.json, report.md and PNG plots here.")]
     = None,

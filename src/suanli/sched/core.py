@@ -41,8 +41,8 @@ from suanli.workload.spec import Job
 
 POLICIES = tuple(REGISTRY)  # fifo, backfill, sjf, las, fair, gavel (suanli.sched.policy)
 # LAS starvation guard: a job waits at most this many times its run since its last promotion. Tiresias leaves the
-# knob to the operator; 8 is our choice, measured in docs/sim.md (worst 1% slowdown against average JCT).
-LAS_PROMOTE = 8.0
+# knob to the operator; 32 is our choice, measured in docs/sim.md (worst 1% slowdown against average JCT).
+LAS_PROMOTE = 32.0
 MODEL_ORDERS = ("listed", "fastest", "most-free")
 MIGRATE_GAIN = 2.0  # heterogeneity-aware migration: only to a model at least this much faster for the job
 MIGRATE_PER_PASS = 4
