@@ -18,7 +18,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from suanli.control.executors.base import AdoptVerdict, AttemptRecord, AttemptSpec, Executor, Handle, NodeInfo
+from suanli.control.executors.base import (
+    AdoptVerdict,
+    AttemptRecord,
+    AttemptSpec,
+    Executor,
+    Handle,
+    NodeInfo,
+    NodeUnavailable,
+)
 from suanli.control.store import Step, Store, job_from_row
 from suanli.control.types import INFRA_REASONS, AttemptOutcome, NodeStatus, StopReason
 from suanli.fleet.model import Cluster, NodeSpec, build_cluster
@@ -318,6 +326,7 @@ class Controller:
         self.stats.ticks += 1
         self._admit_new(now)
         self._apply_cancels(now)
+        self._observe_processes(now)  # first: a node loss it reports makes the membership check below due now
         if time.monotonic() - self._nodes_at >= self.nodes_every_s:
             self._nodes_at = time.monotonic()
             if self._sync_nodes(now) and self._topology_changed():
@@ -326,7 +335,6 @@ class Controller:
         self._apply_health(now)
         if self.stats.ticks % 10 == 1:
             self._reload_queues()
-        self._observe_processes(now)
         for jid, (t, job) in list(self.delayed.items()):
             if t <= now:
                 del self.delayed[jid]
@@ -475,6 +483,7 @@ class Controller:
             requeue_at = now
         elif why in INFRA_REASONS:
             outcome = AttemptOutcome.NODE_LOST
+            self._nodes_at = 0.0  # ask the executor for its nodes before the next placement
             # lost work as the twin counts it: the time since the last checkpoint (or since the start) on every
             # device of the attempt
             ck = self.ex.last_checkpoint(jid)
@@ -551,6 +560,12 @@ class Controller:
                         tuple(tuple(x) for x in pl_json["local"]), s.placement.milli)
         try:
             h = self.ex.start(a)
+        except NodeUnavailable as e:  # not the job's fault: requeued (after the membership check), no failure
+            self.store.requeue_lost(jid, aid, now, f"could not start: {e}", AttemptOutcome.NODE_LOST)
+            self.delayed[jid] = (now + 1.0, self.state.stop(jid, now).job)
+            self._nodes_at = 0.0
+            self._dirty = True
+            return
         except Exception as e:  # OSError, or a command the OS refuses (ValueError): the attempt fails, recorded
             self.store.spawn_failed(jid, aid, now, str(e))
             self.state.stop(jid, now)

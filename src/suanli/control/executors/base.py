@@ -41,6 +41,7 @@ __all__ = [
     "Executor",
     "Handle",
     "NodeInfo",
+    "NodeUnavailable",
     "RankPlan",
     "StopReason",
     "rank_env",
@@ -180,6 +181,11 @@ class AttemptRecord:
     def world(self) -> int:
         return AttemptSpec(self.job_id, self.attempt_id, self.n, self.spec, "", self.nodes, self.devices,
                            self.milli).world
+
+
+class NodeUnavailable(RuntimeError):
+    """:meth:`Executor.start` could not reach a node of the placement (lost, or its agent is gone): the attempt is
+    requeued without counting a failure, and the node is taken out of placement by the next membership check."""
 
 
 class AdoptVerdict(StrEnum):

@@ -41,6 +41,7 @@ from suanli.control.executors.base import (
     Executor,
     Handle,
     NodeInfo,
+    NodeUnavailable,
     RankPlan,
 )
 from suanli.control.types import DeviceHealth, StopReason
@@ -318,7 +319,7 @@ class RayExecutor(Executor):
         nid = self._by_name.get(name)
         node = self._nodes.get(nid) if nid else None
         if node is None or not self._usable(node):
-            raise RuntimeError(f"node {name} is not available")
+            raise NodeUnavailable(f"node {name} is not available")
         return node
 
     # -- start ---------------------------------------------------------------------------------------------
@@ -331,13 +332,21 @@ class RayExecutor(Executor):
         nodes = {name: self._node(name) for name in a.nodes}
         first = nodes[a.nodes[0]]
         addr = str((first.info or {}).get("address", "127.0.0.1"))
-        port = self._ray.get(first.agent.free_port.remote(), timeout=self.start_timeout_s)
+        try:
+            port = self._ray.get(first.agent.free_port.remote(), timeout=self.start_timeout_s)
+        except (self._ray.exceptions.RayActorError, self._ray.exceptions.GetTimeoutError) as e:
+            first.alive = False
+            raise NodeUnavailable(f"node {a.nodes[0]}: {type(e).__name__}") from None
         refs = {name: nodes[name].agent.start.remote(a, rs, world, addr, port) for name, rs in by_node.items()}
         h = RayHandle(a.job_id, a.attempt_id, a.n,
                       parts={name: _Part(name, [r.rank for r in rs]) for name, rs in by_node.items()})
         try:
             for name, ref in refs.items():
-                h.records[name] = self._ray.get(ref, timeout=self.start_timeout_s)
+                try:
+                    h.records[name] = self._ray.get(ref, timeout=self.start_timeout_s)
+                except (self._ray.exceptions.RayActorError, self._ray.exceptions.GetTimeoutError) as e:
+                    nodes[name].alive = False
+                    raise NodeUnavailable(f"node {name}: {type(e).__name__}") from None
         except Exception:
             for name in refs:  # all or none: whatever started is killed
                 with contextlib.suppress(Exception):
