@@ -285,3 +285,19 @@ def test_node_lost_job_resumes_from_checkpoint_elsewhere(svc: Service,
     assert resumed >= 8 and "done 40" in log2
     assert next(n for n in svc.store.list_nodes() if n["name"] == victim)["status"] == NodeStatus.LOST
     print(f"node killed -> running elsewhere: {t_back - t_kill:.1f} s; resumed from step {resumed}")
+
+
+def test_a_lost_node_comes_back_bigger_and_is_registered_again(svc: Service,
+                                                                cluster: tuple[Cluster, dict[str, Any], Path]) -> None:
+    c, nodes, _ = cluster
+    victim = next(n["name"] for n in svc.store.list_nodes() if n["status"] == NodeStatus.LOST and n["name"] in NODES)
+    nodes[victim] = c.add_node(num_cpus=1, labels={"suanli.io/devices": "4xBR100", "suanli.io/name": victim,
+                                                   "suanli.io/rack": "r1"})
+    wait_for(lambda: (n := next(x for x in svc.store.list_nodes() if x["name"] == victim))["status"] == NodeStatus.UP
+             and n["devices"] == 4, what="re-registered with its new devices")
+    kinds = [e["kind"] for e in svc.store.node_events(victim)]
+    assert kinds.index("node-up") > kinds.index("node-lost")
+    # the cluster was rebuilt with 4 devices there: a 4-device job fits on that node only
+    jid = svc.store.submit(JobSpec(name="four", resources={"accelerators": 4}, command=["true"]))["id"]
+    j = wait_for(lambda: (x := svc.store.get_job(jid))["state"] in ("succeeded", "failed") and x, what="four")
+    assert j["state"] == "succeeded" and j["attempt_list"][0]["placement"]["nodes"] == [victim]

@@ -197,7 +197,7 @@ class RayExecutor(Executor):
 
     def __init__(self, data_dir: str | Path, address: str = "auto", *, work_root: str | Path | None = None,
                  checkpoint_root: str | Path | None = None, grace_s: float = 5.0, agent_timeout_s: float = 30.0,
-                 poll_s: float = 0.2, start_timeout_s: float = 60.0) -> None:
+                 poll_s: float = 0.2, start_timeout_s: float = 60.0, wait_s: float = 0.05) -> None:
         import ray
 
         self.root = Path(data_dir).resolve()
@@ -208,6 +208,9 @@ class RayExecutor(Executor):
         self.agent_timeout_s = agent_timeout_s
         self.poll_s = poll_s
         self.start_timeout_s = start_timeout_s
+        self.wait_s = wait_s  # how long one poll waits for the nodes' answers (the rest are collected later)
+        self._inflight: dict[Any, tuple[str, dict[int, dict[int, int]], float]] = {}
+        self._health_inflight: dict[Any, str] = {}
         if not ray.is_initialized():
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING,
                      configure_logging=False)
@@ -275,14 +278,18 @@ class RayExecutor(Executor):
                 log.warning("agent of node %s failed to start: %s", node.name, e)
                 node.info_ref = None
 
-    def _probe_health(self, timeout: float) -> None:
-        live = [n for n in self._nodes.values() if n.alive and n.info is not None]
-        refs = {n.agent.health.remote(): n for n in live}
-        if not refs:
+    def _probe_health(self) -> None:
+        """Health of every node, one probe in flight per node (answers collected as they come)."""
+        busy = set(self._health_inflight.values())
+        for n in self._nodes.values():
+            if n.alive and n.info is not None and n.node_id not in busy:
+                self._health_inflight[n.agent.health.remote()] = n.node_id
+        if not self._health_inflight:
             return
-        ready, _ = self._ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        refs = list(self._health_inflight)
+        ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=max(self.wait_s, 0.5))
         for ref in ready:
-            node = refs[ref]
+            node = self._nodes[self._health_inflight.pop(ref)]
             try:
                 node.health = self._ray.get(ref)
                 node.ok()
@@ -290,6 +297,9 @@ class RayExecutor(Executor):
                 node.alive = False
             except Exception as e:
                 log.warning("health of node %s: %s", node.name, e)
+        for ref, nid in list(self._health_inflight.items()):
+            if not self._nodes[nid].alive:
+                del self._health_inflight[ref]
 
     def _node_info(self, node: _Node) -> NodeInfo:
         info = node.info or {}
@@ -312,7 +322,7 @@ class RayExecutor(Executor):
         self._refresh()
         self._resolve_infos(self.start_timeout_s if self._first else 0.5)
         self._first = False
-        self._probe_health(2.0)
+        self._probe_health()
         return [self._node_info(n) for n in self._nodes.values() if self._usable(n)]
 
     def _node(self, name: str) -> _Node:
@@ -360,33 +370,35 @@ class RayExecutor(Executor):
 
     # -- observe -------------------------------------------------------------------------------------------
     def _sync(self) -> None:
+        """One ``sync`` call per node in flight at a time: answers are collected as they come (a node that does not
+        answer - frozen, unplugged - never holds up the controller for more than ``wait_s``)."""
         self._synced = time.monotonic()
+        busy = {name for name, _req, _t in self._inflight.values()}
         reqs: dict[str, dict[int, dict[int, int]]] = {}
         for h in self._handles.values():
             if h.final is not None:
                 continue
             for name, part in h.parts.items():
-                if not part.done and not part.lost:
+                if not part.done and not part.lost and name not in busy:
                     reqs.setdefault(name, {})[h.attempt_id] = {r: h.offsets.get(r, 0) for r in part.ranks}
-        refs: dict[Any, str] = {}
         for name, req in reqs.items():
             nid = self._by_name.get(name)
             node = self._nodes.get(nid) if nid else None
             if node is None or not node.alive or node.agent is None:
                 self._mark_lost(name, req)
                 continue
-            refs[node.agent.sync.remote(req)] = name
-        if not refs:
+            self._inflight[node.agent.sync.remote(req)] = (name, req, time.monotonic())
+        if not self._inflight:
             return
-        ready, _ = self._ray.wait(list(refs), num_returns=len(refs), timeout=2.0)
+        ready, _ = self._ray.wait(list(self._inflight), num_returns=len(self._inflight), timeout=self.wait_s)
         for ref in ready:
-            name = refs[ref]
+            name, req, _t = self._inflight.pop(ref)
             node = self._nodes[self._by_name[name]]
             try:
                 res = self._ray.get(ref)
             except self._ray.exceptions.RayActorError:
                 node.alive = False
-                self._mark_lost(name, reqs[name])
+                self._mark_lost(name, req)
                 continue
             except Exception as e:
                 log.warning("sync with node %s: %s", name, e)
@@ -394,7 +406,7 @@ class RayExecutor(Executor):
             node.ok()
             for aid, st in res.items():
                 h = self._handles.get(aid)
-                if h is None:
+                if h is None or name not in h.parts:
                     continue
                 part = h.parts[name]
                 if st.get("unknown"):  # the agent does not know it (a new agent on a node that came back)
@@ -405,12 +417,15 @@ class RayExecutor(Executor):
                 h.codes.update(st["codes"])
                 if st["done"]:
                     part.done, part.code = True, st["code"]
-        for name in reqs:
+        now = time.monotonic()
+        for ref, (name, req, t) in list(self._inflight.items()):
             nid = self._by_name.get(name)
             node = self._nodes.get(nid) if nid else None
-            if node is not None and time.monotonic() - node.last_ok > self.agent_timeout_s:
-                node.alive = False
-                self._mark_lost(name, reqs[name])
+            if node is None or not node.alive or now - t > self.agent_timeout_s:
+                if node is not None:
+                    node.alive = False
+                del self._inflight[ref]
+                self._mark_lost(name, req)
 
     def _mark_lost(self, name: str, req: dict[int, dict[int, int]]) -> None:
         nid = self._by_name.get(name)
