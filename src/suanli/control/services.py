@@ -158,8 +158,9 @@ class ServiceManager:
 
     # -- life cycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="suanli-services", daemon=True)
-        self._thread.start()
+        t = threading.Thread(target=self._run, name="suanli-services", daemon=True)
+        t.start()  # published once started: a stop() racing with start() never joins an unstarted thread
+        self._thread = t
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
