@@ -141,7 +141,10 @@ def up(
     console.print("  Ctrl-C stops" + (" (running jobs keep running)" if keep_jobs else " (running jobs are requeued)"))
     if rotate_admin_token:
         console.print("  admin token rotated: every earlier admin token is revoked")
-    if virtual is None:
+    if ray is not None:
+        err_console.print("[bold yellow]note:[/] with --ray, jobs run as the Ray workers' OS user on each node "
+                          "(per-tenant users are for the local executor; see docs/security.md)", highlight=False)
+    elif virtual is None:
         warn = users.warning()
         if warn:
             err_console.print(f"[bold yellow]warning:[/] {warn}", highlight=False)

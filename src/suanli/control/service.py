@@ -190,7 +190,8 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
         ex = LocalExecutor(dd, node=me, grace_s=grace_s, checkpoint_root=checkpoint_root,
                            health_probe=device_probe(devs, name), users=users, log_policy=log_policy)
     tok_path = ensure_admin_token(store, dd, rotate=rotate_admin_token)
-    secure_data_dir(dd, users)  # 0700 (0711 when jobs run as other users), its files 0600
+    # 0700 (0711 when local jobs run as other users: they reach their job directories by path), its files 0600
+    secure_data_dir(dd, users if isinstance(ex, LocalExecutor) else JobUsers("shared"))
     metrics = Metrics()
     metrics.store = store
     metrics.sampler = Sampler(store, interval_s=sample_s)

@@ -45,6 +45,7 @@ __all__ = [
     "RankPlan",
     "StopReason",
     "rank_env",
+    "termination_grace",
 ]
 
 
@@ -143,6 +144,12 @@ def rank_env(a: AttemptSpec, r: RankPlan, world: int, master_addr: str, master_p
         "LOCAL_WORLD_SIZE": str(r.local_world), "NODE_RANK": str(r.node_rank), "GROUP_RANK": str(r.node_rank),
         "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port),
     }
+
+
+def termination_grace(spec: dict[str, Any]) -> float | None:
+    """The job's ``termination_grace`` in seconds (None: the executor's default)."""
+    g = spec.get("termination_grace")
+    return None if g is None else float(g)
 
 
 @dataclass

@@ -49,6 +49,7 @@ from suanli.control.executors.base import (
     NodeInfo,
     RankPlan,
     rank_env,
+    termination_grace,
 )
 from suanli.control.logs import LogPolicy, rotate_if_needed
 from suanli.control.types import DeviceHealth, StopReason
@@ -132,11 +133,6 @@ def newest_mtime(d: Path) -> float | None:
     except OSError:
         return None
     return best
-
-
-def _grace(spec: dict[str, Any]) -> float | None:
-    g = spec.get("termination_grace")
-    return None if g is None else float(g)
 
 
 def _free_port() -> int:
@@ -276,7 +272,7 @@ class LocalExecutor(Executor):
             raise
         procs = [(p.pid, proc_start_ticks(p.pid) or 0) for p in popens]
         return LocalHandle(a.job_id, a.attempt_id, a.n, pgid=pgid, procs=procs, exit_files=exit_files,
-                           popens=popens, ranks=[r.rank for r in ranks], grace_s=_grace(a.spec))
+                           popens=popens, ranks=[r.rank for r in ranks], grace_s=termination_grace(a.spec))
 
     # -- adopt after a restart -----------------------------------------------------------------------------
     def adopt(self, records: list[AttemptRecord]) -> dict[int, Adoption]:
@@ -324,7 +320,7 @@ class LocalExecutor(Executor):
             with contextlib.suppress(OSError):
                 pgid = os.getpgid((ps or extra)[0][0])
         return LocalHandle(rec.job_id, rec.attempt_id, rec.n, pgid=pgid or 0, procs=ps, exit_files=exit_files,
-                           popens=None, extra=extra, ranks=list(ranks), grace_s=_grace(rec.spec))
+                           popens=None, extra=extra, ranks=list(ranks), grace_s=termination_grace(rec.spec))
 
     # -- observe -------------------------------------------------------------------------------------------
     @staticmethod

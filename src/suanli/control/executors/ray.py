@@ -43,6 +43,7 @@ from suanli.control.executors.base import (
     NodeInfo,
     NodeUnavailable,
     RankPlan,
+    termination_grace,
 )
 from suanli.control.types import DeviceHealth, StopReason
 
@@ -348,7 +349,7 @@ class RayExecutor(Executor):
             first.alive = False
             raise NodeUnavailable(f"node {a.nodes[0]}: {type(e).__name__}") from None
         refs = {name: nodes[name].agent.start.remote(a, rs, world, addr, port) for name, rs in by_node.items()}
-        h = RayHandle(a.job_id, a.attempt_id, a.n,
+        h = RayHandle(a.job_id, a.attempt_id, a.n, grace_s=termination_grace(a.spec),
                       parts={name: _Part(name, [r.rank for r in rs]) for name, rs in by_node.items()})
         try:
             for name, ref in refs.items():
@@ -491,7 +492,7 @@ class RayExecutor(Executor):
         assert isinstance(h, RayHandle)
         if h.stopping is None:
             h.stopping = StopReason(why)
-        g = self.grace_s if grace_s is None else grace_s
+        g = grace_s if grace_s is not None else h.grace_s if h.grace_s is not None else self.grace_s  # the job's
         self._each(h, "stop", str(StopReason(why)), g)
         h.kill_at = time.monotonic() + g + 1.0  # the agents kill at the grace period; this is the backstop
 
@@ -527,7 +528,7 @@ class RayExecutor(Executor):
             by_node = plans[rec.attempt_id]
             world = sum(len(v) for v in by_node.values())
             got = {name: answers.get(name, {}).get(rec.attempt_id) for name in by_node}
-            h = RayHandle(rec.job_id, rec.attempt_id, rec.n,
+            h = RayHandle(rec.job_id, rec.attempt_id, rec.n, grace_s=termination_grace(rec.spec),
                           parts={name: _Part(name, ranks) for name, ranks in by_node.items()})
             started = sum(g[2] for g in got.values() if g is not None and g[0] != AdoptVerdict.NOT_STARTED)
             unreachable = [name for name, g in got.items() if g is None]
