@@ -52,8 +52,7 @@ def parse_since(text: str, now: float | None = None, *, name: str = "--since") -
     try:
         d = datetime.fromisoformat(str(text).strip())
     except ValueError:
-        raise SuanliError(f"{name}: {text!r} is neither a duration (30d, 12h, 2w, 90m) nor an ISO date "
-                          f"(2026-11-01)") from None
+        raise SuanliError(f"{name}: {text!r} is not a duration (30d, 12h) or an ISO date") from None
     if d.tzinfo is None:
         d = d.replace(tzinfo=UTC)
     return d.timestamp()
@@ -67,7 +66,7 @@ def parse_by(text: str | Sequence[str] | None) -> tuple[str, ...]:
     keys = tuple(p.strip().lower() for p in parts if p.strip())
     bad = [k for k in keys if k not in GROUPS]
     if bad:
-        raise SuanliError(f"--by: unknown grouping {bad[0]!r} (choose from {', '.join(GROUPS)}, comma-separated)")
+        raise SuanliError(f"--by: unknown grouping {bad[0]!r} (choose from {', '.join(GROUPS)})")
     if len(set(keys)) != len(keys):
         raise SuanliError(f"--by: {text!r} names a grouping twice")
     return keys

@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from suanli.api import logs
 from suanli.api.deps import ControllerView, Ctx
 from suanli.api.errors import BodyLimit, install_handlers
-from suanli.api.routers import fleet, gateway, history, jobs, meta, nodes, plan, queues, tenants, ui
+from suanli.api.routers import fleet, gateway, history, jobs, meta, nodes, plan, queues, report, tenants, ui
 from suanli.api.routers import services as services_router
 from suanli.control.logs import FollowerLimit
 from suanli.control.metrics import Metrics, RouteTimer
@@ -63,7 +63,7 @@ def create_app(store: Store, *, data_dir: str | Path | None = None, controller: 
     install_handlers(app)
     # the gateway first: its routes are the hot path (routing tries the routes in order)
     for r in (gateway.router, jobs.router, nodes.router, fleet.router, queues.router, tenants.router, history.router,
-              plan.router, meta.router, services_router.router, ui.router):
+              plan.router, meta.router, services_router.router, report.router, ui.router):
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=ui.STATIC), name="static")
     meta.install_docs(app)  # Swagger UI and ReDoc from local files

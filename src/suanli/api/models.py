@@ -280,3 +280,48 @@ class History(BaseModel):
     window: str
     step_s: float | None = Field(description="seconds between samples (None: not known)")
     samples: list[Sample]
+
+
+# -- accounting ------------------------------------------------------------------------------------------------
+class UsageRow(BaseModel):
+    """One row of the accounting report: the grouping key(s) of ``by`` (the others are absent), then the figures
+    (null where unknown: a price or TDP missing from the catalog and the fleet file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tenant: str | None = None
+    queue: str | None = None
+    model: str | None = None
+    node: str | None = None
+    job: int | None = None
+    job_name: str | None = None
+    chip_hours: float
+    useful_chip_hours: float
+    lost_chip_hours: float
+    lost_by_cause: dict[str, float] = Field(description="lost chip-hours per attempt outcome")
+    goodput: float | None = Field(description="useful / allocated chip-hours")
+    utilisation: float | None = Field(description="allocated / (devices x window); --by model or node only")
+    energy_kwh: float | None = Field(description="facility energy (measured or modelled board energy x PUE)")
+    energy_measured_share: float | None
+    usd: float | None = Field(description="amortised price + energy at the tariff + node-hour overheads")
+    usd_per_useful_chip_hour: float | None
+    tokens: float | None = Field(description="tokens served (from a serving gateway); null until reported")
+    usd_per_million_tokens: float | None
+    records: int
+
+
+class UsageSeriesPoint(BaseModel):
+    tenant: str
+    model: str
+    at: float = Field(description="bucket start (epoch seconds), by the records' end time")
+    chip_s: float
+
+
+class UsageReport(BaseModel):
+    since: float
+    until: float
+    by: list[str]
+    rows: list[UsageRow]
+    total: UsageRow
+    series: list[UsageSeriesPoint] | None = None
+    by_model: list[UsageRow] | None = None
+

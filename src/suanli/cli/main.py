@@ -11,6 +11,7 @@ from suanli.cli import catalog
 from suanli.cli import client as client_cli
 from suanli.cli import plan as plan_cli
 from suanli.cli import replay as replay_cli
+from suanli.cli import report as report_cli
 from suanli.cli import serve as serve_cli
 from suanli.cli import services as services_cli
 from suanli.cli import sim as sim_cli
@@ -31,6 +32,7 @@ app.add_typer(plan_cli.app, name="plan")
 app.command("sim")(sim_cli.sim)
 app.command("up")(up_cli.up)
 app.command("replay")(replay_cli.replay)
+app.command("report")(report_cli.report)
 client_cli.register(app)
 services_cli.register(app)
 app.command("demo")(demo)

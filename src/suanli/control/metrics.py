@@ -81,6 +81,10 @@ class Metrics:
         self.sampler: Sampler | None = None  # the history sampler, fed each snapshot
         self._store_hooked: set[int] = set()
         self.registry.register(_Live(self))
+        self.accounting: Any = None  # accounting.pricing.Accounting of the usage counters (None: defaults)
+        from suanli.control.usage import UsageCounters
+
+        self.registry.register(UsageCounters(self))
 
     def watch_store(self, store: Store) -> None:
         """Time every write transaction of ``store`` (SQLAlchemy engine events; reads are not counted)."""

@@ -19,6 +19,7 @@ from suanli.control.logs import LogPolicy
 from suanli.control.metrics import Metrics
 from suanli.control.services import ServiceManager
 from suanli.control.store import Store, hash_token
+from suanli.control.usage import accounting_from_dir
 from suanli.devices import LocalDevice, discover, health, host_cpu_memory, parse_declared
 from suanli.errors import SuanliError
 
@@ -194,6 +195,7 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
     secure_data_dir(dd, users if isinstance(ex, LocalExecutor) else JobUsers("shared"))
     metrics = Metrics()
     metrics.store = store
+    metrics.accounting = accounting_from_dir(dd)  # <data>/fleet.yaml: PUE, prices, tariff (suanli report)
     metrics.sampler = Sampler(store, interval_s=sample_s)
     services = ServiceManager(store)
     ctl = Controller(store, ex, policy=policy, tick_s=tick_s, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s,

@@ -761,7 +761,8 @@ class Store:
         return out
 
     # -- accounting ------------------------------------------------------------------------------------------
-    def usage_cells(self, since: float, until: float, keys: Sequence[str]) -> list[dict[str, Any]]:
+    def usage_cells(self, since: float, until: float, keys: Sequence[str], tenant: str | None = None
+                    ) -> list[dict[str, Any]]:
         """Usage records ending in [since, until], summed per (``keys``, model, node, outcome); records that straddle
         a bound count for the share of their time inside. ``keys``: columns of ``usage`` (``job`` means job_id and
         job_name). Sums: ``records``, ``chip_s``, ``useful_chip_s``, ``lost_chip_s``, ``unmeasured_chip_s`` (no
@@ -780,11 +781,14 @@ class Store:
                        .label("unmeasured_chip_s"),
                        sa.func.sum(sa.func.coalesce(u.c.energy_j, 0.0) * f).label("energy_j"))
              .where(u.c.ended_at >= since, u.c.started_at <= until).group_by(*cols))
+        if tenant is not None:
+            q = q.where(u.c.tenant == tenant)
         with self.read() as c:
             rows = c.execute(q).all()
         return [dict(r._mapping) for r in rows]
 
-    def usage_series(self, since: float, until: float, step_s: float) -> list[dict[str, Any]]:
+    def usage_series(self, since: float, until: float, step_s: float, tenant: str | None = None
+                     ) -> list[dict[str, Any]]:
         """Chip-seconds per (tenant, model, bucket of ``step_s`` by end time) of the records ending in [since, until]
         (the plots of ``suanli report``)."""
         u = db.usage
@@ -793,6 +797,8 @@ class Store:
         q = (sa.select(u.c.tenant, u.c.model, bucket, sa.func.sum(u.c.chip_s * _window_share(u, since, until))
                        .label("chip_s"))
              .where(u.c.ended_at >= since, u.c.started_at <= until).group_by(u.c.tenant, u.c.model, bucket))
+        if tenant is not None:
+            q = q.where(u.c.tenant == tenant)
         with self.read() as c:
             rows = c.execute(q).all()
         return [{"tenant": r.tenant, "model": r.model, "at": int(r.b) * step_s, "chip_s": float(r.chip_s or 0.0)}
@@ -804,6 +810,7 @@ class Store:
         u = db.usage
         with self.read() as c:
             rows = c.execute(sa.select(u.c.tenant, u.c.model, u.c.node, sa.func.sum(u.c.chip_s).label("chip_s"),
+                                       sa.func.sum(u.c.useful_chip_s).label("useful_chip_s"),
                                        sa.func.sum(sa.case((u.c.energy_j.is_(None), u.c.chip_s), else_=0.0))
                                        .label("unmeasured_chip_s"),
                                        sa.func.sum(sa.func.coalesce(u.c.energy_j, 0.0)).label("energy_j"))

@@ -73,3 +73,99 @@ def records(*, attempt_id: int, job_id: int, job: Mapping[str, Any], placement: 
             "energy_j": None if e is None else float(e),
         })
     return rows
+
+
+def accounting_from_dir(data_dir: Any) -> Any:
+    """The accounting settings of a control plane: ``<data>/fleet.yaml`` (a fleet file with ``accounting`` and
+    per-pool ``pue``/``price_usd``/``node_hour_usd``) when there is one, else the defaults."""
+    from pathlib import Path
+
+    from suanli.accounting.pricing import Accounting
+
+    f = Path(data_dir) / "fleet.yaml" if data_dir is not None else None
+    return Accounting.from_file(f) if f is not None and f.is_file() else Accounting()
+
+
+# -- reports and counters (reads) ---------------------------------------------------------------------------
+def make_report(store: Any, *, since: float, until: float, by: tuple[str, ...], acct: Any = None,
+                tenant: str | None = None, series_step_s: float | None = None) -> dict[str, Any]:
+    """The accounting report of the usage records ending in [since, until] (``tenant``: only that tenant's):
+    {since, until, by, rows, total, series?}. ``acct``: an ``accounting.pricing.Accounting`` (default: catalog
+    prices, the planner's default PUE and tariff)."""
+    from suanli.accounting.pricing import Accounting
+    from suanli.accounting.report import build_rows, total_row
+
+    acct = acct or Accounting()
+    cells = store.usage_cells(since, until, by, tenant=tenant)
+    inv = store.device_inventory() if tenant is None else None
+    rows = build_rows(cells, by, acct, window_s=until - since, inventory=inv)
+    total = total_row(rows)
+    if inv is not None and until > since:
+        devs = sum(inv.values())
+        total["utilisation"] = total["chip_hours"] * 3600.0 / (devs * (until - since)) if devs else None
+    out: dict[str, Any] = {"since": since, "until": until, "by": list(by), "rows": rows, "total": total}
+    if series_step_s:
+        out["series"] = store.usage_series(since, until, series_step_s, tenant=tenant)
+        out["by_model"] = build_rows(store.usage_cells(since, until, ("model",), tenant=tenant), ("model",), acct)
+    return out
+
+
+class UsageCounters:
+    """Prometheus counters from the usage records (exact across restarts: read from the store, cached a few
+    seconds): ``suanli_usage_chip_seconds_total{tenant,model}``, ``suanli_usage_useful_chip_seconds_total``
+    and ``suanli_usage_energy_joules_total{tenant,model}`` (facility energy: measured or modelled, times PUE)."""
+
+    def __init__(self, metrics: Any, cache_s: float = 10.0) -> None:
+        self.m = metrics
+        self.cache_s = cache_s
+        self._at = -1e18
+        self._rows: list[tuple[str, str, float, float, float | None]] = []
+
+    def _read(self) -> list[tuple[str, str, float, float, float | None]]:
+        import time
+
+        from suanli.accounting.pricing import J_PER_KWH
+
+        now = time.monotonic()
+        if now - self._at < self.cache_s:
+            return self._rows
+        store = self.m.store
+        acct = getattr(self.m, "accounting", None)
+        if acct is None:
+            from suanli.accounting.pricing import Accounting
+
+            acct = Accounting()
+        agg: dict[tuple[str, str], list[Any]] = {}
+        for r in store.usage_totals() if store is not None else []:
+            a = agg.setdefault((r["tenant"], r["model"]), [0.0, 0.0, 0.0])
+            a[0] += float(r["chip_s"] or 0.0)
+            a[1] += float(r["useful_chip_s"] or 0.0)
+            kwh, _ = acct.cost(r["node"], r["model"], float(r["chip_s"] or 0.0),
+                               float(r["unmeasured_chip_s"] or 0.0), float(r["energy_j"] or 0.0))
+            if kwh is None or a[2] is None:
+                a[2] = None
+            else:
+                a[2] += kwh * J_PER_KWH
+        self._rows = [(t, m, v[0], v[1], v[2]) for (t, m), v in sorted(agg.items())]
+        self._at = now
+        return self._rows
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        rows = self._read()
+        cs = CounterMetricFamily("suanli_usage_chip_seconds", "Chip-seconds of ended attempts (usage records)",
+                                 labels=["tenant", "model"])
+        us = CounterMetricFamily("suanli_usage_useful_chip_seconds", "Chip-seconds whose work was kept",
+                                 labels=["tenant", "model"])
+        en = CounterMetricFamily("suanli_usage_energy_joules", "Facility energy of ended attempts (measured or "
+                                 "modelled board energy x PUE); absent where the TDP is unknown",
+                                 labels=["tenant", "model"])
+        for t, m, chip_s, useful, joules in rows:
+            cs.add_metric([t, m], chip_s)
+            us.add_metric([t, m], useful)
+            if joules is not None:
+                en.add_metric([t, m], joules)
+        yield cs
+        yield us
+        yield en
