@@ -170,6 +170,7 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
 
         devs: list[LocalDevice] = []
         name = node or "virtual"
+        users = JobUsers("shared")  # no process runs: no other user needs to reach the job directories
         ex = VirtualExecutor(virtual_cluster(virtual), dd, speed=speed, faults=parse_faults(fault_rate, fault_seed),
                              grace_s=grace_s)
         retry_base_s, retry_cap_s = retry_base_s / ex.speed, retry_cap_s / ex.speed
