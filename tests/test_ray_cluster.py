@@ -198,7 +198,7 @@ def test_sigkill_controller_with_ranks_on_several_nodes(cluster: tuple[Cluster, 
     url = f"http://127.0.0.1:{port}"
     argv = [sys.executable, "-m", "suanli.cli.main", "up", "--ray", c.address, "--port", str(port), "--data-dir",
             str(data), "--checkpoint-root", str(base / "ckpt2"), "--ray-work-dir", str(base / "work2"),
-            "--retry-backoff", "0.1"]
+            "--retry-backoff", "0.1", "--job-users", "shared"]
 
     def start() -> subprocess.Popen[bytes]:
         p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(base / "up.log", "ab"))  # noqa: SIM115

@@ -183,7 +183,7 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
         devs = []
         name = "ray"
         ex = RayExecutor(dd, ray, work_root=ray_work_dir, checkpoint_root=checkpoint_root, grace_s=grace_s,
-                         agent_timeout_s=agent_timeout_s)
+                         agent_timeout_s=agent_timeout_s, users=users, log_policy=log_policy)
     else:
         devs = parse_declared(devices) if devices else discover()
         name = node or socket.gethostname() or "local"

@@ -59,13 +59,20 @@ class NodeAgent:
     """One per node: devices, health, and the ranks placed on the node (through a :class:`LocalExecutor`)."""
 
     def __init__(self, name: str, root: str, checkpoint_root: str | None, grace_s: float, labels: dict[str, str],
-                 env: dict[str, str]) -> None:
+                 env: dict[str, str], users: tuple[str, dict[str, str]] = ("shared", {}),
+                 log_policy: Any = None) -> None:
+        from suanli.control import isolation as iso
         from suanli.control.executors.local import LocalExecutor
 
         os.environ.update(env)
         self.name = name
         self.labels = labels
-        self.ex = LocalExecutor(Path(root), grace_s=grace_s, checkpoint_root=checkpoint_root)
+        # the controller's tenant-isolation rule, applied on this node (issue 9): per-tenant OS users when asked;
+        # a node that cannot switch users refuses to start rather than run tenants' jobs unisolated
+        job_users = iso.JobUsers(users[0], dict(users[1]))
+        iso.secure_data_dir(Path(root), job_users)
+        self.ex = LocalExecutor(Path(root), grace_s=grace_s, checkpoint_root=checkpoint_root, users=job_users,
+                                log_policy=log_policy)
         self.handles: dict[int, Any] = {}
         self.devices = self._devices()
 
@@ -198,7 +205,8 @@ class RayExecutor(Executor):
 
     def __init__(self, data_dir: str | Path, address: str = "auto", *, work_root: str | Path | None = None,
                  checkpoint_root: str | Path | None = None, grace_s: float = 5.0, agent_timeout_s: float = 30.0,
-                 poll_s: float = 0.2, start_timeout_s: float = 60.0, wait_s: float = 0.05) -> None:
+                 poll_s: float = 0.2, start_timeout_s: float = 60.0, wait_s: float = 0.05, users: Any = None,
+                 log_policy: Any = None) -> None:
         import ray
 
         self.root = Path(data_dir).resolve()
@@ -209,6 +217,8 @@ class RayExecutor(Executor):
         self.agent_timeout_s = agent_timeout_s
         self.poll_s = poll_s
         self.start_timeout_s = start_timeout_s
+        self.users = ("shared", {}) if users is None else (users.mode, dict(users.user_map))
+        self.log_policy = log_policy
         self.wait_s = wait_s  # how long one poll waits for the nodes' answers (the rest are collected later)
         self._inflight: dict[Any, tuple[str, dict[int, dict[int, int]], float]] = {}
         self._health_inflight: dict[Any, str] = {}
@@ -240,7 +250,7 @@ class RayExecutor(Executor):
             get_if_exists=True, num_cpus=0, max_concurrency=8, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
         ).remote(node.name, os.path.join(self.work_root, node.name), self.checkpoint_root, self.grace_s,
-                 {k: str(v) for k, v in node.labels.items()}, self._agent_env)
+                 {k: str(v) for k, v in node.labels.items()}, self._agent_env, self.users, self.log_policy)
 
     def _refresh(self) -> None:
         seen: set[str] = set()
