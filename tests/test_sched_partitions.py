@@ -124,3 +124,24 @@ def test_cluster_file_binds_pools_to_partitions(tmp_path) -> None:
     bad.write_text("pools:\n  - {name: h, count: 1, accelerator: H100, partitions: ['no spaces']}\n")
     with pytest.raises(Exception, match="partition name"):
         load_cluster(bad)
+
+
+def test_a_long_blocked_partition_does_not_use_up_the_pass_window() -> None:
+    s = Scheduler(two_partitions(), "fifo", window=3)
+    st = s.new_state()
+    st.submit(Job(id="fill-a", count=8, partitions=("A",), submit_time=0))
+    st.apply(s.decide(st, 0), 0)
+    for i in range(10):  # far more blocked A jobs than the window, all in one queue with B's job
+        st.submit(Job(id=f"a{i}", count=1, partitions=("A",), submit_time=1 + i))
+    st.submit(Job(id="b", count=1, partitions=("B",), submit_time=20))
+    assert [x.job_id for x in s.decide(st, 30).starts] == ["b"]
+    # the same with each partition in its own queue (the twin's layout): A's queue is dropped after its head
+    s2 = Scheduler(two_partitions(), "fifo", window=3)
+    st2 = s2.new_state()
+    st2.submit(Job(id="fill-a", count=8, partitions=("A",), queue="A", submit_time=0))
+    st2.apply(s2.decide(st2, 0), 0)
+    for i in range(10):
+        st2.submit(Job(id=f"a{i}", count=1, partitions=("A",), queue="A", submit_time=1 + i))
+    st2.submit(Job(id="b", count=1, partitions=("B",), queue="B", submit_time=20))
+    d = s2.decide(st2, 30)
+    assert [x.job_id for x in d.starts] == ["b"] and d.tested == 2  # A's head and B's job, nothing else

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from suanli.catalog.accelerators import accelerator, is_known_accelerator
@@ -36,7 +36,7 @@ from suanli.sched.alloc import WHOLE, Placement
 from suanli.sched.placement import BestFitPacker, Packer, PlacementConfig, Placer, RandomPacker
 from suanli.sched.policy import REGISTRY, Policy, make_policy
 from suanli.sched.preempt import preempt_for, priority_victim
-from suanli.sched.state import Decisions, Key, Preempt, RunningJob, SchedState, Start
+from suanli.sched.state import MIXED, Decisions, Key, Preempt, RunningJob, SchedState, Start
 from suanli.workload.spec import Job
 
 POLICIES = tuple(REGISTRY)  # fifo, backfill, sjf, las, fair, gavel (suanli.sched.policy)
@@ -391,6 +391,27 @@ class _Pass:
         rest = (e for e in pend.entries() if e[2] not in prom)
         return (jobs[jid] for _, _, jid in heapq.merge(first, rest))
 
+    def order_dropping_blocked(self, blocked: set[str]) -> Iterator[Job]:
+        """fifo with partitions: the pending jobs in order, queue by queue merged, leaving out the rest of a queue
+        as soon as one of its jobs was blocked when all its jobs name the same partitions (they are all behind
+        it). A pass then costs the heads of the partitions' queues, not every waiting job of a blocked one."""
+        pend = self.state.pending
+        jobs, lists, qparts = pend.jobs, pend.by_queue, pend.queue_parts
+        s = self.s
+        heap = [(lst[0], q, 0) for q, lst in lists.items() if lst]
+        heapq.heapify(heap)
+        while heap:
+            e, q, i = heapq.heappop(heap)
+            job = jobs[e[2]]
+            yield job
+            if qparts.get(q) is not MIXED and blocked:
+                parts = s.job_partitions(job)
+                if parts is None or not blocked.isdisjoint(parts):
+                    continue  # this queue's remaining jobs are blocked too
+            lst = lists[q]
+            if i + 1 < len(lst):
+                heapq.heappush(heap, (lst[i + 1], q, i + 1))
+
     # -- basic moves ----------------------------------------------------------------------------------------
     def try_place(self, job: Job) -> tuple[Placement, int] | None:
         sh = self.s.shape(job)
@@ -490,14 +511,16 @@ class _Pass:
         splits: dict[tuple[object, ...], tuple[list[int], list[int]]] = {}
         tested = 0
         skipped = 0  # jobs looked at that did not start: bounded by the window
-        for job in self.order():
+        it = self.order()
+        if blocking == "block" and parted and len(self.state.pending.by_queue) > 1:
+            it = self.order_dropping_blocked(blocked)
+        for job in it:
             if skipped >= s.window:
                 break
             tested += 1
             parts = s.job_partitions(job) if parted else None
             if blocked and (parts is None or not blocked.isdisjoint(parts)):
-                skipped += 1  # fifo: behind a blocked job of its partition
-                continue
+                continue  # fifo: behind a blocked job of its partition (cheap: not counted against the window)
             if not resv or parts is None:
                 rel = resv
             else:

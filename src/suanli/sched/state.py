@@ -21,6 +21,7 @@ from suanli.sched.alloc import Allocation, Placement
 from suanli.workload.spec import Job
 
 Key = tuple[Any, ...]
+MIXED = object()  # PendingQueue.queue_parts: a queue whose jobs name different partitions
 
 
 @dataclass(slots=True)
@@ -58,6 +59,8 @@ class PendingQueue:
         self.jobs: dict[int | str, Job] = {}
         self._keys: dict[int | str, Key] = {}
         self.by_queue: dict[str, list[tuple[Key, int, int | str]]] = {}
+        # per queue: the partitions every one of its jobs names (None: none names any), or MIXED
+        self.queue_parts: dict[str, object] = {}
         self.n_partial = 0  # pending jobs that need less than a whole device (shares, CPU-only)
         self.due: list[tuple[float, int, int | str]] = []
         self._due: dict[int | str, float] = {}
@@ -74,7 +77,13 @@ class PendingQueue:
         k = self.key(job)
         self.jobs[job.id] = job
         self._keys[job.id] = k
-        bisect.insort(self.by_queue.setdefault(job.queue, []), (k, job.seq, job.id))
+        lst = self.by_queue.get(job.queue)
+        if lst is None:
+            lst = self.by_queue[job.queue] = []
+            self.queue_parts[job.queue] = job.partitions
+        elif self.queue_parts[job.queue] is not MIXED and self.queue_parts[job.queue] != job.partitions:
+            self.queue_parts[job.queue] = MIXED
+        bisect.insort(lst, (k, job.seq, job.id))
         self.n_partial += job.count == 0 or job.milli < 1000
         if self.promote_at is not None:
             t = self.promote_at(job)
@@ -90,6 +99,7 @@ class PendingQueue:
         del lst[i]
         if not lst:
             del self.by_queue[job.queue]
+            del self.queue_parts[job.queue]
         self.n_partial -= job.count == 0 or job.milli < 1000
         if self._due:
             t = self._due.pop(job_id, None)

@@ -73,7 +73,7 @@ class Workload:
             mem_mib=int(self.mem_mib[i]),
             gang=bool(self.gang[i]),
             priority=int(self.priority[i]),
-            queue=t if queue_by_tenant else "default",
+            queue=t if queue_by_tenant else (self.partitions[pa] if pa >= 0 else "default"),
             tenant=t,
             submit_time=float(self.submit[i]),
             expected_runtime=None if est != est else est,
@@ -99,7 +99,8 @@ class Workload:
             tn = tenants[t]
             out.append(Job(id=start + k, count=cnt, milli=mi, models=sets[ms] if ms >= 0 else None,
                            per_node=pn if pn > 0 else None, cpu_milli=cpu, mem_mib=mem, gang=g, priority=pr,
-                           queue=tn if queue_by_tenant else "default", tenant=tn, submit_time=sub,
+                           queue=tn if queue_by_tenant else (self.partitions[pa] if pa >= 0 else "default"),
+                           tenant=tn, submit_time=sub,
                            expected_runtime=None if est != est else est, kind=KINDS[kd], preemptible=pre,
                            partitions=parts[pa] if pa >= 0 else None, speeds=tsp[jt] if jt >= 0 else None,
                            seq=start + k))
