@@ -58,7 +58,8 @@ def start(data: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.Popen([sys.executable, "-m", "suanli.cli.main", "up", "--data-dir", str(data), "--port",
-                          str(port), "--node", "bench"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          str(port), "--node", "bench", "--job-users", "shared"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE,
                          env=env)
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 60

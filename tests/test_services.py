@@ -32,7 +32,8 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, st
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.Popen([sys.executable, "-m", "suanli.cli.main", "up", "--port", str(port), "--retry-backoff",
-                          "0.1"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                          "0.1", "--job-users", "shared"], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 30
     while True:
