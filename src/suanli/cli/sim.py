@@ -137,9 +137,9 @@ def sim(
 
         with prog:
             runs = run_policies(cl, w, policies, seed=seed, failures=fc, sched_kwargs=skw,
-                                progress=cb)
+                                progress=cb, usage=out is not None)
     else:
-        runs = run_policies(cl, w, policies, seed=seed, failures=fc, sched_kwargs=skw)
+        runs = run_policies(cl, w, policies, seed=seed, failures=fc, sched_kwargs=skw, usage=out is not None)
     summaries = [s for s, _ in runs]
     if out is not None:
         from suanli.sim.report import write_report
@@ -147,6 +147,14 @@ def sim(
         ctx = {"workload": w.name, "cluster": f"{cl.name}: {cl.n_devices:,} devices, {cl.n_nodes:,} nodes",
                "jobs": len(w), "seed": seed, "failures": failures, "skipped_rows": w.skipped}
         write_report(out, summaries, [r for _, r in runs], ctx)
+        # the accounting report of each run, with the columns of `suanli report` (usage-POLICY/usage.json ...)
+        from suanli.accounting.pricing import Accounting
+        from suanli.sim.usage import write_usage
+
+        yaml_file = cluster is not None and cluster.suffix.lower() in (".yaml", ".yml")
+        acct = Accounting.from_file(cluster) if yaml_file else Accounting()
+        for _, r in runs:
+            write_usage(out / f"usage-{r.policy}", r, acct)
     if json_out:
         print_json(summaries if compare else summaries[0])
         return

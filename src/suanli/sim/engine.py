@@ -37,6 +37,9 @@ from suanli.sim.workload import Workload
 from suanli.workload.spec import Job
 from suanli.workload.states import TRANSITIONS, JobState, check_transition
 
+ATT_SUCCEEDED, ATT_PREEMPTED, ATT_NODE_LOST = range(3)
+ATTEMPT_OUTCOMES = ("succeeded", "preempted", "node-lost")  # as the control plane's AttemptOutcome values
+
 # event kinds, in the order they are handled at one instant
 FINISH, FAIL_DEV, FAIL_NODE, REPAIR_DEV, REPAIR_NODE, TICK = range(6)
 
@@ -82,6 +85,7 @@ class SimConfig:
     queue_by_tenant: bool | None = None
     sched_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to Scheduler (packer, queues, window...)
     samples: int = 2000  # points of the utilization / queue-length timeline
+    usage: bool = False  # keep one record per attempt (SimResult.attempts): the accounting report's usage rows
 
 
 @dataclass(slots=True)
@@ -115,6 +119,9 @@ class SimResult:
     events: int
     wall_s: float
     capacity: int
+    # with SimConfig.usage: one row per attempt - (job, start, end, outcome, run seconds lost, placement); outcome
+    # ATT_SUCCEEDED, ATT_PREEMPTED or ATT_NODE_LOST (a failure under it)
+    attempts: list[tuple[int, float, float, int, float, Any]] | None = None
 
     @property
     def n_devices(self) -> int:
@@ -232,6 +239,7 @@ class Simulation:
         ckpt = fc.checkpoint_s if fc.checkpoint_s and fc.checkpoint_s > 0 else math.inf
         ckpt_kind = {k: (v if v and v > 0 else math.inf) for k, v in fc.checkpoint_by_kind.items()}
         ok_tr = _OK
+        attempts: list[tuple[int, float, float, int, float, Any]] | None = [] if cfg.usage else None
 
         def move(i: int, dst: int) -> None:
             src = int(st[i])
@@ -277,6 +285,11 @@ class Simulation:
             nonlocal busy, lost_ds
             queued_since[jid] = now
             r = state.stop(jid, now)
+            if attempts is not None:
+                ran_t = now - run_start[jid]
+                ck_t = ckpt_kind.get(r.job.kind, ckpt)
+                attempts.append((jid, r.start, now, ATT_NODE_LOST, ran_t % ck_t if ck_t < math.inf else ran_t,
+                                 r.placement))
             pl = r.placement
             busy -= pl.milli * pl.n_devices
             ran = now - run_start[jid]
@@ -358,6 +371,8 @@ class Simulation:
                     if e != epoch[a] or a not in rjobs:
                         continue
                     r = state.stop(a, now)
+                    if attempts is not None:
+                        attempts.append((a, r.start, now, ATT_SUCCEEDED, 0.0, r.placement))
                     mt = r.placement.milli * r.placement.n_devices
                     busy -= mt
                     run_ds[a] += (now - run_start[a]) * mt / WHOLE
@@ -437,6 +452,8 @@ class Simulation:
                         jid = int(p.job_id)
                         queued_since[jid] = now
                         r = running.jobs[jid]
+                        if attempts is not None:
+                            attempts.append((jid, r.start, now, ATT_PREEMPTED, 0.0, r.placement))
                         busy -= r.placement.milli * r.placement.n_devices
                         ran = now - float(run_start[jid])
                         remaining[jid] = max(1e-9, remaining[jid] - ran * stab[jtype[jid]][r.model])
@@ -480,6 +497,6 @@ class Simulation:
             contended_s=cont_s, contended_busy_ds=cont_busy, contended_up_ds=cont_up, t_start=t_first, t_end=t_end,
             timeline_t=np.frombuffer(tl_t), timeline_busy=np.frombuffer(tl_b), timeline_pending=np.frombuffer(tl_p),
             timeline_up=np.frombuffer(tl_u), n_failures=n_failures, decide_calls=decide_calls, events=events,
-            wall_s=time.perf_counter() - t_wall, capacity=n_dev,
+            wall_s=time.perf_counter() - t_wall, capacity=n_dev, attempts=attempts,
         )
 

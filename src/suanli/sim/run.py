@@ -158,12 +158,14 @@ def check_policies(policies: Sequence[str]) -> list[str]:
 
 def run_policies(cluster: Cluster, workload: Workload, policies: Sequence[str], *, seed: int = 0,
                  failures: FailureConfig | None = None, sched_kwargs: dict[str, Any] | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> list[tuple[dict[str, Any], SimResult]]:
-    """Every policy on the identical job stream (same workload object, same failure seed)."""
+                 progress: Callable[[str, int, int], None] | None = None, usage: bool = False
+                 ) -> list[tuple[dict[str, Any], SimResult]]:
+    """Every policy on the identical job stream (same workload object, same failure seed). ``usage``: keep the
+    attempts for the accounting report (``suanli.sim.usage``)."""
     out = []
     for p in check_policies(policies):
         cfg = SimConfig(policy=p, seed=seed, failures=failures or FailureConfig(),
-                        sched_kwargs=dict(sched_kwargs or {}))
+                        sched_kwargs=dict(sched_kwargs or {}), usage=usage)
         cb = (lambda d, n, _p=p: progress(_p, d, n)) if progress is not None else None
         r = Simulation(cluster, workload, cfg).run(cb)
         out.append((summarize(r), r))
