@@ -54,7 +54,8 @@ def measure(data: Path, db: str | None) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "suanli.cli.main", "up", "--data-dir", str(data), "--port", str(port),
+    p = subprocess.Popen([sys.executable, "-m", "suanli.cli.main", "up",
+                          "--job-users", "shared", "--data-dir", str(data), "--port", str(port),
                           "--devices", "8xBR100", "--node", "bench", *(["--db", db] if db else [])],
                          stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)

@@ -32,7 +32,8 @@ def free_port() -> int:
 
 def start_server(data: Path, db: str | None, sync: str) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
     port = free_port()
-    cmd = [sys.executable, "-m", "suanli.cli.main", "up", "--data-dir", str(data), "--port", str(port),
+    cmd = [sys.executable, "-m", "suanli.cli.main", "up",
+           "--job-users", "shared", "--data-dir", str(data), "--port", str(port),
            "--devices", "1xBR100", "--node", "bench", "--sync", sync]
     if db:
         cmd += ["--db", db]

@@ -207,8 +207,8 @@ def secure_data_dir(dd: Path, users: JobUsers) -> None:
         for parent in dd.resolve().parents:  # the jobs' users must get through every directory above
             if not os.stat(parent).st_mode & 0o001:
                 raise IsolationError(f"jobs run as other OS users but cannot reach {dd / 'jobs'}: {parent} is not "
-                                     f"searchable by others (chmod o+x {parent}, or use a data directory "
-                                     "elsewhere, e.g. /var/lib/suanli)")
+                                     f"searchable by others (chmod o+x {parent}, use a data directory elsewhere, "
+                                     "e.g. /var/lib/suanli, or --job-users shared if all tenants trust each other)")
     os.chmod(dd, 0o711 if users.switches else 0o700)
     for name in PRIVATE_FILES:
         with contextlib.suppress(FileNotFoundError):
