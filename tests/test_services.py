@@ -32,8 +32,8 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, st
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.Popen([sys.executable, "-m", "suanli.cli.main", "up", "--port", str(port), "--retry-backoff",
-                          "0.1", "--job-users", "shared"], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT)
+                          "0.1", "--job-users", "shared", "--devices", "2xBR100"], cwd=cwd, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 30
     while True:
@@ -312,6 +312,24 @@ def test_a_new_spec_rolls_out_replica_by_replica_without_failed_requests(up: tup
     assert lowest_ready[0] >= 2 - 0  # max_unavailable 0: never fewer ready replicas than desired
     assert "rolling out generation 2" in " ".join(e["message"] for e in d["events"])
     httpx.delete(f"{url}/v1/services/roll", headers=h(tok))
+
+
+def test_replicas_up_to_min_preempt_lower_priority_batch_jobs(up: tuple[Path, str, str]) -> None:
+    _, url, tok = up
+    batch = {"name": "hog", "priority": 0, "resources": {"accelerators": 2}, "command": ["sleep", "600"]}
+    jid = httpx.post(f"{url}/v1/jobs", json=batch, headers=h(tok)).json()["id"]
+    wait(lambda: httpx.get(f"{url}/v1/jobs/{jid}", headers=h(tok)).json()["state"] == "running", 30, "the batch job")
+    spec = {**mock_service("pre", lo=1, hi=2), "priority": 10, "resources": {"accelerators": 1, "cpu": 0.1}}
+    assert httpx.post(f"{url}/v1/services", json=spec, headers=h(tok)).status_code == 201
+    wait(lambda: ready(url, tok, "pre") == 1, 60, "the replica, after preempting the batch job")
+    events = httpx.get(f"{url}/v1/jobs/{jid}/events", headers=h(tok)).json()
+    assert "preempting" in [e["kind"] for e in events]
+    rep = live(url, tok, "pre")["live"]["replicas"][0]
+    job = httpx.get(f"{url}/v1/jobs/{rep['job_id']}", headers=h(tok)).json()
+    assert job["priority"] == 10 and job["spec"]["kind"] == "serve" and job["spec"]["resources"]["accelerators"] == 1
+    assert httpx.get(f"{url}/v1/jobs/{jid}", headers=h(tok)).json()["state"] in ("requeued", "pending")
+    httpx.post(f"{url}/v1/jobs/{jid}/cancel", headers=h(tok))
+    httpx.delete(f"{url}/v1/services/pre", headers=h(tok))
 
 
 def test_cli_services_service_scale_and_delete(up: tuple[Path, str, str], tmp_path: Path) -> None:
