@@ -228,6 +228,49 @@ def serve_cmd(
     _footer(rows, money, cluster)
 
 
+@app.command("migrate")
+def migrate_cmd(
+    from_report: Annotated[Path, typer.Option("--from-report", help="usage.json of 'suanli report --out' or "
+                                              "'suanli sim --out' (or 'suanli report --by model --json').")],
+    to: Annotated[str, typer.Option("--to", help="Comma-separated target accelerators, e.g. BR100,910B,H20.")],
+    llm: Annotated[str | None, typer.Option("--llm", help="The model the work is (its per-chip throughput sets the "
+                                            "speeds); default: BF16 peak ratio, low confidence.")] = None,
+    kind: Annotated[str, typer.Option("--kind", help="train or serve (with --llm).")] = "train",
+    fleet: Annotated[Path | None, typer.Option("--fleet", help="Fleet file with accounting figures (tariff, PUE, "
+                                               "prices, utilisation).")] = None,
+    window_days: Annotated[float | None, typer.Option("--window-days", help="Window the work must fit in "
+                                                      "(default: the report's, else 30).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The same work re-planned on other chip types: chip-hours, chips needed, energy, cost, confidence."""
+    from suanli.accounting.migrate import migrate, read_report
+    from suanli.accounting.pricing import Accounting
+
+    try:
+        if window_days is not None and not window_days > 0:
+            raise SuanliError(f"--window-days must be positive, not {window_days:g}")
+        useful, alloc, window = read_report(from_report)
+        rows = migrate(useful, alloc, to.split(","), window_s=window_days * 86400.0 if window_days else window,
+                       llm=llm, kind=kind, acct=Accounting.from_file(fleet))
+    except SuanliError as e:
+        fail(str(e))
+    if json_out:
+        print_json(rows)
+        return
+    t = Table(title=f"{from_report.name} re-planned ({'speeds: ' + llm + ' ' + kind if llm else 'speeds: BF16 peak'})")
+    for c in ("accelerator", "role", "speed", "chip-hours", "useful", "chips (same window)", "energy kWh", "USD",
+              "USD / useful chip-h", "confidence"):
+        t.add_column(c, justify="left" if c in ("accelerator", "role", "confidence") else "right")
+    for r in rows:
+        t.add_row(r["accelerator"], r["role"], _n(r["speed"], "{:.2f}"), _n(r["chip_hours"]),
+                  _n(r["useful_chip_hours"]), _n(r["chips_needed"]), _n(r["energy_kwh"]), _n(r["usd"]),
+                  _n(r["usd_per_useful_chip_hour"], "{:,.2f}"), r["confidence"])
+    console.print(t)
+    for r in rows:
+        if r["reason"]:
+            console.print(f"  {r['accelerator']}: {r['reason']}", highlight=False)
+
+
 @app.command("validate")
 def validate_cmd(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the docs table (markdown).")] = False,
