@@ -89,7 +89,12 @@ def up(
 
     if (user_map is not None) != (job_users == "map"):
         raise SuanliError("--user-map goes with --job-users map")
-    users = JobUsers(job_users, load_user_map(user_map) if user_map is not None else {})
+    umap = load_user_map(user_map) if user_map is not None else {}
+    node_users: tuple[str, dict[str, str]] | None = None
+    if ray is not None:  # the controller runs no job itself: every node's agent applies the rule on its node
+        users, node_users = JobUsers("shared"), (job_users, umap)
+    else:
+        users = JobUsers(job_users, umap)
     if metrics_auth not in (None, "token", "open"):
         raise SuanliError("--metrics-auth: choose token or open")
     metrics_token = (metrics_auth or ("open" if is_loopback(host) else "token")) == "token"
@@ -103,6 +108,7 @@ def up(
                            keep_jobs_on_stop=keep_jobs, retry_base_s=retry_backoff, lock=True, virtual=virtual,
                            speed=speed, fault_rate=faults, fault_seed=fault_seed, ray=ray,
                            checkpoint_root=checkpoint_root, ray_work_dir=ray_work_dir, job_users=users,
+                           node_users=node_users,
                            log_policy=LogPolicy(log_max_bytes, log_keep), rotate_admin_token=rotate_admin_token,
                            metrics_token=metrics_token)
     except SuanliError:
@@ -142,8 +148,8 @@ def up(
     if rotate_admin_token:
         console.print("  admin token rotated: every earlier admin token is revoked")
     if ray is not None:
-        err_console.print("[bold yellow]note:[/] with --ray, jobs run as the Ray workers' OS user on each node "
-                          "(per-tenant users are for the local executor; see docs/security.md)", highlight=False)
+        console.print(f"  jobs: --job-users {job_users} applied by each node's agent (auto: one OS user per tenant "
+                      "where Ray runs as root, else Ray's user; see docs/security.md)")
     elif virtual is None:
         warn = users.warning()
         if warn:

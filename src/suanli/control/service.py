@@ -140,6 +140,7 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
                  fault_rate: float | None = None, fault_seed: int = 0, sample_s: float = 15.0,
                  ray: str | None = None, checkpoint_root: str | Path | None = None,
                  ray_work_dir: str | Path | None = None, agent_timeout_s: float = 30.0,
+                 node_users: tuple[str, dict[str, str]] | None = None,
                  job_users: JobUsers | None = None, log_policy: LogPolicy | None = None,
                  rotate_admin_token: bool = False) -> Service:
     """Open (creating if needed) the data directory and database, register this machine and build the controller.
@@ -183,7 +184,8 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
         devs = []
         name = "ray"
         ex = RayExecutor(dd, ray, work_root=ray_work_dir, checkpoint_root=checkpoint_root, grace_s=grace_s,
-                         agent_timeout_s=agent_timeout_s, users=users, log_policy=log_policy)
+                         agent_timeout_s=agent_timeout_s, users=node_users or (users.mode, dict(users.user_map)),
+                         log_policy=log_policy)
     else:
         devs = parse_declared(devices) if devices else discover()
         name = node or socket.gethostname() or "local"

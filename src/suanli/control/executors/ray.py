@@ -188,6 +188,7 @@ class _Node:
     name: str
     labels: dict[str, str]
     resources: dict[str, float]
+    address: str = "127.0.0.1"  # the node's address as Ray knows it (NodeManagerAddress)
     agent: Any = None
     info: dict[str, Any] | None = None
     info_ref: Any = None
@@ -217,7 +218,8 @@ class RayExecutor(Executor):
         self.agent_timeout_s = agent_timeout_s
         self.poll_s = poll_s
         self.start_timeout_s = start_timeout_s
-        self.users = ("shared", {}) if users is None else (users.mode, dict(users.user_map))
+        # (--job-users mode, tenant -> user map) as each node's agent applies it on its node (issue 9)
+        self.users: tuple[str, dict[str, str]] = ("shared", {}) if users is None else (users[0], dict(users[1]))
         self.log_policy = log_policy
         self.wait_s = wait_s  # how long one poll waits for the nodes' answers (the rest are collected later)
         self._inflight: dict[Any, tuple[str, dict[int, dict[int, int]], float]] = {}
@@ -265,7 +267,8 @@ class RayExecutor(Executor):
                 continue
             if node is None:
                 taken = {x.name for x in self._nodes.values() if x.alive and x.node_id != nid}
-                node = _Node(nid, self._name_for(n, taken), dict(n.get("Labels") or {}), dict(n.get("Resources") or {}))
+                node = _Node(nid, self._name_for(n, taken), dict(n.get("Labels") or {}), dict(n.get("Resources") or {}),
+                             str(n.get("NodeManagerAddress") or "127.0.0.1"))
                 node.ok()
                 self._nodes[nid] = node
                 self._by_name[node.name] = nid
@@ -323,7 +326,7 @@ class RayExecutor(Executor):
         cpu = int(float(node.resources.get("CPU", 0)) * 1000)
         mem = int(float(node.resources.get("memory", 0)) // (1024 * 1024))
         return NodeInfo(node.name, tuple(devs), cpu, mem, node.labels.get("suanli.io/domain", node.name),
-                        node.labels.get("suanli.io/rack", "default"), str(info.get("address", "127.0.0.1")))
+                        node.labels.get("suanli.io/rack", "default"), node.address)
 
     def _usable(self, node: _Node) -> bool:
         return (node.alive and node.info is not None and time.monotonic() - node.last_ok < self.agent_timeout_s
@@ -352,7 +355,7 @@ class RayExecutor(Executor):
             by_node.setdefault(r.node, []).append(r)
         nodes = {name: self._node(name) for name in a.nodes}
         first = nodes[a.nodes[0]]
-        addr = str((first.info or {}).get("address", "127.0.0.1"))
+        addr = first.address
         try:
             port = self._ray.get(first.agent.free_port.remote(), timeout=self.start_timeout_s)
         except (self._ray.exceptions.RayActorError, self._ray.exceptions.GetTimeoutError) as e:
