@@ -72,3 +72,29 @@ def test_policy_validation() -> None:
         AutoscalePolicy(target_ongoing_requests=0)
     with pytest.raises(ValueError, match="panic_window"):
         AutoscalePolicy(stable_window_s=5, panic_window_s=10)
+
+
+def test_replicas_are_reached_at_their_nodes_address() -> None:
+    from suanli.control.services import ServiceManager
+
+    class FakeStore:
+        def __init__(self) -> None:
+            self.rows = [{"id": 1, "name": "s", "tenant": "t", "model": "m", "generation": 1, "min": 1, "max": 1,
+                          "desired": 1, "spec": {"name": "s", "command": ["x"]}}]
+            self.reps = [{"service_id": 1, "job_id": 7, "idx": 0, "port": 9000, "generation": 1,
+                          "state": "running", "cancel_requested": False, "node": "n2"}]
+
+    st = FakeStore()
+    addresses = {"n2": "10.0.0.2"}
+    m = ServiceManager(st, address_of=addresses.get)
+    m._sync(st.rows, st.reps, 0.0)
+    rep = m.services["s"].replicas[7]
+    assert rep.url == "http://10.0.0.2:9000"
+    rep.ready = True
+    addresses.clear()  # membership not known for a moment: the replica keeps its address and readiness
+    m._sync(st.rows, st.reps, 1.0)
+    assert rep.url == "http://10.0.0.2:9000" and rep.ready
+    addresses["n3"] = "10.0.0.3"
+    st.reps[0]["node"] = "n3"  # restarted on another node: new address, probed again before it gets requests
+    m._sync(st.rows, st.reps, 2.0)
+    assert rep.url == "http://10.0.0.3:9000" and not rep.ready

@@ -85,6 +85,7 @@ class Controller:
         self.metrics = metrics
         self.nodes_every_s = nodes_every_s
         self.services = services  # the service manager (control/services.py): started and stopped with the loop
+        self.node_addresses: dict[str, str] = {}  # node name -> address its processes listen on (the executor's)
         self.handles: dict[int, Handle] = {}
         self.placements: dict[int, dict[str, Any]] = {}  # running job -> its attempt's placement (JSON)
         self.delayed: dict[int, tuple[float, Job]] = {}  # retry backoff
@@ -148,6 +149,7 @@ class Controller:
         registered nodes it no longer reports are marked lost, health changes it reports are recorded. True when
         something was registered (the caller compares the topology)."""
         infos: list[NodeInfo] = self.ex.nodes()
+        self.node_addresses = {i.name: i.address for i in infos}  # read by the service manager (replica addresses)
         if infos is self._last_infos:  # the executor says nothing changed (it returns the same list): skip the work
             return False
         status = {name: st for name, _d, st in self.store.node_flags()}

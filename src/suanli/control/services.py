@@ -20,7 +20,9 @@ jobs there should be and submits or cancels them through the store:
 * **rollout**: a spec change is a new generation: new replicas are started up to ``max_surge`` above the desired
   count, and old ones stopped as long as at least ``desired - max_unavailable`` replicas stay ready.
 
-It runs on its own thread with an asyncio loop (httpx probes); the controller starts and stops it.
+It runs on its own thread with an asyncio loop (httpx probes); the controller starts and stops it. A replica is
+reached at the address of the node its job runs on (``address_of``, from the executor: 127.0.0.1 for the local
+executor, the node's IP for the Ray executor); its port is chosen free on the controller's machine.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,10 +148,12 @@ def parse_engine_metrics(text: str) -> tuple[float | None, float | None]:
 
 
 class ServiceManager:
-    def __init__(self, store: Any, *, tick_s: float = 0.25, host: str = "127.0.0.1") -> None:
+    def __init__(self, store: Any, *, tick_s: float = 0.25, host: str = "127.0.0.1",
+                 address_of: Callable[[str], str | None] | None = None) -> None:
         self.store = store
         self.tick_s = tick_s
-        self.host = host
+        self.host = host  # where a replica is reached when its node's address is unknown
+        self.address_of = address_of  # node name -> the address its processes listen on (the executor knows)
         self.services: dict[str, ServiceRuntime] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -234,6 +239,9 @@ class ServiceManager:
                     if r["state"] != JobState.RUNNING.value:
                         rep.ready, rep.ready_since, rep.fails = False, None, 0
                     rep.state = r["state"]
+                host = self.address_of(r["node"]) if r.get("node") and self.address_of is not None else None
+                if host and host != rep.host:
+                    rep.host, rep.ready = host, False  # started elsewhere (a node loss): probe it where it is now
                 rep.cancel_requested = rep.cancel_requested or bool(r["cancel_requested"])  # sticky: the
                 # controller clears the flag once the job is cancelled
             for jid in list(rt.replicas):

@@ -976,12 +976,24 @@ class Store:
         return out
 
     def service_replicas(self) -> list[dict[str, Any]]:
-        """Every replica of every service with its job's state (the service manager's view)."""
+        """Every replica of every service with its job's state and, while an attempt runs, the node its first rank
+        is on (``node``, else None): the service manager's view."""
         service_replicas = db.service_replicas
         q = sa.select(service_replicas, jobs.c.state, jobs.c.cancel_requested, jobs.c.attempts).join(
             jobs, jobs.c.id == service_replicas.c.job_id).order_by(service_replicas.c.id)
         with self.read() as c:
-            return [dict(r._mapping) for r in c.execute(q).all()]
+            rows = [dict(r._mapping) for r in c.execute(q).all()]
+            running = [r["job_id"] for r in rows if r["state"] == JobState.RUNNING.value]
+            where: dict[int, str] = {}
+            for i in range(0, len(running), 500):
+                for jid, pl in c.execute(sa.select(job_attempts.c.job_id, job_attempts.c.placement).where(
+                        job_attempts.c.job_id.in_(running[i : i + 500]), job_attempts.c.ended_at.is_(None))).all():
+                    pl = pl if isinstance(pl, dict) else json.loads(pl)
+                    if pl.get("nodes"):
+                        where[int(jid)] = str(pl["nodes"][0])
+        for r in rows:
+            r["node"] = where.get(int(r["job_id"]))
+        return rows
 
     def add_replica(self, service_id: int, spec: JobSpec, idx: int, port: int, generation: int) -> int:
         """Submit a replica's job and record it as the service's, in one transaction; returns the job id."""
