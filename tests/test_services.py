@@ -332,6 +332,25 @@ def test_replicas_up_to_min_preempt_lower_priority_batch_jobs(up: tuple[Path, st
     httpx.delete(f"{url}/v1/services/pre", headers=h(tok))
 
 
+def test_scale_to_zero_and_back_on_the_first_request(up: tuple[Path, str, str]) -> None:
+    _, url, tok = up
+    spec = mock_service("zero", lo=0, hi=1, autoscaling={"target_ongoing_requests": 1, "stable_window": "3s",
+                                                          "panic_window": "1s", "engine_queue": False})
+    assert httpx.post(f"{url}/v1/services", json=spec, headers=h(tok)).status_code == 201
+    time.sleep(1.0)
+    assert live(url, tok, "zero")["live"]["replicas"] == []  # min 0, no load: nothing runs
+    t0 = time.monotonic()
+    r = httpx.post(f"{url}/v1/completions", headers=h(tok), timeout=90,
+                   json={"model": "zero", "prompt": "p", "max_tokens": 3})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3  # held until a replica was ready
+    cold = time.monotonic() - t0
+    assert cold < 60
+    wait(lambda: live(url, tok, "zero")["desired"] == 0, 30, "back to zero after the stable window")
+    wait(lambda: not [x for x in live(url, tok, "zero")["live"]["replicas"] if x["state"] == "running"], 30,
+         "the replica stopped")
+    httpx.delete(f"{url}/v1/services/zero", headers=h(tok))
+
+
 def test_cli_services_service_scale_and_delete(up: tuple[Path, str, str], tmp_path: Path) -> None:
     _, url, tok = up
     env = dict(os.environ, SUANLI_SERVER=url, SUANLI_TOKEN=tok,
