@@ -68,7 +68,16 @@ def test_fleet_states_jobs_totals_and_tenant_view(client: TestClient, svc: Servi
     # queue usage: 3 in use against a quota of 1 -> 2 borrowed; a waiting job counted for its tenant only
     w = client.post("/v1/jobs", json={"name": "a-wait", "queue": "qa", "command": ["true"],
                                       "resources": {"accelerators": 2}}, headers=hdr(ta)).json()["id"]
-    time.sleep(0.2)
+    end = time.monotonic() + 10
+    while client.get(f"/v1/jobs/{w}", headers=h).json()["reason"] != "capacity":  # after the next pass
+        assert time.monotonic() < end, client.get(f"/v1/jobs/{w}", headers=h).json()
+        time.sleep(0.03)
+    j = client.get(f"/v1/jobs/{w}", headers=hdr(ta)).json()
+    assert j["reason_detail"] == "waiting for capacity: needs 2 accelerator; 1 free"
+    listed = client.get("/v1/jobs", params={"state": "pending"}, headers=hdr(ta)).json()["items"]
+    assert [(x["id"], x["reason"]) for x in listed] == [(w, "capacity")]
+    assert client.get(f"/v1/jobs/{jid}", headers=h).json()["reason_detail"] is None  # running: no reason
+    assert 'suanli_waiting_jobs{reason="capacity"} 1.0' in client.get("/metrics").text
     u = {q["name"]: q for q in client.get("/v1/queues/usage", headers=h).json()}
     assert u["qa"]["used"] == {"BR100": 3.0} and u["qa"]["borrowed"] == {"BR100": 2.0}
     assert u["qa"]["running"] == 1 and u["qa"]["pending"] == 1 and u["qa"]["quota"] == {"BR100": 1}
@@ -112,7 +121,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def test_samples_are_downsampled_and_retained(store: Store) -> None:
     t0 = 1_800_000_000.0 - (1_800_000_000.0 % 3600)  # an hour boundary
     snap: dict[str, Any] = {"devices": {"H100": (8, 2.0), "BR100": (4, 1.0)}, "running": 2,
-                            "pending_by_reason": {"quota": 3, "capacity": 1}}
+                            "waiting_by_reason": {"quota": 3, "capacity": 1}}
     assert sample_of(snap) == {"total": 12.0, "allocated": 3.0, "running": 2, "pending": 4,
                                "reasons": {"quota": 3, "capacity": 1}}
     clock = [t0]
@@ -164,3 +173,21 @@ def test_pages_are_served_with_a_strict_policy_and_local_assets(client: TestClie
     for asset in ("/static/app.js", "/static/fleet.js", "/static/vendor/uPlot.iife.min.js", "/static/app.css"):
         assert client.get(asset).status_code == 200, asset
     assert client.get("/ui/fleet", follow_redirects=False).headers["location"] == "/"
+
+
+def test_cli_jobs_table_has_a_reason_column() -> None:
+    from rich.console import Console
+
+    from suanli.cli.client import _jobs_table
+
+    base = {"name": "j", "tenant": "t", "queue": "q", "priority": 0, "attempts": 0, "exit_code": None,
+            "submit_time": 0.0}
+    items = [{**base, "id": 1, "state": "pending", "reason": "quota", "reason_detail": "queue at its quota"},
+             {**base, "id": 2, "state": "failed", "reason": "exit 3", "reason_detail": None, "exit_code": 3},
+             {**base, "id": 3, "state": "running", "reason": None, "reason_detail": None}]
+    con = Console(width=200, record=True)
+    con.print(_jobs_table(items))
+    lines = con.export_text().splitlines()
+    assert lines[0].split()[-1] == "REASON"
+    assert lines[1].split()[-1] == "quota" and lines[2].split()[-2:] == ["exit", "3"]
+    assert lines[3].split()[-1] != "None"

@@ -16,6 +16,9 @@ from suanli.control.logs import FollowerLimit
 from suanli.control.metrics import Metrics
 from suanli.control.store import Principal, Store
 from suanli.workload.spec import Job
+from suanli.workload.states import WAITING
+
+WAITING_STATES = frozenset(s.value for s in WAITING)
 
 MAX_ID = 2**63 - 1
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -29,6 +32,8 @@ class ControllerView(Protocol):
     def serving(self) -> bool: ...
 
     def never_fits(self, job: Job) -> str | None: ...
+
+    def wait_reason(self, job_id: int) -> tuple[str, str] | None: ...
 
 
 @dataclass
@@ -44,6 +49,18 @@ class Ctx:
 
     def __post_init__(self) -> None:
         self.batcher = Batcher(self.store)
+
+    def with_reason(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A job as the API returns it: a waiting job gets the scheduler's ``reason`` (a code) and ``reason_detail``
+        (the sentence) from the last pass; other jobs keep their stored ``reason`` (why it ended)."""
+        why = None
+        if self.controller is not None and job["state"] in WAITING_STATES:
+            why = self.controller.wait_reason(int(job["id"]))
+        if why is not None:
+            job["reason"], job["reason_detail"] = why
+        else:
+            job.setdefault("reason_detail", None)
+        return job
 
     def controller_state(self) -> str:
         if self.controller is None:

@@ -92,7 +92,9 @@ class JobSummary(BaseModel):
     not_before: float | None = Field(description="retry backoff: not started before this time")
     cancel_requested: bool
     exit_code: int | None
-    reason: str | None
+    reason: str | None = Field(description="a waiting job: why it waits, a code (capacity, topology, quota, behind, "
+                                           "reserved, never, backoff, window); an ended one: why it ended")
+    reason_detail: str | None = Field(description="a waiting job: the reason as a sentence (None otherwise)")
 
 
 class JobSubmitted(JobSummary):

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from suanli.cli.common import console, print_json
@@ -86,13 +87,15 @@ _STATE_STYLE = {"running": "green", "succeeded": "bold green", "failed": "red", 
 
 def _jobs_table(items: list[dict[str, Any]]) -> Table:
     t = Table(box=None)
-    for c in ("ID", "NAME", "TENANT", "QUEUE", "PRI", "STATE", "TRIES", "EXIT", "SUBMITTED"):
+    for c in ("ID", "NAME", "TENANT", "QUEUE", "PRI", "STATE", "TRIES", "EXIT", "SUBMITTED", "REASON"):
         t.add_column(c)
     for j in items:
         st = j["state"]
-        t.add_row(str(j["id"]), j["name"], j["tenant"], j["queue"], str(j["priority"]),
+        # as squeue: why a waiting job waits (the scheduler's code); why an ended one ended
+        reason = j.get("reason") or ""
+        t.add_row(str(j["id"]), escape(j["name"]), j["tenant"], j["queue"], str(j["priority"]),
                   f"[{_STATE_STYLE.get(st, '')}]{st}[/]", str(j["attempts"]),
-                  "" if j["exit_code"] is None else str(j["exit_code"]), _ts(j["submit_time"]))
+                  "" if j["exit_code"] is None else str(j["exit_code"]), _ts(j["submit_time"]), escape(reason))
     return t
 
 
@@ -156,6 +159,8 @@ def job(job_id: int = typer.Argument(..., min=1), server: str = ServerOpt, token
         print_json({**j, "events": ev})
         return
     console.print(_jobs_table([j]))
+    if j.get("reason_detail"):
+        console.print(f"waiting: {escape(j['reason_detail'])}")
     spec = j["spec"]
     console.print(f"command: {' '.join(spec['command'])}   resources: {spec['resources']}")
     for a in j.get("attempt_list", []):

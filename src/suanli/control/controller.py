@@ -31,6 +31,8 @@ from suanli.control.store import Step, Store, job_from_row
 from suanli.control.types import INFRA_REASONS, AttemptOutcome, NodeStatus, StopReason
 from suanli.fleet.model import Cluster, NodeSpec, build_cluster
 from suanli.sched import Allocation, Placement, QueueConfig, RunningJob, Scheduler, Start
+from suanli.sched.reasons import Reason, Why, describe
+from suanli.sched.reasons import counts as reason_counts
 from suanli.workload.spec import Job
 from suanli.workload.states import JobState
 
@@ -97,6 +99,8 @@ class Controller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()
+        self._waiting: dict[int | str, Why] = {}  # the last pass's reasons (sched.reasons)
+        self._rest: Why | None = None
         self.error: BaseException | None = None
         self._queues_sig: Any = None
         self._node_up: dict[str, bool] = {}  # what the allocation was last told (drained or lost: down)
@@ -110,6 +114,26 @@ class Controller:
         self.lock = threading.Lock()  # guards the sched state for readers (metrics)
 
     # -- read by the API -----------------------------------------------------------------------------------
+    def wait_reason(self, job_id: int) -> tuple[str, str] | None:
+        """Why a waiting job the controller holds is not running: (code, sentence) from the last scheduling pass
+        (or its retry back-off); None for a job it does not hold as waiting."""
+        d = self.delayed.get(job_id)
+        if d is not None:
+            return Reason.BACKOFF.code, describe((Reason.BACKOFF, d[0]), d[1], None, time.time())
+        job = self.state.pending.jobs.get(job_id) if self.serving else None
+        if job is None:
+            return None
+        why = self._waiting.get(job_id) or self._rest or (Reason.WINDOW, None)
+        return why[0].code, describe(why, job, self.cluster, time.time())
+
+    def reason_counts(self) -> dict[str, int]:
+        """Waiting jobs by reason code (the last pass's reasons; retry back-offs)."""
+        c = reason_counts(self._waiting, len(self.state.pending), self._rest)
+        out = {r.code: n for r, n in c.items() if n}
+        if self.delayed:
+            out[Reason.BACKOFF.code] = len(self.delayed)
+        return out
+
     @property
     def serving(self) -> bool:
         """Recovered and scheduling (the loop has not failed)."""
@@ -531,6 +555,7 @@ class Controller:
         t0 = time.perf_counter()
         d = self.sched.decide(self.state, now)
         dt = time.perf_counter() - t0
+        self._waiting, self._rest = d.waiting, d.rest  # why the others wait, until the next pass
         self.stats.decide_s_last = dt
         self.stats.decides += 1
         if self.metrics is not None:

@@ -17,7 +17,7 @@ log = logging.getLogger("suanli.history")
 def sample_of(snapshot: Mapping[str, Any]) -> dict[str, Any]:
     """A sample from the metrics snapshot the reconcile loop takes after each tick."""
     devs = snapshot.get("devices", {})
-    reasons = dict(snapshot.get("pending_by_reason", {}))
+    reasons = dict(snapshot.get("waiting_by_reason", snapshot.get("pending_by_reason", {})))
     return {"total": float(sum(t for t, _ in devs.values())), "allocated": float(sum(a for _, a in devs.values())),
             "running": int(snapshot.get("running", 0)), "pending": int(sum(reasons.values())), "reasons": reasons}
 

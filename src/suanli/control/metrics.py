@@ -51,6 +51,12 @@ class _Live(Collector):
         for reason, n in sorted(snap.get("pending_by_reason", {}).items()):
             p.add_metric([reason], n)
         yield p
+        w = GaugeMetricFamily("suanli_waiting_jobs", "Waiting jobs by the scheduler's reason (capacity, topology, "
+                              "quota, behind, reserved, never, backoff, window: see docs/dashboard.md)",
+                              labels=["reason"])
+        for reason, n in sorted(snap.get("waiting_by_reason", {}).items()):
+            w.add_metric([reason], n)
+        yield w
         lag = GaugeMetricFamily("suanli_reconcile_lag_seconds", "Seconds since the reconcile loop last finished a "
                                 "tick (grows when the loop is stuck or slow)")
         last = self.m.last_tick
@@ -125,6 +131,7 @@ class Metrics:
             "devices": devs,
             "running": len(st.running),
             "pending_by_reason": {"queued": len(st.pending), "backoff": len(getattr(ctl, "delayed", ()))},
+            "waiting_by_reason": ctl.reason_counts(),
         }
         now = time.monotonic()
         if self.last_tick is not None:

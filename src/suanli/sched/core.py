@@ -24,6 +24,7 @@ shape that did not fit is not tried again in the same pass (capacity only shrink
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -36,6 +37,7 @@ from suanli.sched.alloc import WHOLE, Placement
 from suanli.sched.placement import BestFitPacker, Packer, PlacementConfig, Placer, RandomPacker
 from suanli.sched.policy import REGISTRY, Policy, make_policy
 from suanli.sched.preempt import preempt_for, priority_victim
+from suanli.sched.reasons import Reason, Why
 from suanli.sched.state import MIXED, Decisions, Key, Preempt, RunningJob, SchedState, Start
 from suanli.workload.spec import Job
 
@@ -255,6 +257,16 @@ class Scheduler:
         state.running.add(r)
         return d, [r]
 
+    @functools.cached_property
+    def group_devices(self) -> list[int]:
+        """Devices of each group (an accelerator model, split by partition membership): for "can never run"."""
+        c = self.cluster
+        return [int(c.node_devices[c.group_nodes[g]].sum()) for g in range(c.n_groups)]
+
+    @functools.cached_property
+    def n_devices(self) -> int:
+        return sum(self.group_devices)
+
     def job_partitions(self, job: Job) -> frozenset[str] | None:
         """The partitions whose nodes ``job`` may use: its own, else its queue's; None = any node."""
         k = (job.partitions, job.queue)
@@ -308,6 +320,11 @@ def _llm_speeds(models: Sequence[str], llm: str, kind: str) -> dict[str, float] 
     return known or None
 
 
+_NEVER: Why = (Reason.NEVER, None)
+_NO_CAPACITY: Why = (Reason.CAPACITY, None)
+_NONE_FREE: Why = (Reason.CAPACITY, 0)
+
+
 def make_packer(name: str, seed: int = 0, cluster: Cluster | None = None) -> Packer:
     if name == "best-fit":
         return BestFitPacker()
@@ -347,12 +364,13 @@ class _Pass:
         self.alloc = state.alloc
         self.now = now
         self.out = Decisions()
-        self.failed: set[tuple[object, ...]] = set()
+        self.failed: dict[tuple[object, ...], Why] = {}  # shapes that did not fit in this pass, and why
+        self.why: Why = _NO_CAPACITY  # why the last placement attempt failed (sched.reasons)
         self.gone: set[int | str] = set()  # running jobs preempted in this pass
         self.started: dict[int | str, RunningJob] = {}
         self.preempt_tries = 0
         self.preempt_failed: set[tuple[object, ...]] = set()
-        self.hopeless: set[tuple[object, ...]] = set()
+        self.hopeless: dict[tuple[object, ...], Why] = {}
         self._max_lasq: int | None = None
         self.usage_delta: dict[tuple[str, int], int] = {}
         self._qtotal: dict[str, int] = {}  # fair: devices (milli) each queue holds, with this pass's changes
@@ -415,13 +433,16 @@ class _Pass:
     # -- basic moves ----------------------------------------------------------------------------------------
     def try_place(self, job: Job) -> tuple[Placement, int] | None:
         sh = self.s.shape(job)
-        if sh in self.failed:
+        why = self.failed.get(sh)
+        if why is not None:
+            self.why = why
             return None
         if job.count and job.milli == WHOLE:
             cands = self.s.model_candidates(self.state, job)
             mf = self.alloc._mf
-            if job.count > sum(mf[m] for m in cands):
-                self.failed.add(sh)
+            free = sum(mf[m] for m in cands)
+            if job.count > free:
+                self.why = self.failed[sh] = self._short(job, cands, free)
                 return None
         else:
             cands = self.s.model_candidates(self.state, job)
@@ -431,8 +452,27 @@ class _Pass:
             cands = self.s.pol.model_order(self.s, job, cands, self._ctx)
         res = self.s.placer.place(self.alloc, job, cands, self.s.job_partitions(job) if self.s.partitioned else None)
         if res is None:
-            self.failed.add(sh)
+            self.why = self.failed[sh] = self._misfit(job, cands)
         return res
+
+    def _short(self, job: Job, cands: Sequence[int], free: int) -> Why:
+        """Not enough free devices: for now (capacity), or ever (no such devices in the cluster or partitions)."""
+        if not cands:
+            return _NEVER
+        have = sum(self.s.group_devices[m] for m in cands)
+        if job.count > have:
+            return (Reason.NEVER, f"the cluster has {have}")
+        return (Reason.CAPACITY, free)
+
+    def _misfit(self, job: Job, cands: Sequence[int]) -> Why:
+        """The placer found no room: enough free devices but not where the job's shape needs them, or too few."""
+        if job.count and not cands:
+            return _NEVER
+        mf = self.alloc._mf
+        free = sum(mf[m] for m in cands)
+        if job.count and job.milli == WHOLE and job.count > free:
+            return self._short(job, cands, free)
+        return (Reason.TOPOLOGY, free if job.count else None)
 
     def commit_start(self, job: Job, res: tuple[Placement, int], borrowed: bool = False) -> None:
         pl, g = res
@@ -469,7 +509,9 @@ class _Pass:
         las = self.s.pol.service_preemption
         q = self.las_queue_pending(job) if las else 0
         key = (self.s.shape(job), job.priority, job.queue, q)
-        if key in self.hopeless:
+        why = self.hopeless.get(key)
+        if why is not None:
+            self.why = why
             return False
         res = self.try_place(job)
         running = self.state.running
@@ -482,7 +524,7 @@ class _Pass:
                 job, lambda r: r.job.preemptible and r.job.priority <= job.priority and lq(r) > q, "las"
             )
         if res is None:
-            self.hopeless.add(key)
+            self.hopeless[key] = self.why
             return False
         self.commit_start(job, res)
         return True
@@ -511,6 +553,9 @@ class _Pass:
         splits: dict[tuple[object, ...], tuple[list[int], list[int]]] = {}
         tested = 0
         skipped = 0  # jobs looked at that did not start: bounded by the window
+        waiting = self.out.waiting  # why each job that did not start waits (sched.reasons)
+        heads: dict[str, int | str] = {}  # fifo with partitions: the blocked job of each blocked partition
+        behind: dict[frozenset[str] | None, Why] = {}
         it = self.order()
         if blocking == "block" and parted and len(self.state.pending.by_queue) > 1:
             it = self.order_dropping_blocked(blocked)
@@ -520,6 +565,11 @@ class _Pass:
             tested += 1
             parts = s.job_partitions(job) if parted else None
             if blocked and (parts is None or not blocked.isdisjoint(parts)):
+                why = behind.get(parts)
+                if why is None:  # once per partition set in a pass: the blocked job it waits behind
+                    head = next((heads[p] for p in parts or blocked if p in heads), None)
+                    why = behind[parts] = (Reason.BEHIND, head)
+                waiting[job.id] = why
                 continue  # fifo: behind a blocked job of its partition (cheap: not counted against the window)
             if not resv or parts is None:
                 rel = resv
@@ -531,11 +581,17 @@ class _Pass:
                         free_whole = int(self.alloc.model_free.sum())
                     continue
                 skipped += 1
+                waiting[job.id] = self.why
                 if blocking == "block":
                     if parts is None:
+                        self.out.rest = (Reason.BEHIND, job.id)
                         break
+                    for p_ in parts - blocked:
+                        heads[p_] = job.id
                     blocked |= parts
+                    behind.clear()
                     if len(blocked) >= n_parts:
+                        self.out.rest = (Reason.BEHIND, job.id)
                         break
                 elif blocking == "reserve":
                     models, shadow, extra = self.reservation(job)
@@ -548,8 +604,10 @@ class _Pass:
             # anywhere; one that outlasts it may use models the head cannot use, or the head's within `extra` devices
             if job.count > free_whole and job.milli == WHOLE:
                 if not free_whole and not self.state.pending.n_partial:
+                    self.out.rest = _NONE_FREE
                     break  # no free device anywhere and every pending job needs whole ones
                 skipped += 1  # cheap refusal: not enough free devices of any model
+                waiting[job.id] = self._refused(job, free_whole)
                 continue
             end = self.now + job.expected_runtime if job.expected_runtime is not None else math.inf
             if len(rel) == 1:
@@ -568,6 +626,8 @@ class _Pass:
                         res = self.try_place_in(job, split[1])
                         if res is not None:
                             r0.extra -= res[0].n_devices
+                    if res is None and self._fits_free(job, split[1]):
+                        self.why = (Reason.RESERVED, (r0.job.id, r0.shadow))  # room on the head's devices
             else:  # several reservations it could delay: respect each (no use of their extra devices)
                 late = [r for r in rel if end > r.shadow]
                 if not late:
@@ -575,8 +635,11 @@ class _Pass:
                 else:
                     cands = [m for m in s.model_candidates(self.state, job) if not any(m in r.models for r in late)]
                     res = self.try_place_in(job, cands)
+                    if res is None and self._fits_free(job, s.model_candidates(self.state, job)):
+                        self.why = (Reason.RESERVED, (late[0].job.id, late[0].shadow))
             if res is None:
                 skipped += 1
+                waiting[job.id] = self.why
                 continue
             self.commit_start(job, res)
             free_whole = int(self.alloc.model_free.sum())
@@ -627,18 +690,34 @@ class _Pass:
     def try_place_in(self, job: Job, models: list[int]) -> tuple[Placement, int] | None:
         """Like :meth:`try_place`, restricted to ``models`` (in that order)."""
         if job.count and not models:
+            self.why = _NO_CAPACITY
             return None
         base = self.s.shape(job)
         sh = (*base, tuple(models))
-        if sh in self.failed or base in self.failed:
+        why = self.failed.get(sh) or self.failed.get(base)
+        if why is not None:
+            self.why = why
             return None
-        if job.count and job.milli == WHOLE and job.count > sum(int(self.alloc.model_free[m]) for m in models):
-            self.failed.add(sh)
-            return None
+        if job.count and job.milli == WHOLE:
+            free = sum(int(self.alloc.model_free[m]) for m in models)
+            if job.count > free:
+                self.why = self.failed[sh] = (Reason.CAPACITY, free)
+                return None
         res = self.s.placer.place(self.alloc, job, models)
         if res is None:
-            self.failed.add(sh)
+            self.why = self.failed[sh] = self._misfit(job, models)
         return res
+
+    def _fits_free(self, job: Job, models: Sequence[int]) -> bool:
+        """Enough free devices of ``models`` for ``job`` (a backfill candidate kept off the head's devices)."""
+        mf = self.alloc._mf
+        return job.count <= sum(mf[m] for m in models)
+
+    def _refused(self, job: Job, free_whole: int) -> Why:
+        """A job turned away because it needs more whole devices than are free anywhere."""
+        if job.count > self.s.n_devices:
+            return (Reason.NEVER, f"the cluster has {self.s.n_devices}")
+        return (Reason.CAPACITY, free_whole)
 
     def reservation(self, head: Job) -> tuple[set[int], float, int]:
         """Models the head may use, its shadow time and the extra devices it leaves at that time."""
@@ -695,8 +774,10 @@ class _Pass:
                 v = below_cache[prio] = running.any_preemptible_below(prio)
             return v
 
+        waiting = self.out.waiting
         while heap and skipped < s.window:
             if not free_whole and not pend.n_partial and (not s.preemption or not self._fair_may_preempt(any_reclaim)):
+                self.out.rest = _NONE_FREE
                 break  # no free device, every pending job needs whole ones, and none may preempt anything
             _, q = heapq.heappop(heap)
             job = next(iters[q], None)
@@ -706,10 +787,12 @@ class _Pass:
             if job.milli == WHOLE and job.count > free_whole and (not s.preemption or not (
                     (reclaim[q] and running.n_borrowed) or below(job.priority))):
                 skipped += 1  # cheap refusal: not enough free devices and no victim it may take
+                waiting[job.id] = self._refused(job, free_whole)
             elif self.fair_one(job):
                 free_whole = int(alloc.model_free.sum())
             else:
                 skipped += 1
+                waiting[job.id] = self.why
             heapq.heappush(heap, (self.queue_total(q) / weight[q], q))
         self.out.tested = tested
 
@@ -726,19 +809,27 @@ class _Pass:
         # a job like one that could not start in this pass (same shape, priority, queue) cannot either: its queue's
         # usage only grows and capacity only shrinks until a preemption (which clears the cache)
         key = (self.s.shape(job), job.priority, job.queue)
-        if key in self.hopeless:
+        why = self.hopeless.get(key)
+        if why is not None:
+            self.why = why
             return False
         s = self.s
         qc = s.queue_config(job.queue)
         names = s.cluster.models
         need = job.count * job.milli
         gm = s.group_model
-        for m in s.model_candidates(self.state, job):  # m: a group (the model itself without partitions)
+        cands = s.model_candidates(self.state, job)
+        capped = -1  # the first model at its queue's quota (no borrowing), while no other model was tried
+        tried = False
+        for m in cands:  # m: a group (the model itself without partitions)
             mi = gm[m]
             quota = qc.quota_for(names[mi])
             within = quota is not None and self.usage(job.queue, mi) + need <= quota * WHOLE
             if not within and not qc.borrow:
+                if capped < 0:
+                    capped = mi
                 continue
+            tried = True  # a model it may use: its placement failure says why
             res = self.try_place_in(job, [m])
             if res is None and within and s.preemption and self.state.running.n_borrowed:
                 res = self.try_preempt(
@@ -754,5 +845,11 @@ class _Pass:
             if res is not None:
                 self.commit_start(job, res)
                 return True
-        self.hopeless.add(key)
+        if not tried and job.count:
+            if capped >= 0:
+                self.why = (Reason.QUOTA, (capped, self.usage(job.queue, capped) / WHOLE,
+                                           qc.quota_for(names[capped]) or 0))
+            else:
+                self.why = _NEVER if not cands else _NO_CAPACITY
+        self.hopeless[key] = self.why
         return False

@@ -18,6 +18,7 @@ import numpy as np
 
 from suanli.fleet.model import Cluster
 from suanli.sched.alloc import Allocation, Placement
+from suanli.sched.reasons import Why
 from suanli.workload.spec import Job
 
 Key = tuple[Any, ...]
@@ -234,6 +235,8 @@ class Decisions:
     preemptions: list[Preempt] = field(default_factory=list)
     reservation: tuple[int | str, float] | None = None  # backfill: (head job, shadow time)
     tested: int = 0  # pending jobs looked at
+    waiting: dict[int | str, Why] = field(default_factory=dict)  # examined, not started: why (sched.reasons)
+    rest: Why | None = None  # why the pending jobs the pass did not reach wait (None: the window)
 
     def __bool__(self) -> bool:
         return bool(self.starts or self.preemptions)

@@ -33,6 +33,8 @@ from suanli.fleet.model import Cluster
 from suanli.sched import Scheduler
 from suanli.sched.alloc import WHOLE, Allocation
 from suanli.sched.placement import Placer
+from suanli.sched.reasons import Reason
+from suanli.sched.reasons import counts as reason_counts
 from suanli.sim.workload import Workload
 from suanli.workload.spec import Job
 from suanli.workload.states import TRANSITIONS, JobState, check_transition
@@ -122,6 +124,7 @@ class SimResult:
     # with SimConfig.usage: one row per attempt - (job, start, end, outcome, run seconds lost, placement); outcome
     # ATT_SUCCEEDED, ATT_PREEMPTED or ATT_NODE_LOST (a failure under it)
     attempts: list[tuple[int, float, float, int, float, Any]] | None = None
+    wait_by_reason: dict[str, float] = field(default_factory=dict)  # waiting job-seconds by reason code
 
     @property
     def n_devices(self) -> int:
@@ -269,6 +272,8 @@ class Simulation:
         cont_s = cont_busy = cont_up = 0.0
         up_devs = n_dev
         last_t = float(submit[0]) if n else 0.0
+        wait_counts: dict[Reason, int] = {}  # waiting jobs by reason, as of the last pass
+        wait_s: dict[Reason, float] = {}
         t_end = t_first
         span = float(submit[-1] - submit[0]) if n else 0.0
         res = max(span + float(np.median(w.duration)) if n else 1.0, 1.0) / max(cfg.samples, 10)
@@ -342,6 +347,8 @@ class Simulation:
                     cont_s += dt
                     cont_busy += b * dt
                     cont_up += up_devs * dt
+                    for r_, k_ in wait_counts.items():
+                        wait_s[r_] = wait_s.get(r_, 0.0) + k_ * dt
                 last_t = now
             dirty = False
             # arrivals at this instant
@@ -467,6 +474,7 @@ class Simulation:
                         jb = r.job
                         on_start(int(jb.id), r.model, pl.milli * pl.n_devices, now, jb.devices_equiv * r.rate,
                                  jb.attained - jb.las_base)
+                wait_counts = reason_counts(d.waiting, len(pjobs), d.rest)
                 if promote:
                     t_p = pending.next_due(now)
                     if t_p < math.inf and t_p != promo_tick:
@@ -498,5 +506,6 @@ class Simulation:
             timeline_t=np.frombuffer(tl_t), timeline_busy=np.frombuffer(tl_b), timeline_pending=np.frombuffer(tl_p),
             timeline_up=np.frombuffer(tl_u), n_failures=n_failures, decide_calls=decide_calls, events=events,
             wall_s=time.perf_counter() - t_wall, capacity=n_dev, attempts=attempts,
+            wait_by_reason={r.code: v for r, v in sorted(wait_s.items())},
         )
 

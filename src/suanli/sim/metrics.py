@@ -146,6 +146,8 @@ def summarize(r: SimResult) -> dict[str, Any]:
         "goodput": 1.0 - r.lost_ds / r.busy_ds if r.busy_ds > 0 else 1.0,
         "fairness": jain(np.array(inv)),
         "tenants": per_t,
+        # job-hours spent waiting, by the scheduler's reason (sched.reasons): what held the queue
+        "wait_by_reason_h": {k: v / 3600.0 for k, v in r.wait_by_reason.items()},
         **extra,
         "decide_calls": r.decide_calls,
         "events": r.events,

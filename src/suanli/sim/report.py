@@ -96,6 +96,18 @@ def write_report(out: str | Path, summaries: Sequence[dict[str, Any]], results: 
         md.append("| avg JCT / fifo | " + " | ".join(
             f"{s['vs_fifo']['avg_jct_s']:.2f}" if s.get("vs_fifo", {}).get("avg_jct_s") else "-"
             for s in summaries) + " |")
+    codes = sorted({k for s in summaries for k in s.get("wait_by_reason_h", {})})
+    if codes:
+        md += ["", "Waiting job-hours by reason (share of all waiting time; see docs/dashboard.md):", "",
+               "| reason | " + " | ".join(s["policy"] for s in summaries) + " |", "|---|" + "---|" * len(summaries)]
+        for k in codes:
+            cells = []
+            for s in summaries:
+                w = s.get("wait_by_reason_h", {})
+                tot = sum(w.values())
+                v = w.get(k, 0.0)
+                cells.append((f"{v:,.2f}" if v < 10 else f"{v:,.0f}") + f" ({v / tot:.0%})" if tot > 0 else "-")
+            md.append(f"| {k} | " + " | ".join(cells) + " |")
     md += ["", "![utilization](utilization.png)", "", "![JCT CDF](jct_cdf.png)", "", "![queue](queue.png)", ""]
     p = d / "report.md"
     p.write_text("\n".join(md))

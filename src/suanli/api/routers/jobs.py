@@ -104,7 +104,7 @@ async def submit_job(request: Request, p: Who, ctx: CtxDep) -> dict[str, Any]:
         await run_in_threadpool(check_names, ctx, spec)
     out = await ctx.batcher.submit(spec)
     ctx.metrics.submissions.inc()
-    return out
+    return ctx.with_reason(out)
 
 
 @router.get("/v1/jobs", response_model=JobPage)
@@ -122,19 +122,19 @@ def list_jobs(
         return {"items": [], "next": None}
     items, nxt = ctx.store.list_jobs(tenant=t, state=[s.value for s in state or []], queue=queue, after=after,
                                      limit=limit)
-    return {"items": items, "next": nxt}
+    return {"items": [ctx.with_reason(j) for j in items], "next": nxt}
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobDetail, responses=NOT_FOUND)
 def get_job(job_id: JobId, p: Who, ctx: CtxDep) -> dict[str, Any]:
-    return ctx.store.get_job(job_id, tenant_scope(p))
+    return ctx.with_reason(ctx.store.get_job(job_id, tenant_scope(p)))
 
 
 @router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobDetail,
              responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "the job has already ended"}})
 def cancel_job(job_id: JobId, p: Who, ctx: CtxDep) -> dict[str, Any]:
     """Ask for a job to be cancelled; the controller stops its processes (if any) and records it."""
-    return ctx.store.request_cancel(job_id, tenant_scope(p))
+    return ctx.with_reason(ctx.store.request_cancel(job_id, tenant_scope(p)))
 
 
 @router.get("/v1/jobs/{job_id}/events", response_model=list[JobEvent], responses=NOT_FOUND)
