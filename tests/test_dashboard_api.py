@@ -73,7 +73,7 @@ def test_fleet_states_jobs_totals_and_tenant_view(client: TestClient, svc: Servi
         assert time.monotonic() < end, client.get(f"/v1/jobs/{w}", headers=h).json()
         time.sleep(0.03)
     j = client.get(f"/v1/jobs/{w}", headers=hdr(ta)).json()
-    assert j["reason_detail"] == "waiting for capacity: needs 2 accelerator; 1 free"
+    assert j["reason_detail"] == "waiting for capacity: needs 2 BR100; 1 free"
     listed = client.get("/v1/jobs", params={"state": "pending"}, headers=hdr(ta)).json()["items"]
     assert [(x["id"], x["reason"]) for x in listed] == [(w, "capacity")]
     assert client.get(f"/v1/jobs/{jid}", headers=h).json()["reason_detail"] is None  # running: no reason

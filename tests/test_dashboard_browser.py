@@ -172,6 +172,23 @@ def test_login_fleet_cli_job_appears_finishes_and_logs_follow(live: tuple[Servic
     assert page.locator("#attempts tbody tr").count() == 1
     page.screenshot(path=str(shots / "job.png"), full_page=True)
 
+    # a job that waits: the queues page shows why
+    h = {"Authorization": f"Bearer {tok}"}
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        hog = c.post("/v1/jobs", json={"name": "hog", "command": ["sleep", "60"], "resources": {"accelerators": 6}},
+                     headers=h).json()["id"]
+        waiter = c.post("/v1/jobs", json={"name": "waiter", "command": ["true"],
+                                          "resources": {"accelerators": 4}}, headers=h).json()["id"]
+    page.goto(srv.url + "/ui/queues")
+    page.wait_for_function(f"document.querySelector('#waiting').textContent.includes('{waiter}') && "
+                           "document.querySelector('#waiting').textContent.includes('needs 4 BR100; 2 free')",
+                           timeout=15000)
+    assert "capacity" in page.inner_text("#waiting")
+    page.screenshot(path=str(shots / "queues-waiting.png"), full_page=True)
+    with httpx.Client(base_url=srv.url, timeout=10) as c:
+        for j in (waiter, hog):
+            c.post(f"/v1/jobs/{j}/cancel", headers=h)
+
     for name in ("queues", "history", "plan"):
         page.goto(f"{srv.url}/ui/{name}")
         if name == "history":

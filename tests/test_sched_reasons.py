@@ -30,7 +30,7 @@ def test_fifo_capacity_then_everyone_behind_the_head() -> None:
     st.apply(d, 0)
     assert counts(d.waiting, len(st.pending), d.rest) == {Reason.CAPACITY: 1, Reason.BEHIND: 2}
     assert describe(d.waiting["big"], st.pending.jobs["big"], s.cluster) == \
-        "waiting for capacity: needs 16 accelerator; 8 free"
+        "waiting for capacity: needs 16 H100; 8 free"
     assert describe(d.rest) == "behind job big (fifo: the first job that cannot start blocks the ones after it)"
 
 
@@ -43,7 +43,7 @@ def test_enough_free_devices_but_not_on_one_node_is_topology() -> None:
     st.submit(Job(id="g", count=4, per_node=4, submit_time=2))
     d = s.decide(st, 1)
     assert d.waiting == {"g": (Reason.TOPOLOGY, 6)}
-    assert "needs 4 accelerator (4 per node); 6 free, but not where it fits" in describe(
+    assert "needs 4 H100 (4 per node); 6 free, but not where it fits" in describe(
         d.waiting["g"], st.pending.jobs["g"], s.cluster)
 
 

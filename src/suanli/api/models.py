@@ -243,7 +243,7 @@ class Fleet(BaseModel):
 
 class QueueUsage(Queue):
     used: dict[str, float] = Field(description="devices in use by running jobs, per accelerator model")
-    borrowed: dict[str, float] = Field(description="devices in use beyond the quota, per model")
+    borrowed: dict[str, float] = Field(description="devices in use beyond the quota, per model (queues with a quota)")
     running: int
     pending: int = Field(description="waiting jobs (the caller's own, for a tenant)")
 

@@ -65,7 +65,12 @@ def describe(why: Why, job: Job | None = None, cluster: Cluster | None = None, n
 
     want = ""
     if job is not None and job.count:
-        acc = "/".join(job.models) if job.models else "accelerator"
+        if job.models:
+            acc = "/".join(job.models)
+        elif models is not None and len(models) == 1:
+            acc = models[0]
+        else:
+            acc = "accelerator" if job.count == 1 else "accelerators"
         share = f" x {job.milli / 1000:g} device" if job.milli < 1000 else ""
         want = f"{job.count} {acc}{share}"
     if r is Reason.CAPACITY:

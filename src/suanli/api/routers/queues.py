@@ -40,7 +40,7 @@ def queue_usage(p: Who, ctx: CtxDep) -> list[dict[str, Any]]:
         u = usage.get(q["name"], {"used": {}, "running": 0, "pending": 0})
         quota = q["quota"] or {}
         borrowed = {}
-        for m, n in u["used"].items():
+        for m, n in u["used"].items() if quota else ():  # a queue with no quota at all: nothing to borrow against
             over = n - quota.get(m, quota.get("*", 0))
             if over > 0:
                 borrowed[m] = over

@@ -10,7 +10,6 @@
     for (const st of ["pending", "requeued"]) waiting.push(...(await api("/v1/jobs?limit=500&state=" + st)).items);
     waiting.sort((a, b) => a.submit_time - b.submit_time);
     rows(document.querySelector("#waiting tbody"), waiting, (j) => [jobLink(j.id), j.name, j.queue, j.tenant,
-      ago(j.submit_time), el("span", { title: j.reason_detail || "", text: (j.reason || "") +
-        (j.reason_detail ? ": " + j.reason_detail : "") })]);
+      ago(j.submit_time), el("span", { title: j.reason || "", text: j.reason_detail || j.reason || "" })]);
   }, 3000);
 })();
