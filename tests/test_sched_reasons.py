@@ -127,3 +127,22 @@ def test_the_twin_counts_waiting_time_by_reason(tmp_path) -> None:
     write_report(tmp_path, [s], [r], {"workload": "t"})
     md = (tmp_path / "report.md").read_text()
     assert "| capacity | 0.03 (53%) |" in md and "| behind | 0.02 (47%) |" in md
+
+
+def test_partitions_a_job_waits_behind_its_own_partitions_head_only() -> None:
+    def pnode(name: str, parts: tuple[str, ...]) -> NodeSpec:
+        return NodeSpec(name, "H100", 8, 128_000, 1 << 20, name, "r0", partitions=parts)
+
+    c = build_cluster("c", [pnode("a0", ("A",)), pnode("b0", ("B",))])
+    s = Scheduler(c, "fifo")
+    st = s.new_state()
+    st.submit(Job(id="fill-a", count=8, partitions=("A",), submit_time=0))
+    st.apply(s.decide(st, 0), 0)
+    for j in (Job(id="blocked-a", count=8, partitions=("A",), submit_time=1),
+              Job(id="next-a", count=1, partitions=("A",), submit_time=2),
+              Job(id="big-b", count=16, partitions=("B",), submit_time=3)):
+        st.submit(j)
+    d = s.decide(st, 1)
+    assert d.waiting["blocked-a"] == (Reason.CAPACITY, 0)
+    assert d.waiting["next-a"] == (Reason.BEHIND, "blocked-a")
+    assert d.waiting["big-b"] == (Reason.NEVER, "the cluster has 8")  # partition B has 8 devices
