@@ -144,6 +144,7 @@ class Node(BaseModel):
     updated_at: float
     status: str = Field(description="up, or lost (the executor does not report it: nothing is placed on it)")
     last_seen: float | None
+    partitions: list[str] | None = Field(None, description="the partitions the node belongs to (None: none)")
 
 
 class Device(BaseModel):
