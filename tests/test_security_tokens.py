@@ -44,6 +44,16 @@ def test_tokens_revoke_and_rotate(client: TestClient, svc: Service) -> None:  # 
     assert client.delete("/v1/tokens/self", headers=bearer(t3)).status_code == 200
     assert client.get("/v1/jobs", headers=bearer(t3)).status_code == 401
     assert client.get("/v1/tokens", params={"tenant": "team-a"}, headers=h).json() == []
+    # a revoked token's id is never given to a later token (a stale "revoke ID" cannot hit a new token)
+    t4 = client.post("/v1/tenants/team-a/tokens", headers=h).json()["token"]
+    newest = client.get("/v1/tokens", params={"tenant": "team-a"}, headers=h).json()[0]
+    assert client.delete(f"/v1/tokens/{newest['id']}", headers=h).status_code == 200
+    t5 = client.post("/v1/tenants/team-a/tokens", headers=h).json()["token"]
+    [again] = client.get("/v1/tokens", params={"tenant": "team-a"}, headers=h).json()
+    assert again["id"] > newest["id"]
+    assert client.delete(f"/v1/tokens/{newest['id']}", headers=h).status_code == 404
+    assert client.get("/v1/jobs", headers=bearer(t4)).status_code == 401
+    assert client.get("/v1/jobs", headers=bearer(t5)).status_code == 200
 
 
 def test_admin_token_rotation_at_start(client: TestClient, svc: Service) -> None:  # noqa: F811

@@ -70,6 +70,13 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+REVOKED = "x"  # a revoked token's row keeps its id (never reused) with a hash no token can have (not hex)
+
+
+def _tombstone() -> str:
+    return REVOKED + secrets.token_hex(31) + "0"  # 64 characters, like a SHA-256 in hex, but never one
+
+
 def new_token() -> str:
     return "sl_" + secrets.token_urlsafe(32)
 
@@ -182,7 +189,8 @@ class Store:
 
     def list_tokens(self, tenant: str | None = None, admin: bool | None = None) -> list[dict[str, Any]]:
         """Tokens (never their value or hash): id, tenant, admin, label, created_at."""
-        q = sa.select(tokens.c.id, tokens.c.tenant, tokens.c.admin, tokens.c.label, tokens.c.created_at)
+        q = sa.select(tokens.c.id, tokens.c.tenant, tokens.c.admin, tokens.c.label, tokens.c.created_at).where(
+            tokens.c.hash.not_like(f"{REVOKED}%"))
         if tenant is not None:
             q = q.where(tokens.c.tenant == tenant)
         if admin is not None:
@@ -192,13 +200,16 @@ class Store:
         return [{**dict(r._mapping), "admin": bool(r.admin)} for r in rows]
 
     def revoke_token(self, token_id: int) -> dict[str, Any]:
-        """Delete one token: it stops working at once (the authentication cache is dropped)."""
+        """Revoke one token: it stops working at once (the authentication cache is dropped). Its row stays, with a
+        hash no token can match, so that its id is never given to a later token (SQLite would reuse the largest
+        id once deleted, and an admin's "revoke 7" would then hit the new one)."""
         with self.write() as c:
             r = c.execute(sa.select(tokens.c.id, tokens.c.tenant, tokens.c.admin, tokens.c.label,
-                                    tokens.c.created_at).where(tokens.c.id == token_id)).first()
+                                    tokens.c.created_at).where(tokens.c.id == token_id,
+                                                               tokens.c.hash.not_like(f"{REVOKED}%"))).first()
             if r is None:
                 raise NotFound(f"no token {token_id}")
-            c.execute(tokens.delete().where(tokens.c.id == token_id))
+            c.execute(tokens.update().where(tokens.c.id == token_id).values(hash=_tombstone()))
         self._auth_cache.clear()
         return {**dict(r._mapping), "admin": bool(r.admin)}
 
@@ -219,14 +230,13 @@ class Store:
             known = tenant is None or c.execute(sa.select(tenants.c.id).where(tenants.c.name == tenant)).first()
             if not known:
                 raise NotFound(f"no tenant {tenant!r}")
-            # the new one first: it gets an id above the revoked ones (SQLite reuses the largest id once deleted)
-            new_id = c.execute(tokens.insert().values(hash=hash_token(tok), tenant=tenant, admin=admin, label=label,
-                                                      created_at=time.time())).inserted_primary_key[0]
-            if tenant is not None:
-                c.execute(tokens.delete().where(tokens.c.tenant == tenant, tokens.c.admin == sa.false(),
-                                                tokens.c.id != new_id))
-            else:
-                c.execute(tokens.delete().where(tokens.c.admin == sa.true(), tokens.c.id != new_id))
+            live = tokens.c.hash.not_like(f"{REVOKED}%")
+            old = (sa.select(tokens.c.id).where(live, tokens.c.tenant == tenant, tokens.c.admin == sa.false())
+                   if tenant is not None else sa.select(tokens.c.id).where(live, tokens.c.admin == sa.true()))
+            for (tid,) in c.execute(old).all():  # revoked, their rows kept (ids are never reused)
+                c.execute(tokens.update().where(tokens.c.id == tid).values(hash=_tombstone()))
+            c.execute(tokens.insert().values(hash=hash_token(tok), tenant=tenant, admin=admin, label=label,
+                                             created_at=time.time()))
         self._auth_cache.clear()
         return tok
 
