@@ -231,3 +231,41 @@ def test_logs_are_capped_and_rotated(iso: Service) -> None:
     assert rotated(p, 1).exists() and rotated(p, 1).stat().st_size < 600_000
     assert not rotated(p, 2).exists()  # keep=1
     assert log(s, j, tail=1) == "END\n"
+
+
+def test_tenants_mapped_to_the_operators_users(tmp_path: Path) -> None:
+    """--job-users map: a tenant's jobs run as the OS user the operator mapped; a tenant without one cannot run."""
+    need_root()
+    from suanli.control.isolation import load_user_map
+
+    name = f"{PREFIX}mapped"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True,
+                   capture_output=True)
+    top = Path(tempfile.mkdtemp(prefix="suanli-map-", dir="/tmp"))
+    os.chmod(top, 0o711)
+    try:
+        f = top / "users.yaml"
+        f.write_text(f"team-m: {name}\nteam-root: root\n")
+        umap = load_user_map(f)
+        assert umap == {"team-m": name, "team-root": "root"}
+        s = open_service(top / "data", devices="1xBR100", node="n1", tick_s=0.02, grace_s=1.0,
+                         job_users=JobUsers("map", umap))
+        s.controller.start()
+        assert s.controller.ready.wait(10)
+        try:
+            hm, hx, hr = tenant(s, "team-m"), tenant(s, "team-x"), tenant(s, "team-root")
+            j = submit(s, hm, sh("id -un"))
+            assert wait(s, j, {"succeeded", "failed"})["state"] == "succeeded"
+            assert log(s, j).strip() == name
+            for h, why in ((hx, "no OS user is mapped to tenant 'team-x'"), (hr, "refused")):
+                k = submit(s, h, sh("id -un"))
+                st = wait(s, k, {"succeeded", "failed"})
+                assert st["state"] == "failed"
+                c, ah = api(s)
+                assert any(why in e["message"] for e in c.get(f"/v1/jobs/{k}/events", headers=ah).json())
+        finally:
+            s.controller.stop()
+            s.store.close()
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+        shutil.rmtree(top, ignore_errors=True)
