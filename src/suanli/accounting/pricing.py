@@ -57,6 +57,7 @@ class Rates:
 class Accounting:
     settings: AccountingSpec = field(default_factory=AccountingSpec)
     pools: list[PoolSpec] = field(default_factory=list)
+    _rates: dict[tuple[str, str], Rates] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_file(cls, path: str | Path | None) -> Accounting:
@@ -85,6 +86,12 @@ class Accounting:
         return same[0] if len(same) == 1 else None
 
     def rates(self, node: str, model: str) -> Rates:
+        r = self._rates.get((node, model))
+        if r is None:
+            r = self._rates[(node, model)] = self._rates_of(node, model)
+        return r
+
+    def _rates_of(self, node: str, model: str) -> Rates:
         p = self.pool_of(node, model)
         cat = catalog_figures(model) if model else ChipFigures(None, None)
         price, src = (p.price_usd, "fleet file") if p is not None and p.price_usd is not None else (
