@@ -124,6 +124,8 @@ def main() -> None:
 
         rec: list[float] = []
         det: list[float] = []
+        noticed: list[float] = []  # kill -> the attempt ended node-lost and the job requeued
+        gone: list[float] = []  # kill -> the node's agent process exited (--plug kill)
         for i in range(a.recoveries):
             jid = st.submit(JobSpec(name="victim", resources={"accelerators": 1}, command=["sleep", "300"]))["id"]
             j = wait_for(lambda jid=jid: (x := st.get_job(jid))["attempt_list"] and x["attempt_list"][0]["procs"]
@@ -150,6 +152,7 @@ def main() -> None:
                 end = time.monotonic() + 10
                 while os.path.exists(f"/proc/{agent_pid}") and time.monotonic() < end:
                     time.sleep(0.01)
+                gone.append(time.time() - t_kill)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(agent_pid, signal.SIGKILL)
                 for pg in pgids:
@@ -166,6 +169,8 @@ def main() -> None:
                     raise SystemExit(f"no recovery within 120 s: {st.events(jid)}")
                 time.sleep(0.02)
             t_back = j["attempt_list"][1]["started_at"]
+            t_req = next(e["at"] for e in st.events(jid) if e["kind"] == "requeued")
+            noticed.append(t_req - t_kill)
             rec.append(t_back - t_kill)
             det.append((t_dead or time.time()) - t_kill)
             if frozen:  # the frozen server goes for good
@@ -183,10 +188,13 @@ def main() -> None:
             nodes[name] = add(name)  # a replacement, so each run has the same room
             wait_for(lambda name=name: name in svc.controller.live_nodes, 120, "replacement node")
             if not a.json:
-                print(f"  recovery {i + 1}: {rec[-1]:.2f} s (Ray marked the node dead after {det[-1]:.2f} s)")
+                print(f"  recovery {i + 1}: {rec[-1]:.2f} s (requeued after {noticed[-1]:.2f} s; Ray marked the node "
+                      f"dead after {det[-1]:.2f} s" + (f"; its agent exited after {gone[-1]:.2f} s)" if gone else ")"))
         if rec:
             out["recovery_s"] = {"runs": len(rec), "p50": round(statistics.median(rec), 2),
                                  "max": round(max(rec), 2),
+                                 "requeued_p50": round(statistics.median(noticed), 2),
+                                 "agent_exited_p50": round(statistics.median(gone), 2) if gone else None,
                                  "ray_dead_node_detection_p50": round(statistics.median(det), 2)}
     finally:
         svc.controller.stop()
@@ -207,8 +215,9 @@ def main() -> None:
                   f"p99 {ls['p99'] * 1000:.0f} ms, max {ls['max'] * 1000:.0f} ms")
         if rec:
             r = out["recovery_s"]
-            print(f"node {a.plug} -> running elsewhere, {r['runs']} runs: p50 {r['p50']} s (max {r['max']} s); "
-                  f"Ray's dead-node detection p50 {r['ray_dead_node_detection_p50']} s")
+            print(f"node {a.plug} -> running elsewhere, {r['runs']} runs: p50 {r['p50']} s (max {r['max']} s; "
+                  f"requeued after p50 {r['requeued_p50']} s); Ray's dead-node detection p50 "
+                  f"{r['ray_dead_node_detection_p50']} s")
 
 
 if __name__ == "__main__":

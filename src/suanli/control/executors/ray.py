@@ -122,12 +122,12 @@ class NodeAgent:
                 out[aid] = {"unknown": True}
                 continue
             done, code = self.ex.poll(h)
-            logs: dict[int, bytes] = {}
+            logs: dict[int, tuple[int, bytes]] = {}
             for rank, off in offsets.items():
                 limit = 16 * _LOG_CHUNK if done else _LOG_CHUNK
                 chunk = self.ex.read_log(h.job_id, h.n, rank, off, limit)
                 if chunk:
-                    logs[rank] = chunk
+                    logs[rank] = (off, chunk)
             out[aid] = {"done": done, "code": code, "codes": dict(h.codes), "logs": logs}
         return out
 
@@ -221,6 +221,7 @@ class RayExecutor(Executor):
         # (--job-users mode, tenant -> user map) as each node's agent applies it on its node (issue 9)
         self.users: tuple[str, dict[str, str]] = ("shared", {}) if users is None else (users[0], dict(users[1]))
         self.log_policy = log_policy
+        self.resend_s = 0.5
         self.wait_s = wait_s  # how long one poll waits for the nodes' answers (the rest are collected later)
         self._inflight: dict[Any, tuple[str, dict[int, dict[int, int]], float]] = {}
         self._health_inflight: dict[Any, str] = {}
@@ -387,13 +388,24 @@ class RayExecutor(Executor):
         """One ``sync`` call per node in flight at a time: answers are collected as they come (a node that does not
         answer - frozen, unplugged - never holds up the controller for more than ``wait_s``)."""
         self._synced = time.monotonic()
-        busy = {name for name, _req, _t in self._inflight.values()}
+        # a node is asked again when its last question is older than ``resend_s`` (a call in flight to an agent that
+        # died may only fail when Ray declares the node dead; a new call fails at once): answers carry the log
+        # offsets they read from, so one that comes late adds nothing twice
+        busy: dict[str, int] = {}
+        for name, _req, t in self._inflight.values():
+            if self._synced - t < self.resend_s:
+                busy[name] = busy.get(name, 0) + 1
+            else:
+                busy.setdefault(name, 0)
+        crowded = {name for name, _req, _t in self._inflight.values()
+                   if sum(1 for v in self._inflight.values() if v[0] == name) >= 4}
+        busy_names = {n for n, k in busy.items() if k > 0} | crowded
         reqs: dict[str, dict[int, dict[int, int]]] = {}
         for h in self._handles.values():
             if h.final is not None:
                 continue
             for name, part in h.parts.items():
-                if not part.done and not part.lost and name not in busy:
+                if not part.done and not part.lost and name not in busy_names:
                     reqs.setdefault(name, {})[h.attempt_id] = {r: h.offsets.get(r, 0) for r in part.ranks}
         for name, req in reqs.items():
             nid = self._by_name.get(name)
@@ -426,8 +438,9 @@ class RayExecutor(Executor):
                 if st.get("unknown"):  # the agent does not know it (a new agent on a node that came back)
                     part.lost = True
                     continue
-                for rank, chunk in st["logs"].items():
-                    self._append_log(h, rank, chunk)
+                for rank, (off, chunk) in st["logs"].items():
+                    if off == h.offsets.get(rank, 0):
+                        self._append_log(h, rank, chunk)
                 h.codes.update(st["codes"])
                 if st["done"]:
                     part.done, part.code = True, st["code"]
