@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import httpx
@@ -201,13 +201,35 @@ async def forward(gw: Gateway, mgr: ServiceManager, rt: ServiceRuntime, path: st
                 yield chunk
         except httpx.TransportError:
             rt.errors += 1  # the replica died while streaming: the client sees the stream end early
-        finally:
-            rep.outstanding -= 1
-            rep.served += 1
-            rt.latencies.append((time.monotonic(), ttfb, time.perf_counter() - t0))
-            await resp.aclose()
 
-    return StreamingResponse(stream(), status_code=resp.status_code, headers=out_headers)
+    done = False
+
+    async def release() -> None:  # once, however the response ends (even never started: the client went away)
+        nonlocal done
+        if done:
+            return
+        done = True
+        rep.outstanding -= 1
+        rep.served += 1
+        rt.latencies.append((time.monotonic(), ttfb, time.perf_counter() - t0))
+        await resp.aclose()
+
+    return Relay(stream(), release, status_code=resp.status_code, headers=out_headers)
+
+
+class Relay(StreamingResponse):
+    """A streamed answer that calls ``release`` when it is over, whether it was sent whole, cut short, or never
+    started (the replica's in-flight count must not leak)."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], Awaitable[None]], **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._release()
 
 
 async def by_service(name: str, path: str, request: Request, p: Caller) -> Response:
