@@ -50,15 +50,8 @@ class AttemptCgroups:
 
     def __init__(self, prefix: str, root: Path | bool | None = True) -> None:
         base = cgroup2_root() if root is True else (root or None)
-        self.base: Path | None = None
-        if base is not None:
-            b = Path(base) / f"suanli-{prefix.rstrip('-')}"
-            try:
-                b.mkdir(exist_ok=True)
-                self.base = b
-            except OSError as e:
-                log.warning("cgroup v2 at %s is not usable (%s): processes that leave their group are found by "
-                            "their environment only", base, e)
+        # created with the first attempt and removed with the last (an idle executor leaves nothing behind)
+        self.base: Path | None = None if base is None else Path(base) / f"suanli-{prefix.rstrip('-')}"
 
     @property
     def enabled(self) -> bool:
@@ -72,9 +65,10 @@ class AttemptCgroups:
         if p is None:
             return None
         try:
-            p.mkdir(exist_ok=True)
+            p.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            log.warning("cannot create cgroup %s: %s", p, e)
+            log.warning("cannot create cgroup %s (%s): processes that leave their group are found by their "
+                        "environment only", p, e)
             return None
         return p
 
@@ -123,9 +117,10 @@ class AttemptCgroups:
             return True
         try:
             p.rmdir()
-            return True
         except OSError:
             return False
+        self.close()  # the base too, once no attempt is left in it
+        return True
 
 
 def env_scan(key: str) -> list[int]:
