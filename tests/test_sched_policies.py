@@ -332,3 +332,19 @@ def test_gavel_moves_a_running_job_to_a_freed_much_faster_gpu() -> None:
     st2.apply(las.decide(st2, 0), 0)
     st2.stop("hog", 10)
     assert not las.decide(st2, 10)  # heterogeneity-agnostic policies never migrate
+
+
+def test_job_speeds_from_the_spec_the_planner_or_the_catalog() -> None:
+    from suanli.fleet.model import generate_cluster
+    from suanli.workload.spec import JobSpec
+
+    c = generate_cluster(48, ["H100", "A100-40GB", "V100"], 8)
+    s = Scheduler(c, "gavel")
+    llm = s.job_speeds(Job(id=1, count=8, llm="llama-3.1-8b", kind="train"))  # the planner's per-chip throughput
+    assert llm["H100"] == 1.0 and 0 < llm["A100-40GB"] < 0.6
+    peak = s.job_speeds(Job(id=2, count=1))  # no speeds, no LLM: catalog peaks (FP16 for the V100, no BF16)
+    assert peak["H100"] == 1.0 and peak["V100-16GB"] == pytest.approx(125 / 989)
+    spec = JobSpec.model_validate({"name": "j", "resources": {"accelerators": 1}, "speeds": {"v100": 1.0, "k80": 0.2}})
+    assert s.job_speeds(spec.to_job(3)) == {"V100-16GB": 1.0, "K80": 0.2}  # the spec's own, names resolved
+    with pytest.raises(ValueError, match="positive"):
+        JobSpec.model_validate({"name": "j", "speeds": {"H100": -1}})
