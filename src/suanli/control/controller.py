@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from suanli.control import usage
 from suanli.control.executors.base import (
     AdoptVerdict,
     AttemptRecord,
@@ -535,7 +536,8 @@ class Controller:
             else:
                 steps = [Step(S.RUNNING, S.FAILED, f"exit {codestr}; no retries left ({max_retries} allowed)",
                               {"exit_code": code, "failures": failures, "reason": f"exit {codestr}"})]
-        self.store.finish_attempt(jid, h.attempt_id, now, outcome, code, why, steps, lost_ds)
+        energy = usage.energy_used(self.ex, self.placements.get(jid))  # measured where the executor can read it
+        self.store.finish_attempt(jid, h.attempt_id, now, outcome, code, why, steps, lost_ds, energy)
         del self.handles[jid]
         self.placements.pop(jid, None)
         self.state.stop(jid, now)
@@ -578,6 +580,8 @@ class Controller:
             self._dirty = True
             return
         pl_json = placement_to_json(self.cluster, s.placement, s.model)
+        if (e0 := usage.energy_counters(self.ex, pl_json)) is not None:  # accounting: measured energy
+            pl_json["energy_mj0"] = e0
         spec = self._spec(jid)
         aid, n = self.store.begin_attempt(jid, now, pl_json,
                                           f"{','.join(pl_json['nodes'])} devices {pl_json['local']}")

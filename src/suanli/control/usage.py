@@ -75,6 +75,38 @@ def records(*, attempt_id: int, job_id: int, job: Mapping[str, Any], placement: 
     return rows
 
 
+def energy_counters(ex: Any, placement: Mapping[str, Any]) -> dict[str, list[float]] | None:
+    """The energy counters (mJ) of the attempt's devices, per node, where the executor reads all of that node's
+    (stored in the placement as ``energy_mj0`` when the attempt starts); None when none can be read."""
+    out: dict[str, list[float]] = {}
+    model = str(placement.get("model") or "")
+    for node, loc in zip(placement.get("nodes", []), placement.get("local", []), strict=False):
+        if not loc:
+            continue
+        try:
+            vals = ex.energy_mj(node, model, list(loc))
+        except Exception:  # a counter that cannot be read is not measured, never an error
+            continue
+        if vals and all(v is not None for v in vals):
+            out[str(node)] = [float(v) for v in vals]
+    return out or None
+
+
+def energy_used(ex: Any, placement: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """Measured board energy (J) per node since the attempt started: the counters now minus ``energy_mj0``, for
+    the nodes whose counters were read at both ends and did not go backwards (a driver reload resets them)."""
+    if not placement or not placement.get("energy_mj0"):
+        return None
+    now = energy_counters(ex, placement) or {}
+    out = {}
+    for node, start in dict(placement["energy_mj0"]).items():
+        end = now.get(node)
+        if end is None or len(end) != len(start) or any(e < b for e, b in zip(end, start, strict=True)):
+            continue
+        out[node] = sum(e - b for e, b in zip(end, start, strict=True)) / 1000.0
+    return out or None
+
+
 def accounting_from_dir(data_dir: Any) -> Any:
     """The accounting settings of a control plane: ``<data>/fleet.yaml`` (a fleet file with ``accounting`` and
     per-pool ``pue``/``price_usd``/``node_hour_usd``) when there is one, else the defaults."""

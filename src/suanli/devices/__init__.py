@@ -128,6 +128,14 @@ def _prober(d: LocalDevice) -> type[Vendor]:
     return _BY_NAME.get(d.vendor.lower()) or vendor_of(d.model)
 
 
+def energy_mj(model: str, local_indices: Sequence[int]) -> list[float | None]:
+    """The cumulative energy counters (mJ) of ``model`` devices at ``local_indices``, None where not readable."""
+    try:
+        return vendor_of(model).energy_mj(local_indices)
+    except Exception:  # an unknown model, or a library that fails: not measured
+        return [None for _ in local_indices]
+
+
 def host_cpu_memory() -> tuple[int, int]:
     """(CPU milli-cores, memory MiB) of this machine."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

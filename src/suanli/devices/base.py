@@ -104,6 +104,12 @@ class Vendor(ABC):
         """Health as the vendor's tool or library reports it, one entry per index (no injected faults)."""
 
     @classmethod
+    def energy_mj(cls, local_indices: Sequence[int]) -> list[float | None]:
+        """Each device's cumulative board energy counter (millijoules since the driver loaded), None where the vendor
+        library cannot read it (accounting measures an attempt's energy as the difference at its end)."""
+        return [None for _ in local_indices]
+
+    @classmethod
     def health(cls, local_indices: Sequence[int], *, node: str | None = None) -> list[DeviceHealth]:
         """Per-device health of ``local_indices`` (in order), injected faults applied."""
         from suanli.devices.faults import apply_faults

@@ -200,6 +200,21 @@ class Nvidia(Vendor):
         return out
 
     @classmethod
+    def energy_mj(cls, local_indices: Sequence[int]) -> list[float | None]:
+        """NVML's total energy counter (``nvmlDeviceGetTotalEnergyConsumption``, mJ; Volta and newer)."""
+        try:
+            nv = _Nvml.get()
+        except Exception:
+            return [None for _ in local_indices]
+        out: list[float | None] = []
+        for i in local_indices:
+            try:
+                out.append(float(nv.nvmlDeviceGetTotalEnergyConsumption(nv.nvmlDeviceGetHandleByIndex(i))))
+            except Exception:
+                out.append(None)
+        return out
+
+    @classmethod
     def probe(cls, local_indices: Sequence[int]) -> list[DeviceHealth]:
         try:
             nv = _Nvml.get()

@@ -25,6 +25,7 @@ The contract, in the controller's order:
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -245,6 +246,11 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def log_path(self, job_id: int, n: int, rank: int = 0) -> Path:
         """The local file holding the output of rank ``rank`` of attempt ``n``."""
+
+    def energy_mj(self, node: str, model: str, local_indices: Sequence[int]) -> list[float | None]:
+        """Energy counters (mJ) of a node's devices where this executor can read them (accounting); None: not
+        measured. The default measures nothing."""
+        return [None for _ in local_indices]
 
     def last_checkpoint(self, job_id: int) -> float | None:
         """When the job last wrote its checkpoint (the newest file's mtime; None: never or not known). Lost work

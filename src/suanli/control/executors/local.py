@@ -31,7 +31,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,14 @@ class LocalExecutor(Executor):
         if self.checkpoint_root is not None:
             return self.checkpoint_root / str(job_id)
         return self.job_dir(job_id) / "checkpoint"
+
+    def energy_mj(self, node: str, model: str, local_indices: Sequence[int]) -> list[float | None]:
+        """This machine's counters through suanli.devices (NVML energy; None for declared devices)."""
+        if self.node is None or node != self.node.name or not model or any(d.declared for d in self.node.devices):
+            return [None for _ in local_indices]
+        from suanli.devices import energy_mj
+
+        return energy_mj(model, local_indices)
 
     def last_checkpoint(self, job_id: int) -> float | None:
         return newest_mtime(self.checkpoint_dir(job_id))
