@@ -29,13 +29,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from suanli.cli.replay import job_rows, run_replay, summarize, trace_specs
+from suanli.cli.replay import fetch_jobs, job_rows, run_replay, summarize, trace_specs
 from suanli.control.check import check_store
 from suanli.control.db import make_engine, sqlite_url
 from suanli.control.executors.virtual import virtual_cluster
@@ -64,10 +65,17 @@ def rss_mib(pid: int) -> float | None:
 
 
 def hist_quantiles(text: str, name: str, qs: tuple[float, ...], labels: str = "") -> dict[float, float] | None:
-    """Quantiles of a Prometheus histogram (linear within the bucket, as histogram_quantile does)."""
-    rx = re.compile(rf'^{re.escape(name)}_bucket{{{re.escape(labels)}{"," if labels else ""}le="([^"]+)"}} (\S+)$',
-                    re.M)
-    b = [(float("inf") if le == "+Inf" else float(le), float(v)) for le, v in rx.findall(text)]
+    """Quantiles of a Prometheus histogram (linear within the bucket, as histogram_quantile does); ``labels``
+    like 'method="GET",route="/v1/jobs"' select one series (label order does not matter)."""
+    want_l = set(re.findall(r'(\w+)="([^"]*)"', labels))
+    b = []
+    for lab, v in re.findall(rf"^{re.escape(name)}_bucket{{([^}}]*)}} (\S+)$", text, re.M):
+        kv = dict(re.findall(r'(\w+)="([^"]*)"', lab))
+        le = kv.pop("le", None)
+        if le is None or set(kv.items()) != want_l:
+            continue
+        b.append((float("inf") if le == "+Inf" else float(le), float(v)))
+    b.sort()
     if not b or b[-1][1] == 0:
         return None
     total = b[-1][1]
@@ -192,9 +200,11 @@ def main() -> int:
                 if m is not None:
                     rss.append((round(time.monotonic() - t0, 1), round(m, 1)))
 
+    kill_until = t0 + (items[-1][0] / a.speed if items else 0.0)  # kill while jobs arrive; then let it drain
+
     def killer() -> None:
-        while not done.wait(a.kill_every):
-            srv.kill()
+        while not done.wait(a.kill_every) and time.monotonic() < kill_until:
+            srv.kill()  # every kill_every seconds of up time (a restart takes a while on a loaded box)
             srv.restarts += 1
             srv.start()
 
@@ -214,12 +224,13 @@ def main() -> int:
 
     try:
         r = asyncio.run(run_replay(srv.url, tok, items, timeout_s=a.timeout, concurrency=a.concurrency,
-                                   speed=a.speed, progress=progress))
+                                   speed=a.speed, progress=progress, fetch=False))
     finally:
         done.set()
         for th in threads:
             th.join(timeout=1 if th.name != "killer" else 600)
-    metrics = httpx.get(srv.url + "/metrics", timeout=30).text
+    metrics = httpx.get(srv.url + "/metrics", timeout=30).text  # before the read-back adds its own GETs
+    asyncio.run(fetch_jobs(srv.url, tok, r, concurrency=a.concurrency, progress=progress))
     rows = job_rows(r, items)
     s = summarize(r, rows)
     srv.stop()
@@ -239,6 +250,8 @@ def main() -> int:
         "jobs": len(items), "load": a.load, "speed": a.speed, "policy": a.policy, "faults": a.faults,
         "boot_s": round(boot_s, 1), **s,
         "duplicates": r.duplicates, "timed_out": r.timed_out,
+        "refused": dict(Counter(e.split(":")[0] + ": " + e.split(":", 1)[-1].strip()[:60] for e in r.errors.values())
+                        .most_common(5)),
         "submissions_per_s": round(len(sub_lat) / span, 1) if span else None,
         "submit_lag_p99_s": round(pct(r.lag_s, 0.99), 3),
         "pass_p50_ms": round(passq[0.5] * 1e3, 2) if passq else None,

@@ -36,6 +36,7 @@ SUMMARY_KEYS = ("submitted", "accepted", "finished", "failed", "lost", "avg_jct_
                 "wall_s")
 LIVE_STATES = ("pending", "running", "requeued", "preempted")
 TERMINAL = ("succeeded", "failed", "cancelled")
+_API_KIND = {"finetune": "train", "eval": "batch"}  # the twin's kinds the API folds into its own
 
 
 def trace_specs(w: Any, *, keep_models: bool = False, name: str = "replay") -> list[tuple[float, dict[str, Any]]]:
@@ -61,8 +62,10 @@ def trace_specs(w: Any, *, keep_models: bool = False, name: str = "replay") -> l
         if keep_models and ms >= 0:
             res["model"] = list(w.model_sets[ms])
         est = float(w.estimate[i])
+        kind = KINDS[int(w.kind[i])]
         spec: dict[str, Any] = {
-            "name": f"{name}-{i}", "priority": max(-1000, min(1000, int(w.priority[i]))), "kind": KINDS[int(w.kind[i])],
+            "name": f"{name}-{i}", "priority": max(-1000, min(1000, int(w.priority[i]))),
+            "kind": _API_KIND.get(kind, kind),
             "resources": res, "preemptible": bool(w.preemptible[i]), "command": ["sleep", f"{dur:g}"],
             "simulate": {"duration": dur},
         }
@@ -202,16 +205,28 @@ async def run_replay(server: str, token: str, items: list[tuple[float, dict[str,
             await asyncio.sleep(poll_s)
         r.wall_s = time.monotonic() - t0
 
-        if fetch:
-            async def get(jid: int) -> None:
-                async with sem:
-                    resp = await _call(c, r, "get", "GET", f"/v1/jobs/{jid}", deadline=end + 600)
-                    r.jobs[jid] = resp.json() if resp.status_code == 200 else None
-                    if progress is not None:
-                        progress("fetched", len(r.jobs), len(ours))
-
-            await asyncio.gather(*(get(j) for j in sorted(ours)))
+    if fetch:
+        await fetch_jobs(server, token, r, concurrency=concurrency, progress=progress)
     return r
+
+
+async def fetch_jobs(server: str, token: str, r: Replay, *, concurrency: int = 32, progress: Any = None) -> None:
+    """Read every accepted job back (state, attempts) into ``r.jobs``."""
+    import httpx
+
+    ours = sorted(set(r.accepted.values()))
+    sem = asyncio.Semaphore(concurrency)
+    end = time.monotonic() + 1800
+    async with httpx.AsyncClient(base_url=server.rstrip("/"), headers={"Authorization": f"Bearer {token}"},
+                                 timeout=60) as c:
+        async def get(jid: int) -> None:
+            async with sem:
+                resp = await _call(c, r, "get", "GET", f"/v1/jobs/{jid}", deadline=end)
+                r.jobs[jid] = resp.json() if resp.status_code == 200 else None
+                if progress is not None:
+                    progress("fetched", len(r.jobs), len(ours))
+
+        await asyncio.gather(*(get(j) for j in ours))
 
 
 async def _resolve_ambiguous(c: Any, r: Replay, items: list[tuple[float, dict[str, Any]]], end: float) -> None:
