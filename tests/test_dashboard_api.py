@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from suanli.api.models import Fleet
 from suanli.api.server import Service, open_service
 from suanli.control.db import sqlite_url
 from suanli.control.history import Sampler, sample_of
 from suanli.control.store import HISTORY_KEEP_S, Store
+from test_api_schema import _check
 from test_control_store import pg_url_or_skip
 
 
@@ -53,7 +55,9 @@ def test_fleet_states_jobs_totals_and_tenant_view(client: TestClient, svc: Servi
     jid = client.post("/v1/jobs", json={"name": "a-job", "queue": "qa", "command": ["sleep", "30"],
                                         "resources": {"accelerators": 3}}, headers=hdr(ta)).json()["id"]
     wait(client, h, jid, "running")
-    f = client.get("/v1/fleet", headers=h).json()
+    spec = client.get("/openapi.json").json()
+    f = _check(spec, "get", "/v1/fleet", client.get("/v1/fleet", headers=h))  # the documented schema
+    assert Fleet.model_validate(f).model_dump(mode="json") == f  # nothing the model would drop or change
     devs = f["nodes"][0]["devices"]
     assert sorted(d[2] for d in devs) == ["busy", "busy", "busy", "free"]
     assert all(d[3] == [jid] for d in devs if d[2] == "busy")
@@ -78,7 +82,7 @@ def test_fleet_states_jobs_totals_and_tenant_view(client: TestClient, svc: Servi
     assert [(x["id"], x["reason"]) for x in listed] == [(w, "capacity")]
     assert client.get(f"/v1/jobs/{jid}", headers=h).json()["reason_detail"] is None  # running: no reason
     assert 'suanli_waiting_jobs{reason="capacity"} 1.0' in client.get("/metrics").text
-    u = {q["name"]: q for q in client.get("/v1/queues/usage", headers=h).json()}
+    u = {q["name"]: q for q in _check(spec, "get", "/v1/queues/usage", client.get("/v1/queues/usage", headers=h))}
     assert u["qa"]["used"] == {"BR100": 3.0} and u["qa"]["borrowed"] == {"BR100": 2.0}
     assert u["qa"]["running"] == 1 and u["qa"]["pending"] == 1 and u["qa"]["quota"] == {"BR100": 1}
     assert {q["name"]: q for q in client.get("/v1/queues/usage", headers=hdr(tb)).json()}["qa"]["pending"] == 0
@@ -98,7 +102,7 @@ def test_history_is_sampled_by_the_controller(client: TestClient, svc: Service) 
     while len(client.get("/v1/history", headers=h).json()["samples"]) < 3:
         assert time.monotonic() < end
         time.sleep(0.05)
-    out = client.get("/v1/history", headers=h).json()
+    out = _check(client.get("/openapi.json").json(), "get", "/v1/history", client.get("/v1/history", headers=h))
     assert out["window"] == "hour" and out["step_s"] == 0.05
     s = out["samples"][-1]
     assert s["total"] == 4.0 and set(s) == {"at", "total", "allocated", "running", "pending", "reasons"}

@@ -3,9 +3,11 @@
 # no "from __future__ import annotations": FastAPI reads these annotations at run time
 
 import functools
+import json
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from suanli.api.deps import CtxDep, Who
@@ -40,8 +42,14 @@ def fleet_view(raw: dict[str, Any], tenant: str | None) -> dict[str, Any]:
 
 
 @router.get("/v1/fleet", response_model=Fleet)
-async def fleet(p: Who, ctx: CtxDep) -> dict[str, Any]:
+async def fleet(p: Who, ctx: CtxDep) -> Response:
     """Every node (by rack) and device with its state and the running jobs on it; a tenant sees which devices are
     busy but only its own jobs."""
-    raw = await run_in_threadpool(ctx.store.fleet)
-    return fleet_view(raw, None if p.admin else p.tenant)
+
+    def build() -> bytes:
+        # built from the store's rows as they are (a test checks them against the Fleet schema): validating 10,000
+        # device tuples through the response model would cost several times the query
+        return json.dumps(fleet_view(ctx.store.fleet(), None if p.admin else p.tenant),
+                          separators=(",", ":")).encode()
+
+    return Response(await run_in_threadpool(build), media_type="application/json")
