@@ -334,6 +334,9 @@ def test_fleet_page_with_10000_devices_renders_under_2s(tmp_path: Path, browser:
         assert page.locator("#heatmap i.c").count() == total
         assert page.locator("#heatmap section.rack").count() == 40
         assert page.evaluate("window.__xss") is None
+        # the node named with markup: its name is the node's tooltip, as text (escaped once, not interpreted)
+        assert page.get_attribute("#heatmap .node[data-n='0']", "title") == '<img src=x onerror="window.__xss=3">'
+        assert page.locator("#heatmap img").count() == 0
         for st in ("busy", "free", "drained", "lost", "unhealthy"):
             assert page.locator(f"#heatmap i.s-{st}").count() == want[st], st
         page.screenshot(path=str(shots / "fleet-10k.png"))

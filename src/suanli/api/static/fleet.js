@@ -2,6 +2,8 @@
 "use strict";
 (() => {
   const { api, el, rows, hue, poll } = SL;
+  const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  const esc = (t) => String(t).replace(/[&<>"']/g, (c) => ESC[c]);
   const STATES = ["busy", "free", "drained", "unhealthy", "lost"];
   let data = null;
   const colourSel = document.getElementById("colour");
@@ -46,24 +48,27 @@
     let total = 0;
     for (const [rack, nis] of racks) {
       const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
-      const nodesBox = el("div", { class: "nodes" });
+      // one markup string per rack (10,000 cells): cells hold only numbers and a state from the fixed list; the
+      // node name, the one piece of user data, goes in through esc() (attribute-escaped)
+      let html = "";
+      const coloured = [];
       for (const ni of nis) {
         const n = data.nodes[ni];
-        const box = el("div", { class: "node" + (n.drained ? " drained" : "") + (n.lost ? " lost" : ""),
-                                title: n.name, "data-n": ni });
-        // cells hold only numbers and a state from the fixed list: built as markup in one go (10,000 of them)
-        let html = "";
-        const coloured = [];
+        html += `<div class="node${n.drained ? " drained" : ""}${n.lost ? " lost" : ""}" title="${esc(n.name)}" data-n="${ni}">`;
         n.devices.forEach(([idx, model, st, js], di) => {
           const s = STATES.includes(st) ? st : "lost";
           counts[s]++; total++;
           html += `<i class="c s-${s}" data-n="${ni}" data-d="${di}"></i>`;
           const col = cellColour(s, js);
-          if (col) coloured.push([di, col]);
+          if (col) coloured.push([ni, di, col]);
         });
-        box.innerHTML = html;
-        for (const [di, col] of coloured) box.children[di].style.background = col;
-        nodesBox.append(box);
+        html += "</div>";
+      }
+      const nodesBox = el("div", { class: "nodes" });
+      nodesBox.innerHTML = html;
+      if (coloured.length) {
+        const boxes = new Map([...nodesBox.children].map((b) => [+b.dataset.n, b]));
+        for (const [ni, di, col] of coloured) boxes.get(ni).children[di].style.background = col;
       }
       const summary = STATES.filter((s) => counts[s]).map((s) => `${counts[s]} ${s}`).join(", ");
       frag.append(el("section", { class: "rack" }, el("h3", {}, el("span", { text: "rack " + rack }),
