@@ -88,8 +88,9 @@ def test_fleet_states_jobs_totals_and_tenant_view(client: TestClient, svc: Servi
     assert {q["name"]: q for q in client.get("/v1/queues/usage", headers=hdr(tb)).json()}["qa"]["pending"] == 0
 
     # drained shows on idle devices
+    client.post(f"/v1/jobs/{w}/cancel", headers=h)  # the waiting one first: it must not start on jid's devices
+    wait(client, h, w, "cancelled")
     client.post(f"/v1/jobs/{jid}/cancel", headers=h)
-    client.post(f"/v1/jobs/{w}/cancel", headers=h)
     wait(client, h, jid, "cancelled")
     client.post("/v1/nodes/n1/drain", headers=h)
     assert {d[2] for d in client.get("/v1/fleet", headers=h).json()["nodes"][0]["devices"]} == {"drained"}
