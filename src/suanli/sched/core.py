@@ -137,6 +137,8 @@ class Scheduler:
         self._qparts = {q.name: frozenset(q.partitions) for q in self._queues.values() if q.partitions is not None}
         self._parts_cache: dict[tuple[tuple[str, ...] | None, str], frozenset[str] | None] = {}
         self._qc: dict[str, QueueConfig] = {}  # queue_config's cache
+        # shape(): the plain function when no queue names partitions (called twice per job tried: no extra frame)
+        self.shape = _shape if not self._qparts else type(self).shape.__get__(self)  # type: ignore[method-assign]
 
     # -- state -------------------------------------------------------------------------------------------
     def pending_key(self, job: Job) -> Key:
@@ -277,9 +279,8 @@ class Scheduler:
         return v  # type: ignore[return-value]
 
     def shape(self, job: Job) -> tuple[object, ...]:
-        """What placement depends on: the request, and the partitions it may use."""
-        if not self._qparts:
-            return _shape(job)
+        """What placement depends on: the request, and the partitions it may use (bound per queue set: without
+        queue partitions the plain request shape, whose tuple already holds the job's own partitions)."""
         return (*_shape(job), self.job_partitions(job))
 
     def model_candidates(self, state: SchedState, job: Job) -> list[int]:
@@ -384,6 +385,7 @@ class _Pass:
                     break
                 self.promoted[jid] = pend.jobs[jid]
         self._ctx: object = _NONE  # the policy's per-pass data, computed when first needed
+        self._hetero = s.pol.heterogeneity_aware
 
     def las_queue_of(self, r: RunningJob) -> int:
         """LAS queue of a running job at this pass's time, computed once per pass (victim searches ask often)."""
@@ -446,7 +448,7 @@ class _Pass:
                 return None
         else:
             cands = self.s.model_candidates(self.state, job)
-        if self.s.pol.heterogeneity_aware:
+        if self._hetero:
             if self._ctx is _NONE:
                 self._ctx = self.s.pol.pass_context(self.s, self.state)
             cands = self.s.pol.model_order(self.s, job, cands, self._ctx)
@@ -478,9 +480,8 @@ class _Pass:
         pl, g = res
         m = self.s.group_model[g] if g >= 0 and self.s.partitioned else g  # the placer answers a group
         self.alloc.take(pl, check=False)  # the placer found it on this very allocation
-        pol = self.s.pol
-        rate = pol.service_rate(self.s, job, m) if pol.heterogeneity_aware else 1.0
-        self.out.starts.append(Start(job.id, pl, m, borrowed, promoted=job.id in self.promoted, rate=rate))
+        rate = self.s.pol.service_rate(self.s, job, m) if self._hetero else 1.0
+        self.out.starts.append(Start(job.id, pl, m, borrowed, job.id in self.promoted, rate))
         self.started[job.id] = RunningJob(job, pl, m, self.now, borrowed, rate)
         key = (job.queue, m)
         milli = pl.milli * pl.n_devices
