@@ -15,6 +15,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from suanli.fleet.loaders import AccountingSpec, ClusterFile, PoolSpec, load_cluster_file
 from suanli.perf.assumptions import Money
@@ -58,6 +59,7 @@ class Accounting:
     settings: AccountingSpec = field(default_factory=AccountingSpec)
     pools: list[PoolSpec] = field(default_factory=list)
     _rates: dict[tuple[str, str], Rates] = field(default_factory=dict, repr=False, compare=False)
+    _units: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_file(cls, path: str | Path | None) -> Accounting:
@@ -102,21 +104,30 @@ class Accounting:
                      node_hour_usd=(p.node_hour_usd or 0.0) if p is not None else 0.0,
                      chips_per_node=p.per_node if p is not None and p.per_node else 8)
 
+    def _unit(self, node: str, model: str) -> tuple[float | None, float, float | None, float]:
+        """Per (node, model), computed once: (modelled board watts or None, PUE / J_PER_KWH, dollars per chip-second
+        of price and overhead or None, tariff)."""
+        u = self._units.get((node, model))
+        if u is None:
+            r = self.rates(node, model)
+            m = self.money
+            watts = r.tdp_w * m.power_frac(self.settings.busy) if r.tdp_w is not None else None
+            per_s = (None if r.price_usd is None else
+                     (m.capex_usd_per_chip_hour(r.price_usd) + r.node_hour_usd / max(1, r.chips_per_node)) / 3600.0)
+            u = self._units[(node, model)] = (watts, r.pue / J_PER_KWH, per_s, self.settings.usd_per_kwh)
+        return u
+
     def cost(self, node: str, model: str, chip_s: float, unmeasured_chip_s: float, measured_j: float
              ) -> tuple[float | None, float | None]:
         """(facility energy in kWh, dollars) of ``chip_s`` chip-seconds on ``node``, of which ``unmeasured_chip_s``
         had no measured energy and ``measured_j`` joules were measured on the rest. None: unknown."""
-        r = self.rates(node, model)
-        m = self.money
-        if unmeasured_chip_s > 0 and r.tdp_w is None:
-            kwh = None
+        watts, kwh_per_j, usd_per_s, tariff = self._unit(node, model)
+        if unmeasured_chip_s > 0:
+            if watts is None:
+                return None, None
+            kwh = (measured_j + unmeasured_chip_s * watts) * kwh_per_j
         else:
-            it_j = measured_j + (unmeasured_chip_s * r.tdp_w * m.power_frac(self.settings.busy)
-                                 if unmeasured_chip_s > 0 and r.tdp_w is not None else 0.0)
-            kwh = it_j * r.pue / J_PER_KWH
-        if r.price_usd is None or kwh is None:
+            kwh = measured_j * kwh_per_j
+        if usd_per_s is None:
             return kwh, None
-        h = chip_s / 3600.0
-        usd = (h * m.capex_usd_per_chip_hour(r.price_usd) + kwh * self.settings.usd_per_kwh
-               + h * r.node_hour_usd / max(1, r.chips_per_node))
-        return kwh, usd
+        return kwh, chip_s * usd_per_s + kwh * tariff

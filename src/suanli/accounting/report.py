@@ -79,74 +79,71 @@ def check_format(fmt: str) -> str:
     return f
 
 
-def _key_of(cell: Mapping[str, Any], by: Sequence[str]) -> tuple[Any, ...]:
-    return tuple(int(cell["job_id"]) if k == "job" else cell[k] for k in by)
-
-
 def build_rows(cells: Iterable[Mapping[str, Any]], by: Sequence[str], acct: Accounting, *,
                window_s: float | None = None, inventory: Mapping[tuple[str, str], int] | None = None,
                tokens: Mapping[tuple[Any, ...], float] | None = None) -> list[dict[str, Any]]:
     """Report rows from usage cells (sums per grouping keys, model, node and outcome: ``Store.usage_cells`` or the
     twin's). Energy and cost are computed per (node, model) cell, then summed; an unknown part leaves the row's
     sum unknown. ``inventory``: devices per (node, model) for utilisation; ``tokens``: tokens served per key."""
-    acc: dict[tuple[Any, ...], dict[str, Any]] = {}
+    # per key: [chip_s, useful, lost, lost_by, kwh or None, usd or None, unmeasured, records]
+    acc: dict[tuple[Any, ...], list[Any]] = {}
     names: dict[int, str] = {}
+    cols = tuple("job_id" if k == "job" else k for k in by)
+    has_job = "job" in by
+    cost = acct.cost
     for c in cells:
-        k = _key_of(c, by)
-        if "job" in by:
-            names[int(c["job_id"])] = str(c.get("job_name") or "")
-        r = acc.setdefault(k, {"chip_s": 0.0, "useful": 0.0, "lost": 0.0, "lost_by": {}, "kwh": 0.0,
-                               "kwh_known": True, "usd": 0.0, "usd_known": True, "unmeasured": 0.0, "records": 0,
-                               "cells": set()})
-        chip_s = float(c["chip_s"] or 0.0)
-        r["chip_s"] += chip_s
-        r["useful"] += float(c["useful_chip_s"] or 0.0)
-        lost = float(c["lost_chip_s"] or 0.0)
-        r["lost"] += lost
+        k = tuple(c[x] for x in cols)
+        if has_job:
+            names[c["job_id"]] = str(c.get("job_name") or "")
+        r = acc.get(k)
+        if r is None:
+            r = acc[k] = [0.0, 0.0, 0.0, {}, 0.0, 0.0, 0.0, 0]
+        chip_s = c["chip_s"] or 0.0
+        unmeasured = c["unmeasured_chip_s"] or 0.0
+        lost = c["lost_chip_s"] or 0.0
+        r[0] += chip_s
+        r[1] += c["useful_chip_s"] or 0.0
         if lost > 0:
+            r[2] += lost
             cause = str(c["outcome"])
-            r["lost_by"][cause] = r["lost_by"].get(cause, 0.0) + lost
-        r["unmeasured"] += float(c["unmeasured_chip_s"] or 0.0)
-        r["records"] += int(c.get("records") or 0)
-        r["cells"].add((c["node"], c["model"]))
-        kwh, usd = acct.cost(str(c["node"]), str(c["model"]), chip_s, float(c["unmeasured_chip_s"] or 0.0),
-                             float(c["energy_j"] or 0.0))
-        if kwh is None:
-            r["kwh_known"] = False
-        else:
-            r["kwh"] += kwh
-        if usd is None:
-            r["usd_known"] = False
-        else:
-            r["usd"] += usd
+            r[3][cause] = r[3].get(cause, 0.0) + lost
+        r[6] += unmeasured
+        r[7] += c.get("records") or 0
+        kwh, usd = cost(c["node"], c["model"], chip_s, unmeasured, c["energy_j"] or 0.0)
+        r[4] = None if kwh is None or r[4] is None else r[4] + kwh
+        r[5] = None if usd is None or r[5] is None else r[5] + usd
     rows = []
     util_ok = window_s is not None and window_s > 0 and inventory is not None and set(by) <= {"model", "node"}
-    for k, r in sorted(acc.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+    devs_of: dict[tuple[Any, ...], int] = {}
+    if util_ok:
+        assert inventory is not None
+        for (node, model), n in inventory.items():
+            dk = tuple(model if name == "model" else node for name in by)
+            devs_of[dk] = devs_of.get(dk, 0) + n
+    for k, r in sorted(acc.items(), key=lambda kv: tuple("" if x is None else x for x in kv[0])):
         row: dict[str, Any] = {}
         for name, v in zip(by, k, strict=True):
             row[name] = v
             if name == "job":
                 row["job_name"] = names.get(int(v), "")
-        h = r["chip_s"] / 3600.0
-        useful = r["useful"] / 3600.0
-        usd = r["usd"] if r["usd_known"] else None
+        chip_s, useful_s, lost_s, lost_by, kwh, usd, unmeasured, records = r
+        h = chip_s / 3600.0
+        useful = useful_s / 3600.0
         tok = (tokens or {}).get(k)
         util = None
         if util_ok:
-            assert inventory is not None and window_s is not None
-            devs = sum(n for (node, model), n in inventory.items()
-                       if all((name == "model" and model == v) or (name == "node" and node == v)
-                              for name, v in zip(by, k, strict=True)))
-            util = r["chip_s"] / (devs * window_s) if devs else None
+            assert window_s is not None
+            devs = devs_of.get(k, 0)
+            util = chip_s / (devs * window_s) if devs else None
         row.update({
-            "chip_hours": h, "useful_chip_hours": useful, "lost_chip_hours": r["lost"] / 3600.0,
-            "lost_by_cause": {c: v / 3600.0 for c, v in sorted(r["lost_by"].items())},
+            "chip_hours": h, "useful_chip_hours": useful, "lost_chip_hours": lost_s / 3600.0,
+            "lost_by_cause": {c: v / 3600.0 for c, v in sorted(lost_by.items())},
             "goodput": useful / h if h > 0 else None, "utilisation": util,
-            "energy_kwh": r["kwh"] if r["kwh_known"] else None,
-            "energy_measured_share": 1.0 - r["unmeasured"] / r["chip_s"] if r["chip_s"] > 0 else None,
+            "energy_kwh": kwh,
+            "energy_measured_share": 1.0 - unmeasured / chip_s if chip_s > 0 else None,
             "usd": usd, "usd_per_useful_chip_hour": usd / useful if usd is not None and useful > 0 else None,
             "tokens": tok, "usd_per_million_tokens": usd / tok * 1e6 if usd is not None and tok else None,
-            "records": r["records"],
+            "records": records,
         })
         rows.append(row)
     return rows
