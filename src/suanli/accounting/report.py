@@ -66,7 +66,7 @@ def parse_by(text: str | Sequence[str] | None) -> tuple[str, ...]:
     keys = tuple(p.strip().lower() for p in parts if p.strip())
     bad = [k for k in keys if k not in GROUPS]
     if bad:
-        raise SuanliError(f"--by: unknown grouping {bad[0]!r} (choose from {', '.join(GROUPS)})")
+        raise SuanliError(f"--by: unknown grouping {bad[0]!r} ({', '.join(GROUPS[:-1])} or {GROUPS[-1]})")
     if len(set(keys)) != len(keys):
         raise SuanliError(f"--by: {text!r} names a grouping twice")
     return keys
