@@ -193,6 +193,13 @@ def test_outcomes_split_useful_and_lost(tmp_path: Path) -> None:
         if how == "node-lost":
             assert [r["lost_chip_s"] for r in recs] == pytest.approx([720, 1080])
     check_adds_up(store)
+    from suanli.control.check import check_store
+
+    assert check_store(store.engine).ok  # the store check agrees ...
+    with store.write() as c:  # ... and catches a record that no longer matches its attempt
+        c.execute(db.usage.update().where(db.usage.c.id == 1).values(chip_s=1.0))
+    r = check_store(store.engine)
+    assert r.problems == ["job 1 attempt 1: usage 10801.000 chip-seconds, the attempt implies 18000.000"]
     store.close()
 
 

@@ -8,7 +8,9 @@ Per job it checks that:
 - ``jobs.attempts`` equals its attempt rows, numbered 1..n, and one ``running`` event was written per attempt;
 - attempts never overlap in time (an attempt starts after the previous one ended: nothing ran twice at once) and
   at most one is open - the last, exactly when the job is running;
-- a terminal job has no open attempt; a succeeded job's last attempt succeeded.
+- a terminal job has no open attempt; a succeeded job's last attempt succeeded;
+- usage (accounting): every ended attempt with chips has one record per node with chips, its chip-seconds those the
+  attempt implies and its outcome the attempt's; an open attempt has none (nothing counted twice or missed).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from suanli.control.db import job_attempts, job_events, jobs
+from suanli.control.db import job_attempts, job_events, jobs, usage
+from suanli.control.usage import chips_per_node
 from suanli.workload.states import InvalidTransition, JobState, check_transition
 
 _STATES = {s.value for s in JobState}
@@ -58,7 +61,8 @@ def check_store(engine: sa.Engine, *, chunk: int = 5000) -> CheckResult:
                              .where(jobs.c.id > lo, jobs.c.id <= hi)).all()
             att: dict[int, list[Any]] = defaultdict(list)
             for a in c.execute(sa.select(job_attempts.c.job_id, job_attempts.c.n, job_attempts.c.started_at,
-                                         job_attempts.c.ended_at, job_attempts.c.outcome)
+                                         job_attempts.c.ended_at, job_attempts.c.outcome, job_attempts.c.id,
+                                         job_attempts.c.placement)
                                .where(job_attempts.c.job_id > lo, job_attempts.c.job_id <= hi)
                                .order_by(job_attempts.c.job_id, job_attempts.c.n)).all():
                 att[a.job_id].append(a)
@@ -69,6 +73,15 @@ def check_store(engine: sa.Engine, *, chunk: int = 5000) -> CheckResult:
                 ev[e.job_id].append(e.kind)
             for r in rows:
                 _check_job(res, r, att.get(r.id, []), ev.get(r.id, []))
+            use: dict[int, list[Any]] = defaultdict(list)
+            for u in c.execute(sa.select(usage.c.attempt_id, usage.c.node, usage.c.chip_s, usage.c.outcome)
+                               .where(usage.c.job_id > lo, usage.c.job_id <= hi)).all():
+                use[u.attempt_id].append(u)
+            for a_list in att.values():
+                for a in a_list:
+                    _check_usage(res, a, use.pop(a.id, []))
+            for aid in use:
+                res.add(f"usage records of attempt {aid}, which is not in the store")
             lo = hi
     return res
 
@@ -110,3 +123,22 @@ def _check_job(res: CheckResult, r: Any, att: list[Any], kinds: list[str]) -> No
         res.add(f"job {jid}: succeeded but its last attempt's outcome is {att[-1].outcome if att else None}")
     if state in _TERMINAL and open_:
         res.add(f"job {jid}: {state} with an open attempt")
+
+
+def _check_usage(res: CheckResult, a: Any, recs: list[Any]) -> None:
+    where = f"job {a.job_id} attempt {a.n}"
+    if a.ended_at is None:
+        if recs:
+            res.add(f"{where}: open, but {len(recs)} usage records")
+        return
+    per = chips_per_node(a.placement)
+    if sorted(r.node for r in recs) != sorted(n for n, _, _ in per):
+        res.add(f"{where}: usage records on {sorted(r.node for r in recs)}, chips on {sorted(n for n, _, _ in per)}")
+        return
+    want = sum(ch for _, _, ch in per) * (a.ended_at - a.started_at)
+    got = sum(r.chip_s for r in recs)
+    if abs(got - want) > 1e-6 * max(1.0, want):
+        res.add(f"{where}: usage {got:.3f} chip-seconds, the attempt implies {want:.3f}")
+    if any(str(r.outcome) != str(a.outcome) for r in recs):
+        res.add(f"{where}: usage outcome {recs[0].outcome}, attempt outcome {a.outcome}")
+
