@@ -70,7 +70,8 @@ def start(data: Path) -> tuple[subprocess.Popen[bytes], str, str]:
         except (httpx.HTTPError, ValueError, KeyError):
             pass
         if p.poll() is not None or time.monotonic() > end:
-            raise SystemExit("suanli up did not start: " + (p.stderr.read().decode() if p.stderr else ""))
+            p.kill()  # not left running
+            raise SystemExit("suanli up did not start: " + (p.communicate(timeout=30)[1] or b"").decode()[-2000:])
         time.sleep(0.1)
     return p, url, (data / "admin.token").read_text().strip()
 

@@ -42,7 +42,9 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, st
                 break
         except (httpx.HTTPError, ValueError, KeyError):
             pass
-        assert p.poll() is None and time.monotonic() < end, "suanli up did not start"
+        if p.poll() is not None or time.monotonic() > end:
+            p.kill()  # not left running when the fixture fails
+            pytest.fail("suanli up did not start: " + p.communicate(timeout=30)[0].decode()[-2000:])
         time.sleep(0.05)
     yield cwd, url, (cwd / ".suanli" / "admin.token").read_text().strip()
     p.send_signal(signal.SIGINT)
