@@ -2,27 +2,21 @@
 
 # no "from __future__ import annotations": FastAPI reads these annotations at run time
 
-import json
 import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from suanli.api import logs
+from suanli.api.bodies import parse_body
 from suanli.api.deps import MAX_ID, NAME, Ctx, CtxDep, JobId, Who, tenant_scope
-from suanli.api.errors import errors_detail
 from suanli.api.models import ERRORS, ErrorOut, JobDetail, JobEvent, JobPage, JobSubmitted
 from suanli.control import logs as clogs
-from suanli.errors import SuanliError
-from suanli.specfile import load_bounded, printable, validate
 from suanli.workload.spec import JobSpec
 from suanli.workload.states import TERMINAL, JobState
 
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
-JSON_TYPES = ("application/json", "")  # no Content-Type: JSON
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "no such job (for you)"}}
 
 router = APIRouter(tags=["jobs"], responses=ERRORS)
@@ -31,33 +25,7 @@ router = APIRouter(tags=["jobs"], responses=ERRORS)
 def parse_spec(request_body: bytes, ctype: str) -> tuple[JobSpec, dict[str, Any]]:
     """Parse and validate a submission (CPU work: called in a worker thread, never on the event loop); every
     problem is an HTTPException naming the field."""
-    if ctype not in YAML_TYPES and ctype not in JSON_TYPES:
-        raise HTTPException(415, f"Content-Type {printable(ctype)!r}: send application/json or application/yaml")
-    try:
-        text = request_body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HTTPException(400, "body: not UTF-8 text") from None
-    if "\x00" in text:
-        raise HTTPException(422, "body: NUL characters are not allowed")
-    try:
-        if ctype in YAML_TYPES:
-            data, root = load_bounded(text, "body")  # refuses alias bombs before anything walks the data
-            if not isinstance(data, dict):
-                raise HTTPException(422, "body: a job is a mapping")
-            spec = validate(data, root, JobSpec, "body")
-        else:
-            try:
-                data = json.loads(text) if text.strip() else None
-            except (json.JSONDecodeError, RecursionError) as e:
-                raise HTTPException(400, f"body: not valid JSON: {e}") from None
-            if not isinstance(data, dict):
-                raise HTTPException(422, "body: a job is a JSON object")
-            spec = JobSpec.model_validate(data)
-    except ValidationError as e:
-        raise HTTPException(422, errors_detail(list(e.errors()), ("body",))["detail"]) from None
-    except (SuanliError, ValueError, TypeError, OverflowError, RecursionError) as e:
-        raise HTTPException(422, printable(f"body: {e}")) from None
-    return spec, data
+    return parse_body(request_body, ctype, JobSpec, "a job")
 
 
 def check_runnable(ctx: Ctx, spec: JobSpec) -> None:

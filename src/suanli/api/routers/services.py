@@ -3,21 +3,19 @@
 
 # no "from __future__ import annotations": FastAPI reads these annotations at run time
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from suanli.api.bodies import parse_body
 from suanli.api.deps import Ctx, CtxDep, Name, Who, tenant_scope
-from suanli.api.errors import errors_detail
 from suanli.api.models import ERRORS, ErrorOut
 from suanli.errors import SuanliError
-from suanli.specfile import load_bounded, printable, validate
+from suanli.specfile import printable
 from suanli.workload.service import MAX_REPLICAS, ServiceSpec
 
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "no such service (for you)"}}
 
 router = APIRouter(tags=["services"], responses=ERRORS)
@@ -91,29 +89,7 @@ class ScaleIn(BaseModel):
 
 def parse_service(body: bytes, ctype: str) -> tuple[ServiceSpec, dict[str, Any]]:
     """Validate a service spec (JSON or YAML); every problem is a 4xx naming the field."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HTTPException(400, "body: not UTF-8 text") from None
-    try:
-        if ctype in YAML_TYPES:
-            data, root = load_bounded(text, "body")
-            if not isinstance(data, dict):
-                raise HTTPException(422, "body: a service is a mapping")
-            spec = validate(data, root, ServiceSpec, "body")
-        else:
-            try:
-                data = json.loads(text) if text.strip() else None
-            except (json.JSONDecodeError, RecursionError) as e:
-                raise HTTPException(400, f"body: not valid JSON: {e}") from None
-            if not isinstance(data, dict):
-                raise HTTPException(422, "body: a service is a JSON object")
-            spec = ServiceSpec.model_validate(data)
-    except ValidationError as e:
-        raise HTTPException(422, errors_detail(list(e.errors()), ("body",))["detail"]) from None
-    except (SuanliError, ValueError, TypeError, OverflowError, RecursionError) as e:
-        raise HTTPException(422, printable(f"body: {e}")) from None
-    return spec, data
+    return parse_body(body, ctype, ServiceSpec, "a service")
 
 
 async def _accepted(request: Request, p: Any, ctx: Ctx) -> tuple[ServiceSpec, dict[str, Any] | None]:
