@@ -178,16 +178,19 @@ class Controller:
         if infos is self._last_infos:  # the executor says nothing changed (it returns the same list): skip the work
             return False
         status = {name: st for name, _d, st in self.store.node_flags()}
-        wrote = False
+        changed: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         for i in infos:
             spec, rows = i.store_spec()
             sig = (tuple(sorted(spec.items())), tuple(tuple(sorted(r.items())) for r in rows))
             if self._node_sigs.get(i.name) != sig or status.get(i.name) != NodeStatus.UP:
                 if status.get(i.name) == NodeStatus.LOST:
                     self.store.set_node_status(i.name, NodeStatus.UP, "reported by the executor again", now)
-                self.store.upsert_node(spec, rows, now=now)
+                changed.append((spec, rows))
                 self._node_sigs[i.name] = sig
-                wrote = True
+        if changed:  # one transaction for all of them (a virtual fleet registers 1,250 nodes at start)
+            self.store.upsert_nodes(changed, now=now)
+        wrote = bool(changed)
+        for i in infos:
             for d in i.devices:
                 if d.health is None:  # the executor does not know: the store's record stands
                     continue

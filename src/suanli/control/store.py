@@ -312,32 +312,43 @@ class Store:
                     ) -> None:
         """Register (or re-register) a node and its devices, status up. The drained flag and the health of a
         device that keeps its index and model survive a re-registration."""
+        self.upsert_nodes([(spec, devs)], now=now)
+
+    def upsert_nodes(self, items: Sequence[tuple[dict[str, Any], Sequence[dict[str, Any]]]], *,
+                     now: float | None = None) -> None:
+        """:meth:`upsert_node` for many nodes in one transaction (a fleet of 1,250 nodes registers at once instead
+        of paying one commit per node)."""
         now = time.time() if now is None else now
-        dv = db.devices
         with self.write() as c:
-            r = c.execute(sa.select(nodes.c.id).where(nodes.c.name == spec["name"])).first()
-            if r is None:
-                nid = c.execute(nodes.insert().values(**spec, drained=False, updated_at=now, status=NodeStatus.UP,
-                                                      last_seen=now)).inserted_primary_key[0]
-                old: dict[int, Any] = {}
-                c.execute(node_events.insert().values(
-                    node=spec["name"], at=now, kind="registered",
-                    message=f"{spec['devices']}x {spec['accelerator'] or 'CPU only'}"))
-            else:
-                nid = r.id
-                c.execute(nodes.update().where(nodes.c.id == nid).values(**spec, updated_at=now,
-                                                                         status=NodeStatus.UP, last_seen=now))
-                old = {d.local_index: d for d in c.execute(sa.select(dv).where(dv.c.node_id == nid)).all()}
-                c.execute(dv.delete().where(dv.c.node_id == nid))
-            rows = []
-            for d in devs:
-                o = old.get(d["local_index"])
-                keep = o is not None and o.model == d["model"]
-                rows.append({"health": o.health if keep else DeviceHealth.HEALTHY,
-                             "health_reason": o.health_reason if keep else None,
-                             "health_at": o.health_at if keep else None, **d, "node_id": nid})
-            if rows:
-                c.execute(dv.insert(), rows)
+            for spec, devs in items:
+                self._upsert_node(c, spec, devs, now)
+
+    @staticmethod
+    def _upsert_node(c: sa.Connection, spec: dict[str, Any], devs: Sequence[dict[str, Any]], now: float) -> None:
+        dv = db.devices
+        r = c.execute(sa.select(nodes.c.id).where(nodes.c.name == spec["name"])).first()
+        if r is None:
+            nid = c.execute(nodes.insert().values(**spec, drained=False, updated_at=now, status=NodeStatus.UP,
+                                                  last_seen=now)).inserted_primary_key[0]
+            old: dict[int, Any] = {}
+            c.execute(node_events.insert().values(
+                node=spec["name"], at=now, kind="registered",
+                message=f"{spec['devices']}x {spec['accelerator'] or 'CPU only'}"))
+        else:
+            nid = r.id
+            c.execute(nodes.update().where(nodes.c.id == nid).values(**spec, updated_at=now,
+                                                                     status=NodeStatus.UP, last_seen=now))
+            old = {d.local_index: d for d in c.execute(sa.select(dv).where(dv.c.node_id == nid)).all()}
+            c.execute(dv.delete().where(dv.c.node_id == nid))
+        rows = []
+        for d in devs:
+            o = old.get(d["local_index"])
+            keep = o is not None and o.model == d["model"]
+            rows.append({"health": o.health if keep else DeviceHealth.HEALTHY,
+                         "health_reason": o.health_reason if keep else None,
+                         "health_at": o.health_at if keep else None, **d, "node_id": nid})
+        if rows:
+            c.execute(dv.insert(), rows)
 
     def list_nodes(self, *, after: str | None = None, limit: int | None = None, status: str | None = None,
                    accelerator: str | None = None) -> list[dict[str, Any]]:
