@@ -952,26 +952,26 @@ class Store:
             return [self._service_out(r) for r in c.execute(q).all()]
 
     def get_service(self, name: str, tenant: str | None = None) -> dict[str, Any]:
+        with self.read() as c:
+            return self._service_out(self._service_row(c, name, tenant))
+
+    @staticmethod
+    def _service_row(c: sa.Connection, name: str, tenant: str | None) -> Any:
+        """The service row by name (only the tenant's own when ``tenant`` is given), else NotFound."""
         services = db.services
         q = sa.select(services).where(services.c.name == name)
         if tenant is not None:
             q = q.where(services.c.tenant == tenant)
-        with self.read() as c:
-            r = c.execute(q).first()
+        r = c.execute(q).first()
         if r is None:
             raise NotFound(f"no service {name!r}")
-        return self._service_out(r)
+        return r
 
     def scale_service(self, name: str, tenant: str | None, lo: int | None, hi: int | None) -> dict[str, Any]:
         """New replica bounds (the desired count is clamped into them at once)."""
         services = db.services
         with self.write() as c:
-            q = sa.select(services).where(services.c.name == name)
-            if tenant is not None:
-                q = q.where(services.c.tenant == tenant)
-            r = c.execute(q).first()
-            if r is None:
-                raise NotFound(f"no service {name!r}")
+            r = self._service_row(c, name, tenant)
             new_lo = r.min_replicas if lo is None else lo
             new_hi = r.max_replicas if hi is None else hi
             if not 0 <= new_lo <= new_hi or new_hi < 1:
@@ -985,12 +985,7 @@ class Store:
         """A new spec for a service (rolled out by the manager: generation + 1)."""
         services = db.services
         with self.write() as c:
-            q = sa.select(services).where(services.c.name == name)
-            if tenant is not None:
-                q = q.where(services.c.tenant == tenant)
-            r = c.execute(q).first()
-            if r is None:
-                raise NotFound(f"no service {name!r}")
+            r = self._service_row(c, name, tenant)
             if spec.tenant != r.tenant:
                 raise Invalid("tenant: a service cannot move to another tenant")
             clash = c.execute(sa.select(services.c.id).where(services.c.model == spec.served_model,
