@@ -35,7 +35,7 @@ def test_alias_bomb_is_refused_before_it_is_walked() -> None:
     t0 = time.perf_counter()
     with pytest.raises(SpecError, match="aliases expand to more than"):
         parse_yaml(text, JobSpec, "bomb.yaml")
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 3.0  # expanded, it would take hours; 3 s leaves room for a loaded CI box
     with pytest.raises(SpecError, match="contains it"):
         load_bounded("a: &a [*a]\n")
     # aliases that stay small are fine (merge keys, shared env)
