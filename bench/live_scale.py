@@ -38,7 +38,7 @@ import numpy as np
 
 from suanli.cli.replay import fetch_jobs, job_rows, run_replay, summarize, trace_specs
 from suanli.control.check import check_store
-from suanli.control.db import make_engine, sqlite_url
+from suanli.control.db import job_attempts, make_engine, sqlite_url
 from suanli.control.executors.virtual import virtual_cluster
 from suanli.sim.run import make_workload
 from suanli.sim.traces import read_trace
@@ -117,6 +117,8 @@ class Server:
         self.log = open(data.parent / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
         self.restarts = 0
         self.ready_s: list[float] = []
+        self.kill_at: list[float] = []  # monotonic times of the SIGKILLs
+        self.error: str | None = None  # why a restart failed (soak)
 
     def start(self, timeout: float = 600) -> None:
         t0 = time.monotonic()
@@ -137,6 +139,7 @@ class Server:
         if self.p is not None and self.p.poll() is None:
             self.p.send_signal(signal.SIGKILL)
             self.p.wait()
+            self.kill_at.append(time.monotonic())
 
     def stop(self) -> None:
         if self.p is not None and self.p.poll() is None:
@@ -145,6 +148,50 @@ class Server:
                 self.p.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def work_audit(engine: Any) -> dict[str, Any]:
+    """What the virtual processes did, attempt by attempt (their records: [vstart, vend, code, base, work, ...]):
+    attempts by outcome, jobs that succeeded more than once, and attempts that began with less work done than an
+    earlier attempt of the job had begun with (the job's kept progress went backwards: work run twice). A node loss
+    may lose the work since the last checkpoint, never what an attempt started from.
+    """
+    import sqlalchemy as sa
+
+    by_outcome: Counter[str] = Counter()
+    oks: Counter[int] = Counter()
+    redone: list[str] = []
+    base_of: dict[int, float] = {}  # job -> the work its latest spawned attempt began at
+    with engine.connect() as c:
+        q = sa.select(job_attempts.c.job_id, job_attempts.c.n, job_attempts.c.outcome, job_attempts.c.procs) \
+            .order_by(job_attempts.c.job_id, job_attempts.c.n)
+        for row in c.execute(q):
+            out = str(row.outcome) if row.outcome is not None else "open"
+            by_outcome[out] += 1
+            oks[row.job_id] += out == "succeeded"
+            if not row.procs:  # never spawned (lost / aborted / spawn-failed): ran nothing
+                continue
+            base = float(row.procs[0][3])
+            prev = base_of.get(row.job_id)
+            if prev is not None and base < prev - 1.0:  # one virtual second of slack (float rounding)
+                redone.append(f"job {row.job_id} attempt {row.n} began at {base:.0f}s of work, an earlier one at "
+                              f"{prev:.0f}s")
+            base_of[row.job_id] = max(base, prev or 0.0)
+    return {"attempts_by_outcome": dict(by_outcome), "jobs_succeeded_twice": sum(n > 1 for n in oks.values()),
+            "attempts_redoing_kept_work": len(redone), "first_redone": redone[:5]}
+
+
+def soak_verdict(s: dict[str, Any], r: Any, chk: Any, audit: dict[str, Any], srv: Server) -> dict[str, Any]:
+    """Lost: accepted but not terminal (or missing); run twice: stored twice, attempts overlapping in time,
+    succeeded twice, or work redone that had been kept; the store check's verdict."""
+    overlap = sum("ran twice" in p for p in chk.problems)
+    twice = r.duplicates + overlap + audit["jobs_succeeded_twice"] + audit["attempts_redoing_kept_work"]
+    ok = s["lost"] == 0 and twice == 0 and chk.ok and not r.timed_out and srv.error is None
+    return {"ok": ok, "lost": s["lost"], "run_twice": twice, "stored_twice": r.duplicates,
+            "overlapping_attempts": overlap, "succeeded_twice": audit["jobs_succeeded_twice"],
+            "redid_kept_work": audit["attempts_redoing_kept_work"], "store_consistent": chk.ok,
+            "store_problems": chk.problem_count, "timed_out": r.timed_out, "restart_failed": srv.error,
+            "not_stored": len(r.errors)}
 
 
 def main() -> int:
@@ -206,7 +253,14 @@ def main() -> int:
         while not done.wait(a.kill_every) and time.monotonic() < kill_until:
             srv.kill()  # every kill_every seconds of up time (a restart takes a while on a loaded box)
             srv.restarts += 1
-            srv.start()
+            try:
+                srv.start()
+            except SystemExit as e:  # recorded in the verdict; the replay times out without a server
+                srv.error = str(e)
+                return
+            if not a.json:
+                print(f"  [{time.monotonic() - t0:7.1f}s] controller SIGKILLed and restarted ({srv.restarts}), "
+                      f"ready in {srv.ready_s[-1]:.1f} s", flush=True)
 
     threads = [threading.Thread(target=sample, name="sampler", daemon=True)]
     if a.kill_every:
@@ -235,7 +289,9 @@ def main() -> int:
     s = summarize(r, rows)
     srv.stop()
     url = a.db or sqlite_url(tmp / "data" / "suanli.db")
-    chk = check_store(make_engine(url))
+    eng = make_engine(url)
+    chk = check_store(eng)
+    audit = work_audit(eng)
     passq = hist_quantiles(metrics, "suanli_scheduling_latency_seconds", (0.5, 0.99)) or {}
     routes = {}
     for method, route in (("POST", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"), ("GET", "/v1/jobs")):
@@ -265,18 +321,38 @@ def main() -> int:
         "restarts": srv.restarts, "restart_ready_s": [round(x, 1) for x in srv.ready_s[1:]],
         "store_check": {"ok": chk.ok, "jobs": chk.jobs, "attempts": chk.attempts, "problems": chk.problem_count,
                         "first": chk.problems[:5], "by_state": chk.by_state},
+        "work": audit,
+        "kills_at_s": [round(k - t0, 1) for k in srv.kill_at],
         "data_dir": str(tmp) if a.keep else None,
     }
     if not a.keep:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
+    verdict = soak_verdict(s, r, chk, audit, srv)
+    if a.kill_every or a.faults:
+        out["soak_verdict"] = verdict
     if a.json:
         print(json.dumps(out))
     else:
         for k, v in out.items():
-            print(f"{k:22s} {v}")
-    return 0 if chk.ok and s["lost"] == 0 else 1
+            if k not in ("rss_series", "soak_verdict"):
+                print(f"{k:22s} {v}")
+        print("controller RSS over time (MiB; * = first sample after a SIGKILL and restart)")
+        kills = [k - t0 for k in srv.kill_at]
+        for t, m in rss[:: max(1, len(rss) // 60)]:
+            mark = "*" if any(0 <= t - k < 5.0 * max(1, len(rss) // 60) for k in kills) else " "
+            print(f"  {t:8.1f} s {m:8.1f}{mark}")
+        if "soak_verdict" in out:
+            v = verdict
+            print(f"SOAK {'PASS' if v['ok'] else 'FAIL'}: {v['lost']} lost, {v['run_twice']} run twice "
+                  f"({v['stored_twice']} stored twice, {v['overlapping_attempts']} overlapping attempts, "
+                  f"{v['succeeded_twice']} succeeded twice, {v['redid_kept_work']} redid kept work), store "
+                  f"{'consistent' if v['store_consistent'] else 'INCONSISTENT'} ({v['store_problems']} problems), "
+                  f"{srv.restarts} SIGKILLs, {v['not_stored']} submissions not stored"
+                  + (", TIMED OUT" if v["timed_out"] else "")
+                  + (f", restart failed: {srv.error}" if srv.error else ""))
+    return 0 if verdict["ok"] else 1
 
 
 if __name__ == "__main__":
