@@ -95,3 +95,52 @@ def test_replay_bad_trace_is_one_line(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["replay", "--trace", str(tmp_path / "nope.csv"), "--server", "http://127.0.0.1:9",
                                  "--token", "x"])
     assert r.exit_code != 0 and "--trace" in str(r.exception or r.output)
+
+
+def openb(path: Path, rows: list[tuple[float, float, int, str, str]]) -> Path:
+    """An openb-format trace: (created, deleted, gpus, gpu_spec, qos)."""
+    path.write_text("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,creation_time,deletion_time\n"
+                    + "".join(f"p{i},1000,1024,{g},1000,{spec},{q},{c},{d}\n"
+                              for i, (c, d, g, spec, q) in enumerate(rows)))
+    return path
+
+
+def test_fit_models_and_api_names(tmp_path: Path) -> None:
+    from suanli.cli.replay import api_names, fit_models
+
+    w = read_trace(openb(tmp_path / "o.csv", [(0, 10, 1, "BR100|A100", "LS"), (1, 11, 1, "V100", "LS"),
+                                              (2, 12, 1, "", "BE")]))
+    fw, dropped = fit_models(w, {"BR100", "H100"})
+    assert dropped == 1  # V100: the server has none
+    assert [fw.model_sets[m] if m >= 0 else None for m in fw.models] == [("BR100",), None, None]
+    assert list(w.models[:2]) != [-1, -1]  # the original is untouched
+    items = trace_specs(fw, keep_models=True, tenants=True)
+    assert items[0][1]["resources"]["model"] == ["BR100"] and "model" not in items[1][1]["resources"]
+    assert [(s["tenant"], s["queue"]) for _, s in items] == [("LS", "LS"), ("LS", "LS"), ("BE", "BE")]
+    assert "tenant" not in trace_specs(fw)[0][1]  # both off by default for the library
+    assert api_names(["a b", "a/b", "_x", "", "ok"]) == ["a-b", "a-b-2", "x", "default", "ok"]
+
+
+def test_replay_carries_models_and_tenants(served: tuple[Service, str], tmp_path: Path) -> None:
+    svc, url = served
+    trace = openb(tmp_path / "o.csv", [(0, 0.2, 1, "BR100", "LS"), (0.1, 0.3, 1, "A100|BR100", "Batch_1"),
+                                       (0.2, 0.2, 1, "V100", "LS")])
+    tok = svc.admin_token_path.read_text().strip()
+    r = CliRunner().invoke(app, ["replay", "--trace", str(trace), "--server", url, "--token", tok,
+                                 "--timeout", "60", "--results", str(tmp_path / "r.jsonl")])
+    assert r.exit_code == 0, r.output
+    assert "created 4" in r.output and "1 jobs lost their model constraint" in r.output
+    assert {t["name"] for t in svc.store.list_tenants()} >= {"LS", "Batch_1"}
+    assert {q["name"] for q in svc.store.list_queues()} >= {"LS", "Batch_1"}
+    ids = [json.loads(x)["id"] for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    jobs = [svc.store.get_job(i) for i in ids]
+    assert [(j["tenant"], j["queue"], j["state"]) for j in jobs] == [
+        ("LS", "LS", "succeeded"), ("Batch_1", "Batch_1", "succeeded"), ("LS", "LS", "succeeded")]
+    assert [j["spec"]["resources"].get("model") for j in jobs] == [["BR100"], ["BR100"], None]
+    # --no-tenants / --no-models: one tenant, no constraints (and a second run creates nothing)
+    r = CliRunner().invoke(app, ["replay", "--trace", str(trace), "--server", url, "--token", tok, "--json",
+                                 "--no-tenants", "--no-models", "--timeout", "60"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["finished"] == 3
+    newest = svc.store.list_jobs(limit=3)[0]
+    assert [(j["tenant"], j["queue"]) for j in newest] == [("default", "default")] * 3

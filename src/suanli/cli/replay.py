@@ -8,8 +8,17 @@ be compared. Submissions run concurrently (bounded, asyncio + httpx), traffic on
 Each job is the trace row as a job spec: its devices (count, share, per node), CPU and memory, priority, kind,
 gang, preemptibility, the runtime estimate (``expected_runtime``, an oracle when the trace has none, as the twin
 assumes) and ``simulate.duration`` = the trace's duration (a virtual fleet runs it for that long; a real one runs
-``sleep DURATION``). Accelerator model constraints of the trace are dropped unless ``--keep-models`` (a trace's GPU
-names rarely exist in the replayed cluster).
+``sleep DURATION``).
+
+What the twin sees, the live run sees (both off with ``--no-models`` / ``--no-tenants``):
+
+- **Accelerator models.** A job whose trace row names GPU models keeps the constraint, restricted to the models
+  the server has (:func:`fit_models`); a job whose models the server has none of loses it (it would never run;
+  the count is reported). ``suanli sim`` on the same cluster gets the same constraint from :func:`fit_models`.
+- **Tenants and queues.** The trace's user / VC / cluster column (whatever the twin reads as the tenant) becomes
+  the job's ``tenant`` and its ``queue``, both of that name (made API-safe by :func:`api_names`), as the twin
+  gives each tenant its own queue; missing tenants and queues are created through the admin API first
+  (:func:`ensure_tenants`, which needs an admin token).
 
 The summary (``--json``) has exactly: submitted, accepted, finished (succeeded), failed (failed or cancelled),
 lost (accepted but not terminal at the end, or missing from the store), avg_jct_s, avg_queue_s, makespan_s,
@@ -21,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +49,61 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 _API_KIND = {"finetune": "train", "eval": "batch"}  # the twin's kinds the API folds into its own
 
 
-def trace_specs(w: Any, *, keep_models: bool = False, name: str = "replay") -> list[tuple[float, dict[str, Any]]]:
-    """(arrival offset in trace seconds, job spec) per job of a :class:`~suanli.sim.workload.Workload`."""
+_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def api_names(names: list[str]) -> list[str]:
+    """Trace tenant names as API names (letters, digits, '.', '_', '-', starting alphanumeric, <= 128), distinct
+    (a clash after cleaning gets a ``-2``, ``-3`` suffix)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for raw in names:
+        n = _BAD.sub("-", str(raw)).strip("-._")[:120] or "default"
+        if not n[0].isalnum():
+            n = "t" + n
+        base, k = n, 2
+        while n in seen:
+            n, k = f"{base}-{k}", k + 1
+        seen.add(n)
+        out.append(n)
+    return out
+
+
+def fit_models(w: Any, have: set[str]) -> tuple[Any, int]:
+    """The workload with each job's accelerator-model set restricted to the models in ``have`` (the server's); a
+    job none of whose models is there loses its constraint. Returns (workload, jobs whose constraint was dropped).
+    Models compare by catalog key (``h100`` and ``H100`` are one)."""
+    import numpy as np
+
+    from suanli.fleet.model import canonical_model
+
+    have_c = {canonical_model(m): m for m in have}
+    sets: list[tuple[str, ...]] = []
+    remap = np.full(len(w.model_sets) + 1, -1, dtype=np.int32)  # old index (+1: -1 -> slot 0) -> new
+    for k, ms in enumerate(w.model_sets):
+        keep = tuple(dict.fromkeys(have_c[c] for c in (canonical_model(m) for m in ms) if c in have_c))
+        if keep:
+            if keep not in sets:
+                sets.append(keep)
+            remap[k + 1] = sets.index(keep)
+    out = w.take(slice(None))
+    old = np.asarray(w.models, dtype=np.int64)
+    out.models = remap[old + 1].astype(w.models.dtype)
+    out.model_sets = sets
+    return out, int(((old >= 0) & (out.models < 0)).sum())
+
+
+def trace_specs(w: Any, *, keep_models: bool = False, tenants: bool = False,
+                name: str = "replay") -> list[tuple[float, dict[str, Any]]]:
+    """(arrival offset in trace seconds, job spec) per job of a :class:`~suanli.sim.workload.Workload`;
+    ``keep_models``: carry the model sets (fit them to the server first, :func:`fit_models`); ``tenants``: the
+    trace's tenant as the job's tenant and queue (:func:`api_names`)."""
     from suanli.sim.workload import KINDS
 
     if len(w) == 0:
         return []
     t0 = float(w.submit[0])
+    tnames = api_names(list(w.tenants)) if tenants else []
     out: list[tuple[float, dict[str, Any]]] = []
     for i in range(len(w)):
         cnt, milli, pn = int(w.count[i]), int(w.milli[i]), int(w.per_node[i])
@@ -69,12 +127,64 @@ def trace_specs(w: Any, *, keep_models: bool = False, name: str = "replay") -> l
             "resources": res, "preemptible": bool(w.preemptible[i]), "command": ["sleep", f"{dur:g}"],
             "simulate": {"duration": dur},
         }
+        if tenants:
+            spec["tenant"] = spec["queue"] = tnames[int(w.tenant[i])]
         if cnt > 1:
             spec["gang"] = bool(w.gang[i])
         if est == est and math.isfinite(est):
             spec["expected_runtime"] = max(0.0, est)
         out.append((float(w.submit[i]) - t0, spec))
     return out
+
+
+def server_fleet(server: str, token: str) -> tuple[set[str], int]:
+    """(accelerator models, devices) of the server's nodes that are up, paging ``/v1/nodes``."""
+    import httpx
+
+    models: set[str] = set()
+    devices = 0
+    after: str | None = None
+    with httpx.Client(base_url=server.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+        while True:
+            params: dict[str, Any] = {"limit": 5000, "status": "up"}
+            if after:
+                params["after"] = after
+            resp = c.get("/v1/nodes", params=params)
+            if resp.status_code != 200:
+                raise SuanliError(f"{server}: GET /v1/nodes: {resp.status_code} {resp.text[:200]}")
+            page = resp.json()
+            for n in page:
+                if n["accelerator"] and n["devices"]:
+                    models.add(n["accelerator"])
+                    devices += int(n["devices"])
+            if len(page) < 5000:
+                return models, devices
+            after = page[-1]["name"]
+
+
+def ensure_tenants(server: str, token: str, names: list[str]) -> list[str]:
+    """Create the tenants and the queues of these names that the server lacks (admin API); returns those created."""
+    import httpx
+
+    made: list[str] = []
+    with httpx.Client(base_url=server.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+        for kind, path in (("tenant", "/v1/tenants"), ("queue", "/v1/queues")):
+            resp = c.get(path)
+            if resp.status_code != 200:
+                raise SuanliError(f"{server}: GET {path}: {resp.status_code} {resp.text[:200]}"
+                                  + (" (creating the trace's tenants needs an admin token; or --no-tenants)"
+                                     if resp.status_code in (401, 403) else ""))
+            have = {x["name"] for x in resp.json()}
+            for n in names:
+                if n in have:
+                    continue
+                r = c.post(path, json={"name": n})
+                if r.status_code not in (201, 409):  # 409: made meanwhile
+                    raise SuanliError(f"{server}: POST {path} {n!r}: {r.status_code} {r.text[:200]}"
+                                      + (" (creating the trace's tenants needs an admin token; or --no-tenants)"
+                                         if r.status_code in (401, 403) else ""))
+                made.append(f"{kind} {n}")
+    return made
 
 
 @dataclass
@@ -310,7 +420,11 @@ def replay(
     fmt: str = typer.Option("auto", "--format", help="trace format (default: detected)"),
     limit: int = typer.Option(None, "--limit", "-n", min=1, help="first N jobs of the trace"),
     timeout: float = typer.Option(3600.0, "--timeout", min=1.0, help="wall seconds to wait for the jobs to end"),
-    keep_models: bool = typer.Option(False, "--keep-models", help="keep the trace's accelerator-model constraints"),
+    models: bool = typer.Option(True, "--models/--no-models", help="carry the trace's accelerator-model "
+                                "constraints, restricted to the models the server has (--no-models: drop them)"),
+    tenants: bool = typer.Option(True, "--tenants/--no-tenants", help="submit each job as the trace's tenant "
+                                 "(user / VC), into a queue of that name, creating both when missing (admin token); "
+                                 "--no-tenants: everything as the default tenant and queue"),
     load: float = typer.Option(None, "--load", min=0.01, max=100.0, help="rescale the arrivals so that the trace "
                                "offers this load to the server's devices (e.g. 0.9); default: the trace's own times"),
     concurrency: int = typer.Option(32, "--concurrency", min=1, max=1024, help="submissions in flight"),
@@ -328,17 +442,21 @@ def replay(
     except (TraceError, OSError, ValueError) as e:
         raise SuanliError(f"--trace: {e}") from None
     cl = Client(server, token, data_dir)
-    if load is not None:
-        v = (cl.call("GET", "/healthz").get("virtual") or {}).get("devices")
-        n_dev = int(v) if v else len(cl.call("GET", "/v1/devices", params={"limit": 100_000}))
-        if n_dev <= 0:
-            raise SuanliError("--load: the server has no devices")
-        w = w.scaled_to_load(load, n_dev)
+    tok = cl.http.headers["Authorization"].split(" ", 1)[1]
+    dropped = 0
+    if load is not None or models:
+        have, n_dev = server_fleet(cl.server, tok)
+        if models:
+            w, dropped = fit_models(w, have)
+        if load is not None:
+            if n_dev <= 0:
+                raise SuanliError("--load: the server has no devices")
+            w = w.scaled_to_load(load, n_dev)
     w = w.fix_estimates(0.0, 0)
-    items = trace_specs(w, keep_models=keep_models)
+    items = trace_specs(w, keep_models=models, tenants=tenants)
     if not items:
         raise SuanliError(f"--trace: {trace}: no jobs")
-    tok = cl.http.headers["Authorization"].split(" ", 1)[1]
+    made = ensure_tenants(cl.server, tok, sorted({s["tenant"] for _, s in items})) if tenants else []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=as_json, disable=as_json) as prog:
         tasks: dict[str, Any] = {}
@@ -364,6 +482,10 @@ def replay(
     for k in SUMMARY_KEYS:
         v = s[k]
         console.print(f"  {k:12s} {v:,.1f}" if isinstance(v, float) else f"  {k:12s} {v:,}")
+    if made:
+        console.print(f"  created {len(made)}: {', '.join(made[:6])}{' ...' if len(made) > 6 else ''}")
+    if dropped:
+        console.print(f"  [yellow]{dropped} jobs lost their model constraint[/] (the server has none of their models)")
     if r.errors:
         first = next(iter(r.errors.values()))
         console.print(f"  [yellow]{len(r.errors)} refused[/], e.g. {first}")
