@@ -23,6 +23,7 @@ WAITING_STATES = frozenset(s.value for s in WAITING)
 MAX_ID = 2**63 - 1
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 NODE = r"^[^\x00-\x1f/]{1,255}$"  # host names: no control characters
+PARTITION = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # as in a fleet file (suanli.fleet.loaders)
 
 
 class ControllerView(Protocol):
@@ -34,6 +35,8 @@ class ControllerView(Protocol):
     def never_fits(self, job: Job) -> str | None: ...
 
     def wait_reason(self, job_id: int) -> tuple[str, str] | None: ...
+
+    def nodes_changed(self) -> None: ...
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from suanli.api.deps import NAME
+from suanli.api.deps import NAME, PARTITION
 from suanli.catalog.accelerators import resolve_accelerator
 from suanli.errors import SuanliError
 
@@ -60,6 +60,14 @@ class QueueUpdate(BaseModel):
     @classmethod
     def _models(cls, v: dict[str, int] | None) -> dict[str, int] | None:
         return None if v is None else _resolve_quota(v)
+
+
+class NodeUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    partitions: list[Annotated[str, Field(pattern=PARTITION)]] | None = Field(
+        ..., max_length=256, description="the partitions the node belongs to from now on, replacing the ones it "
+        "reports (suanli up --partition, the Ray label suanli.io/partitions, the fleet file) until cleared; "
+        "[]: in no partition; null: clear, the node's own apply again")
 
 
 class TenantIn(BaseModel):
@@ -144,7 +152,13 @@ class Node(BaseModel):
     updated_at: float
     status: str = Field(description="up, or lost (the executor does not report it: nothing is placed on it)")
     last_seen: float | None
-    partitions: list[str] | None = Field(None, description="the partitions the node belongs to (None: none)")
+    partitions: list[str] | None = Field(None, description="the partitions the node belongs to, the ones the "
+                                         "scheduler uses (None: none): partitions_override when set, else "
+                                         "partitions_reported")
+    partitions_reported: list[str] | None = Field(None, description="the partitions the node reports (suanli up "
+                                                  "--partition, the Ray label suanli.io/partitions, the fleet file)")
+    partitions_override: list[str] | None = Field(None, description="the partitions an admin set (PATCH "
+                                                  "/v1/nodes/{name}); they win until cleared (None: none set)")
 
 
 class Device(BaseModel):

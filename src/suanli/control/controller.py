@@ -111,6 +111,7 @@ class Controller:
         self._health_seen: dict[tuple[str, int], Any] = {}  # the executor's last health report per device
         self.live_nodes: set[str] = set()
         self._nodes_at = 0.0
+        self._nodes_edited = False  # an admin changed a node (its partitions): read the cluster again
         self._dirty = True
         self.lock = threading.Lock()  # guards the sched state for readers (metrics)
 
@@ -134,6 +135,10 @@ class Controller:
         if self.delayed:
             out[Reason.BACKOFF.code] = len(self.delayed)
         return out
+
+    def nodes_changed(self) -> None:
+        """An admin changed a node in the store (its partitions): the next tick reads the cluster again."""
+        self._nodes_edited = True
 
     @property
     def serving(self) -> bool:
@@ -357,6 +362,10 @@ class Controller:
         self._admit_new(now)
         self._apply_cancels(now)
         self._observe_processes(now)  # first: a node loss it reports makes the membership check below due now
+        if self._nodes_edited:  # before the membership check: a rebuild there reads the edit too
+            self._nodes_edited = False
+            if self._topology_changed():
+                self._rebuild_cluster()
         if time.monotonic() - self._nodes_at >= self.nodes_every_s:
             self._nodes_at = time.monotonic()
             if self._sync_nodes(now) and self._topology_changed():

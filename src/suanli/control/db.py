@@ -68,7 +68,8 @@ nodes = sa.Table(
     sa.Column("memory_mib", sa.BigInteger, nullable=False),
     sa.Column("domain", sa.String(255), nullable=False),
     sa.Column("rack", sa.String(255), nullable=False),
-    sa.Column("partitions", sa.JSON, nullable=True),  # partitions the node belongs to (0007)
+    sa.Column("partitions", sa.JSON, nullable=True),  # partitions the node reports (flag, Ray label, fleet file; 0007)
+    sa.Column("partitions_override", sa.JSON, nullable=True),  # set by an admin; NULL: none, else replaces them (0008)
     sa.Column("declared", sa.Boolean, nullable=False, default=False),
     sa.Column("drained", sa.Boolean, nullable=False, default=False),
     sa.Column("updated_at", sa.Float, nullable=False),
@@ -270,7 +271,7 @@ def sqlite_url(path: str | Path) -> str:
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0007"  # newest migration; a test checks it against Alembic's view of migrations/versions
+HEAD = "0008"  # newest migration; a test checks it against Alembic's view of migrations/versions
 
 
 def migrate(engine: Engine) -> None:

@@ -365,7 +365,15 @@ class Store:
             q = q.limit(limit)
         with self.read() as c:
             rows = c.execute(q).all()
-        return [{k: v for k, v in r._mapping.items() if k != "id"} for r in rows]
+        return [_node_out(r) for r in rows]
+
+    def get_node(self, name: str) -> dict[str, Any]:
+        """One node as :meth:`list_nodes` gives it; :class:`NotFound` if there is none of that name."""
+        with self.read() as c:
+            r = c.execute(sa.select(nodes).where(nodes.c.name == name)).first()
+        if r is None:
+            raise NotFound(f"no node {name!r}")
+        return _node_out(r)
 
     def list_devices(self, *, node: str | None = None, health: str | None = None, after_node: str | None = None,
                      limit: int | None = None) -> list[dict[str, Any]]:
@@ -396,7 +404,24 @@ class Store:
                 raise NotFound(f"no node {name!r}")
             c.execute(node_events.insert().values(node=name, at=now, kind="drained" if drained else "undrained",
                                                   message="by an admin"))
-        return next(x for x in self.list_nodes() if x["name"] == name)
+        return self.get_node(name)
+
+    def set_node_partitions(self, name: str, partitions: Sequence[str] | None) -> dict[str, Any]:
+        """An admin's partitions for node ``name``: a list (an empty one: in no partition) replaces the partitions
+        the node reports (``suanli up --partition``, the Ray label, the fleet file) until cleared with None. Kept in
+        ``nodes.partitions_override``, which registering the node again never writes, so it outlives restarts.
+        Names are checked by the caller (the API); duplicates are dropped, the order kept."""
+        now = time.time()
+        value = None if partitions is None else list(dict.fromkeys(partitions))
+        with self.write() as c:
+            n = c.execute(nodes.update().where(nodes.c.name == name)
+                          .values(partitions_override=value, updated_at=now))
+            if n.rowcount == 0:
+                raise NotFound(f"no node {name!r}")
+            msg = ("cleared by an admin: the node's own partitions apply" if value is None else
+                   f"set by an admin: {','.join(value)}" if value else "set by an admin: in no partition")
+            c.execute(node_events.insert().values(node=name, at=now, kind="partitions", message=msg))
+        return self.get_node(name)
 
     def node_flags(self) -> list[tuple[str, bool, NodeStatus]]:
         """(name, drained, status) of every node."""
@@ -1075,6 +1100,16 @@ class Store:
         with self.write() as c:
             c.execute(services.update().where(services.c.id == service_id).values(desired=desired))
 
+
+
+def _node_out(r: Any) -> dict[str, Any]:
+    """A node row as the API and the controller read it: ``partitions`` is what applies (the admin's
+    ``partitions_override`` when set, else what the node reports: ``partitions_reported``)."""
+    d = {k: v for k, v in r._mapping.items() if k != "id"}
+    own, over = d.get("partitions") or None, d.get("partitions_override")
+    d["partitions_reported"] = own
+    d["partitions"] = own if over is None else (list(over) or None)
+    return d
 
 
 def _average(rows: Sequence[Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Nodes and their devices; drain and undrain (admin only)."""
+"""Nodes and their devices; drain, undrain and partitions (admin only)."""
 
 # no "from __future__ import annotations": FastAPI reads these annotations at run time
 
@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from suanli.api.deps import NODE, Admin, CtxDep, NodeName, Who
-from suanli.api.models import ERRORS, Device, ErrorOut, Node
+from suanli.api.models import ERRORS, Device, ErrorOut, Node, NodeUpdate
 from suanli.control.types import DeviceHealth, NodeStatus
 
 router = APIRouter(tags=["nodes"], responses=ERRORS)
@@ -50,3 +50,15 @@ def drain(name: NodeName, p: Admin, ctx: CtxDep) -> dict[str, Any]:
 @router.post("/v1/nodes/{name}/undrain", response_model=Node, responses=ADMIN)
 def undrain(name: NodeName, p: Admin, ctx: CtxDep) -> dict[str, Any]:
     return ctx.store.set_drained(name, False)
+
+
+@router.patch("/v1/nodes/{name}", response_model=Node, responses=ADMIN)
+def update_node(name: NodeName, body: NodeUpdate, p: Admin, ctx: CtxDep) -> dict[str, Any]:
+    """Set the partitions of a node: ``{"partitions": ["train"]}`` replaces the ones the node reports (``suanli up
+    --partition``, the Ray label ``suanli.io/partitions``, the fleet file) and outlives its re-registration and a
+    restart; ``[]`` puts it in no partition; ``null`` clears the admin's value. The scheduler sees it in its next
+    pass; jobs running on the node go on."""
+    out = ctx.store.set_node_partitions(name, body.partitions)
+    if ctx.controller is not None:
+        ctx.controller.nodes_changed()
+    return out
