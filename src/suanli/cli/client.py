@@ -223,14 +223,39 @@ def nodes(drain: str = typer.Option(None, "--drain", help="drain this node (admi
           status: str = typer.Option(None, "--status", help="filter: up or lost"),
           accelerator: str = typer.Option(None, "--accelerator", help="filter: this model"),
           unhealthy: bool = typer.Option(False, "--unhealthy", help="list the unhealthy devices (with reasons)"),
+          update: str = typer.Option(None, "--update", help="change this node's partitions (admin): with "
+                                     "--partition, --no-partitions or --reset-partitions"),
+          partition: list[str] = typer.Option(None, "--partition", help="--update: a partition the node belongs to "
+                                              "from now on (repeatable, or comma-separated); replaces the ones it "
+                                              "reports until --reset-partitions"),
+          no_partitions: bool = typer.Option(False, "--no-partitions", help="--update: in no partition"),
+          reset_partitions: bool = typer.Option(False, "--reset-partitions", help="--update: clear the admin's "
+                                                "partitions; the node's own (suanli up --partition, Ray label "
+                                                "suanli.io/partitions, fleet file) apply again"),
           server: str = ServerOpt, token: str = TokenOpt, data_dir: Path = DataDirOpt,
           as_json: bool = JsonOpt) -> None:
-    """Nodes (a page of them: --limit, --after) and, with --unhealthy, the devices that are down and why."""
+    """Nodes (a page of them: --limit, --after) and, with --unhealthy, the devices that are down and why.
+    --update NODE sets its partitions (admin)."""
+    how = sum((bool(partition), no_partitions, reset_partitions))
+    if update is None and how:
+        raise SuanliError("--partition, --no-partitions and --reset-partitions go with --update NODE")
+    if update is not None and how != 1:
+        raise SuanliError("--update NODE: give one of --partition NAME, --no-partitions or --reset-partitions")
+    body: dict[str, Any] | None = None
+    if update is not None:
+        from suanli.control.executors.base import parse_partitions
+
+        parts = None if reset_partitions else list(parse_partitions(partition or ()))
+        if parts == [] and not no_partitions:
+            raise SuanliError("--partition: no partition name given (--no-partitions puts the node in none)")
+        body = {"partitions": parts}
     c = Client(server, token, data_dir)
     if drain:
         c.call("POST", f"/v1/nodes/{drain}/drain")
     if undrain:
         c.call("POST", f"/v1/nodes/{undrain}/undrain")
+    if update is not None:
+        c.call("PATCH", f"/v1/nodes/{update}", json=body)
     params: dict[str, Any] = {"limit": limit + 1}
     for k, v in (("after", after), ("status", status), ("accelerator", accelerator)):
         if v:
@@ -246,14 +271,18 @@ def nodes(drain: str = typer.Option(None, "--drain", help="drain this node (admi
     for d in c.call("GET", "/v1/devices", params={"health": "unhealthy", "limit": 10_000}):
         down[d["node"]] = down.get(d["node"], 0) + 1
     t = Table(box=None)
-    for col in ("NODE", "ACCELERATOR", "DEVICES", "DOWN", "CPUS", "MEMORY", "SOURCE", "STATUS", "DRAINED"):
+    for col in ("NODE", "ACCELERATOR", "DEVICES", "DOWN", "CPUS", "MEMORY", "SOURCE", "STATUS", "DRAINED",
+                "PARTITIONS"):
         t.add_column(col)
     for n in ns:
         src = "virtual" if n["name"].startswith("virt-") else ("declared" if n["declared"] else "discovered")
         st = n.get("status", "up")
-        t.add_row(n["name"], n["accelerator"] or "-", str(n["devices"]), str(down.get(n["name"], "")) or "",
+        parts = escape(",".join(n.get("partitions") or []) or "-")
+        if n.get("partitions_override") is not None:
+            parts += " [dim](admin)[/]"
+        t.add_row(escape(n["name"]), n["accelerator"] or "-", str(n["devices"]), str(down.get(n["name"], "")) or "",
                   f"{n['cpu_milli'] / 1000:g}", f"{n['memory_mib'] / 1024:.0f}Gi", src,
-                  f"[red]{st}[/]" if st != "up" else st, "yes" if n["drained"] else "")
+                  f"[red]{st}[/]" if st != "up" else st, "yes" if n["drained"] else "", parts)
     console.print(t)
     if more:
         console.print(f"[dim]more: --after {ns[-1]['name']}[/]")

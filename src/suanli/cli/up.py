@@ -26,6 +26,9 @@ def up(
                                 "(default: discover; NVIDIA via NVML; none: a CPU-only node)"),
     policy: str = typer.Option("fifo", "--policy", help="fifo, backfill, sjf, las or fair"),
     node: str = typer.Option(None, "--node", help="this node's name (default: the host name)"),
+    partition: list[str] = typer.Option(None, "--partition", help="a partition this node belongs to (repeatable, "
+                                        "or comma-separated); an admin can change it at run time (suanli nodes "
+                                        "--update NODE --partition ...), which wins until cleared"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (anything but loopback: use TLS)"),
     tls_cert: Path = typer.Option(None, "--tls-cert", help="serve HTTPS with this certificate (PEM, the chain "
                                   "after the server's own); with --tls-key"),
@@ -104,8 +107,9 @@ def up(
             raise SuanliError("--virtual and --devices exclude each other")
         if virtual is not None and ray is not None:
             raise SuanliError("--virtual and --ray exclude each other")
-        svc = open_service(data_dir, db=db, devices=devices, node=node, policy=policy, sync=sync,
-                           keep_jobs_on_stop=keep_jobs, retry_base_s=retry_backoff, lock=True, virtual=virtual,
+        svc = open_service(data_dir, db=db, devices=devices, node=node, partitions=partition, policy=policy,
+                           sync=sync, keep_jobs_on_stop=keep_jobs, retry_base_s=retry_backoff, lock=True,
+                           virtual=virtual,
                            speed=speed, fault_rate=faults, fault_seed=fault_seed, ray=ray,
                            checkpoint_root=checkpoint_root, ray_work_dir=ray_work_dir, job_users=users,
                            node_users=node_users,
@@ -142,6 +146,13 @@ def up(
                               "that wrote them and a job moved to another node starts over", highlight=False)
     else:
         console.print(f"  node {svc.node}: {inv}; store: {store_desc}; policy {policy}")
+        if virtual is None:
+            me = svc.store.get_node(svc.node)
+            if me.get("partitions_override") is not None:  # an admin's choice outlives the restart
+                console.print(f"  partitions: {','.join(me['partitions'] or []) or 'none'} (set by an admin; "
+                              f"`suanli nodes --update {svc.node} --reset-partitions` returns to --partition)")
+            elif me.get("partitions"):
+                console.print(f"  partitions: {','.join(me['partitions'])}")
     console.print(f"  admin token: {svc.admin_token_path} (the CLI uses it from this directory)")
     console.print("  submit a first job:  suanli submit examples/hello-cpu.yaml && suanli jobs")
     console.print("  Ctrl-C stops" + (" (running jobs keep running)" if keep_jobs else " (running jobs are requeued)"))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from suanli.control.controller import Controller
 from suanli.control.db import sqlite_url
-from suanli.control.executors.base import DeviceInfo, Executor, NodeInfo
+from suanli.control.executors.base import DeviceInfo, Executor, NodeInfo, parse_partitions
 from suanli.control.executors.local import LocalExecutor
 from suanli.control.history import Sampler
 from suanli.control.isolation import JobUsers, secure_data_dir
@@ -64,11 +65,12 @@ def ensure_admin_token(store: Store, data_dir: Path, rotate: bool = False) -> Pa
     return path
 
 
-def local_node(name: str, devs: list[LocalDevice]) -> NodeInfo:
-    """This machine as a node: its devices, CPU and memory; its own interconnect domain, rack "local"."""
+def local_node(name: str, devs: list[LocalDevice], partitions: tuple[str, ...] = ()) -> NodeInfo:
+    """This machine as a node: its devices, CPU and memory; its own interconnect domain, rack "local"; the
+    partitions ``suanli up --partition`` gives it."""
     cpu, mem = host_cpu_memory()
     return NodeInfo(name, tuple(DeviceInfo(d.index, d.model, d.uuid, d.memory_mib, d.declared) for d in devs),
-                    cpu, mem, name, "local")
+                    cpu, mem, name, "local", partitions=partitions)
 
 
 def device_probe(devs: list[LocalDevice], node: str) -> Any:
@@ -142,7 +144,7 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
                  ray_work_dir: str | Path | None = None, agent_timeout_s: float = 30.0,
                  node_users: tuple[str, dict[str, str]] | None = None,
                  job_users: JobUsers | None = None, log_policy: LogPolicy | None = None,
-                 rotate_admin_token: bool = False) -> Service:
+                 rotate_admin_token: bool = False, partitions: str | Sequence[str] | None = None) -> Service:
     """Open (creating if needed) the data directory and database, register this machine and build the controller.
     Nothing runs yet: call ``service.controller.start()``. The API over it: :func:`suanli.api.server.open_service`
     (``control`` does not import ``api``).
@@ -154,7 +156,13 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
 
     ``job_users``: which OS user each tenant's jobs run as (default: the controller's own, ``shared``; ``suanli up``
     uses ``auto``: per-tenant users when it runs as root). ``log_policy``: the cap and rotation of job logs.
-    ``rotate_admin_token``: revoke every admin token and write a new ``admin.token``."""
+    ``rotate_admin_token``: revoke every admin token and write a new ``admin.token``. ``partitions``: the partitions
+    this machine belongs to (names, or comma-separated; ``suanli up --partition``); an admin's value set through the
+    API (``PATCH /v1/nodes/{name}``) wins over them until cleared."""
+    parts = parse_partitions(partitions)
+    if parts and (virtual is not None or ray):
+        raise SuanliError("--partition names this machine's partitions: a virtual fleet's pools name theirs in the "
+                          "fleet file (partitions: [...]), Ray nodes the label suanli.io/partitions")
     dd = Path(data_dir).resolve()
     dd.mkdir(parents=True, exist_ok=True)
     users = job_users or JobUsers("shared")
@@ -189,7 +197,7 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
     else:
         devs = parse_declared(devices) if devices else discover()
         name = node or socket.gethostname() or "local"
-        me = local_node(name, devs)
+        me = local_node(name, devs, parts)
         store.upsert_node(*me.store_spec())
         ex = LocalExecutor(dd, node=me, grace_s=grace_s, checkpoint_root=checkpoint_root,
                            health_probe=device_probe(devs, name), users=users, log_policy=log_policy)

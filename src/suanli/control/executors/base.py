@@ -25,6 +25,7 @@ The contract, in the controller's order:
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -32,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from suanli.control.types import DeviceHealth, StopReason
+from suanli.errors import SuanliError
 
 __all__ = [
+    "PARTITIONS_LABEL",
     "AdoptVerdict",
     "Adoption",
     "AttemptRecord",
@@ -45,6 +48,7 @@ __all__ = [
     "NodeUnavailable",
     "RankPlan",
     "StopReason",
+    "parse_partitions",
     "rank_env",
     "termination_grace",
 ]
@@ -61,6 +65,27 @@ class DeviceInfo:
     health_reason: str | None = None
 
 
+PARTITIONS_LABEL = "suanli.io/partitions"  # Ray node label: the partitions a node belongs to, comma-separated
+_PARTITION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # as in a fleet file (suanli.fleet.loaders)
+
+
+def parse_partitions(values: str | Sequence[str] | None, what: str = "--partition") -> tuple[str, ...]:
+    """Partition names from ``values`` (each item may hold several, comma-separated; blanks ignored, duplicates
+    dropped, order kept). A bad name raises :class:`SuanliError` naming ``what``."""
+    items = [values] if isinstance(values, str) else list(values or ())
+    out: dict[str, None] = {}
+    for item in items:
+        for x in str(item).split(","):
+            x = x.strip()
+            if not x:
+                continue
+            if not _PARTITION_RE.fullmatch(x):
+                raise SuanliError(f"{what}: partition name {x!r}: 1-64 letters, digits, '.', '_' or '-', starting "
+                                  "with a letter or digit")
+            out[x] = None
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
     """One node as an executor sees it."""
@@ -72,7 +97,7 @@ class NodeInfo:
     domain: str
     rack: str
     address: str = "127.0.0.1"  # where its ranks listen (MASTER_ADDR when rank 0 runs there)
-    partitions: tuple[str, ...] = ()  # partitions the node belongs to (fleet file)
+    partitions: tuple[str, ...] = ()  # partitions it reports (suanli up --partition, Ray label, fleet file)
 
     @property
     def accelerator(self) -> str:

@@ -5,8 +5,10 @@
   ``suanli.io/devices`` label, e.g. ``ray start --labels suanli.io/devices=8xBR100``), probes their health, starts
   and watches the ranks placed there and serves their logs. ``suanli.io/domain`` and ``suanli.io/rack`` label the
   node's interconnect domain and rack (default: the node itself, rack ``default``); ``suanli.io/name`` names it
-  (default: its host name; nodes sharing a host name get ``HOST-<node id prefix>``). A node Ray reports dead, or
-  whose agent is gone or silent for ``agent_timeout_s``, is not reported: the controller marks it lost.
+  (default: its host name; nodes sharing a host name get ``HOST-<node id prefix>``); ``suanli.io/partitions``
+  (comma-separated) puts it in partitions (an admin's ``PATCH /v1/nodes/{name}`` wins until cleared). A node Ray
+  reports dead, or whose agent is gone or silent for ``agent_timeout_s``, is not reported: the controller marks it
+  lost.
 - **Launching** exactly the placement ``sched`` decided: each node's share of :meth:`AttemptSpec.ranks` is started by
   that node's agent (the local executor's code: one process group per node, exit files, attempt keys), with
   ``MASTER_ADDR`` = rank 0's node address and a ``MASTER_PORT`` free there. All parts start or none (a part that
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from suanli.control.executors.base import (
+    PARTITIONS_LABEL,
     Adoption,
     AdoptVerdict,
     AttemptRecord,
@@ -43,9 +46,11 @@ from suanli.control.executors.base import (
     NodeInfo,
     NodeUnavailable,
     RankPlan,
+    parse_partitions,
     termination_grace,
 )
 from suanli.control.types import DeviceHealth, StopReason
+from suanli.errors import SuanliError
 
 log = logging.getLogger("suanli.ray")
 
@@ -235,6 +240,7 @@ class RayExecutor(Executor):
         self._synced = 0.0
         self._first = True
         self._agent_env = {k: v for k, v in os.environ.items() if k.startswith("SUANLI_DEVICE_FAULTS")}
+        self._bad_labels: set[str] = set()  # nodes whose partitions label was refused (warned once)
 
     # -- membership ----------------------------------------------------------------------------------------
     def _name_for(self, n: dict[str, Any], taken: set[str]) -> str:
@@ -327,7 +333,21 @@ class RayExecutor(Executor):
         cpu = int(float(node.resources.get("CPU", 0)) * 1000)
         mem = int(float(node.resources.get("memory", 0)) // (1024 * 1024))
         return NodeInfo(node.name, tuple(devs), cpu, mem, node.labels.get("suanli.io/domain", node.name),
-                        node.labels.get("suanli.io/rack", "default"), node.address)
+                        node.labels.get("suanli.io/rack", "default"), node.address, self._partitions(node))
+
+    def _partitions(self, node: _Node) -> tuple[str, ...]:
+        """The node's partitions from its label ``suanli.io/partitions`` (comma-separated). A bad name puts the node
+        in no partition (said once in the log): the node still serves jobs that may use any node."""
+        raw = node.labels.get(PARTITIONS_LABEL)
+        if not raw:
+            return ()
+        try:
+            return parse_partitions(str(raw), f"node {node.name}: label {PARTITIONS_LABEL}")
+        except SuanliError as e:
+            if node.node_id not in self._bad_labels:
+                self._bad_labels.add(node.node_id)
+                log.warning("%s; the node is in no partition", e)
+            return ()
 
     def _usable(self, node: _Node) -> bool:
         return (node.alive and node.info is not None and time.monotonic() - node.last_ok < self.agent_timeout_s
