@@ -33,8 +33,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    p = subprocess.Popen([*UP, "--port", str(port), "--devices", "4xBR100",
-                          "--retry-backoff", "0.1"], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = subprocess.Popen([*UP, "--port", str(port), "--devices", "4xBR100", "--partition", "gpu,big",
+                          "--partition", "gpu", "--retry-backoff", "0.1"], cwd=cwd, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 30
     while True:
@@ -51,6 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     assert p.returncode == 0, out
     assert f"control plane on {url}" in out and "admin token:" in out and "suanli submit" in out
     assert "4x BR100 (declared)" in out and "suanli stopped" in out
+    assert "partitions: gpu,big" in out
 
 
 def cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -141,6 +143,47 @@ def test_cli_errors_are_one_line_without_traceback(server: tuple[Path, str, str]
     assert code == 2 and "no server" in out
     code, out = cli(cwd, "jobs", "--server", "http://127.0.0.1:1", "--token", "x")
     assert code == 2 and "cannot reach" in out
+
+
+def test_nodes_partitions_from_up_and_set_by_an_admin(server: tuple[Path, str, str], tmp_path: Path) -> None:
+    """`suanli up --partition gpu,big --partition gpu` puts this node in gpu and big; `suanli nodes --update` sets
+    an admin's partitions (they win), --no-partitions none, --reset-partitions back to the node's own."""
+    cwd, _, _ = server
+
+    def node() -> dict[str, object]:
+        code, out = cli(cwd, "nodes", "--json")
+        assert code == 0, out
+        n: dict[str, object] = json.loads(out)["nodes"][0]
+        return n
+
+    n = node()
+    name = str(n["name"])
+    assert (n["partitions"], n["partitions_reported"], n["partitions_override"]) == (["gpu", "big"], ["gpu", "big"],
+                                                                                     None)
+    code, out = cli(cwd, "nodes")
+    assert code == 0 and "PARTIT" in out and "gpu,big" in out  # (the header is cut at 80 columns)
+    try:
+        code, out = cli(cwd, "nodes", "--update", name, "--partition", "train", "--partition", "serve,train")
+        assert code == 0 and "(admin)" in out, out  # the names themselves are cut at 80 columns
+        n = node()
+        assert (n["partitions"], n["partitions_override"], n["partitions_reported"]) == (
+            ["train", "serve"], ["train", "serve"], ["gpu", "big"])
+        code, out = cli(cwd, "nodes", "--update", name, "--no-partitions")
+        assert code == 0 and node()["partitions"] is None and node()["partitions_override"] == []
+        for args, want in ((["--update", name, "--partition", "no space"], "--partition: partition name 'no space'"),
+                           (["--partition", "x"], "go with --update NODE"),
+                           (["--update", name], "give one of"),
+                           (["--update", name, "--partition", "x", "--reset-partitions"], "give one of"),
+                           (["--update", "nope", "--partition", "x"], "404")):
+            code, out = cli(cwd, "nodes", *args)
+            assert code == 2 and want in out and "Traceback" not in out, (args, out)
+    finally:
+        code, out = cli(cwd, "nodes", "--update", name, "--reset-partitions")
+    assert code == 0 and node()["partitions"] == ["gpu", "big"] and node()["partitions_override"] is None
+    r = subprocess.run([*UP, "--port", "1", "--data-dir", str(tmp_path / "d"), "--partition", "bad name"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--partition: partition name 'bad name'" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_second_up_on_the_same_data_dir_or_port_is_refused(server: tuple[Path, str, str], tmp_path: Path) -> None:

@@ -229,3 +229,26 @@ def test_node_update_bad_input_and_rights(fleet_svc: tuple[Service, str | None])
     assert n["partitions"] is None and n["partitions_override"] is None
     # a tenant may read the nodes and their partitions
     assert c.get("/v1/nodes", headers=th).status_code == 200
+
+
+def test_ray_label_gives_a_nodes_partitions(caplog: pytest.LogCaptureFixture) -> None:
+    """``suanli.io/partitions`` is read where the other ``suanli.io/*`` labels are (``RayExecutor._node_info``);
+    a bad name puts the node in no partition and is said once. Unit level: the real-cluster check of the label is
+    ``tests/test_ray_cluster.py::test_nodes_from_ray_labels``."""
+    pytest.importorskip("ray")
+    from suanli.control.executors.ray import RayExecutor, _Node
+
+    ex = object.__new__(RayExecutor)  # no Ray cluster: only the membership translation is exercised
+    ex._bad_labels = set()
+    info = {"devices": [[0, "BR100", None, None, True]]}
+    good = _Node("id1", "n1", {"suanli.io/partitions": "train, serve,train", "suanli.io/rack": "r7"},
+                 {"CPU": 2.0, "memory": 4 * 2**30}, info=info)
+    ni = ex._node_info(good)
+    assert ni.partitions == ("train", "serve") and ni.rack == "r7" and ni.accelerator == "BR100"
+    assert ni.store_spec()[0]["partitions"] == ["train", "serve"]
+    assert ex._node_info(_Node("id2", "n2", {}, {"CPU": 1.0}, info=info)).partitions == ()
+    bad = _Node("id3", "n3", {"suanli.io/partitions": "ok,no space"}, {"CPU": 1.0}, info=info)
+    with caplog.at_level("WARNING", logger="suanli.ray"):
+        assert ex._node_info(bad).partitions == () and ex._node_info(bad).partitions == ()
+    said = [r.getMessage() for r in caplog.records if "suanli.io/partitions" in r.getMessage()]
+    assert len(said) == 1 and "node n3" in said[0] and "'no space'" in said[0] and "in no partition" in said[0]

@@ -85,7 +85,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster,
     os.environ["SUANLI_DEVICE_FAULTS_FILE"] = str(faults)  # the agents read it (the vendor classes' test seam)
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": SYSTEM_CONFIG})
     nodes = {n: c.add_node(num_cpus=1, labels={"suanli.io/devices": "2xBR100", "suanli.io/name": n,
-                                               "suanli.io/rack": "r1"}) for n in NODES}
+                                               "suanli.io/rack": "r1",
+                                               **({"suanli.io/partitions": "fast,big"} if n == "c" else {})})
+             for n in NODES}
     c.wait_for_nodes()
     try:
         yield c, nodes, base
@@ -133,6 +135,7 @@ def test_nodes_from_ray_labels(svc: Service) -> None:
     for n in NODES:
         assert nodes[n]["accelerator"] == "BR100" and nodes[n]["devices"] == 2 and nodes[n]["declared"]
         assert nodes[n]["rack"] == "r1" and nodes[n]["status"] == NodeStatus.UP and nodes[n]["cpu_milli"] == 1000
+        assert nodes[n]["partitions"] == (["fast", "big"] if n == "c" else None)  # label suanli.io/partitions
     assert svc.controller.cluster.devices_of_model("BR100") == 6
 
 

@@ -25,6 +25,7 @@ per ``log_policy`` (:mod:`suanli.control.logs`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import signal
@@ -183,8 +184,7 @@ class LocalExecutor(Executor):
                     d.index, d.model, d.uuid, d.memory_mib, d.declared,
                     DeviceHealth.HEALTHY if news[d.index][0] else DeviceHealth.UNHEALTHY,
                     None if news[d.index][0] else news[d.index][1]) for d in self.node.devices)
-                return [NodeInfo(self.node.name, devs, self.node.cpu_milli, self.node.memory_mib, self.node.domain,
-                                 self.node.rack, self.node.address)]
+                return [dataclasses.replace(self.node, devices=devs)]  # the rest as given (partitions...)
         return [self.node]
 
     # -- paths ---------------------------------------------------------------------------------------------
