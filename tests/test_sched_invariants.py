@@ -99,6 +99,9 @@ def check_decisions(s: Scheduler, state, d) -> None:
     for p in d.preemptions:
         r = state.running.jobs[p.job_id]  # only running jobs are preempted, each as a whole job
         assert r.job.preemptible
+        if p.reason in ("round", "migrate"):  # gavel's round / a move to a faster model: the job itself
+            assert p.for_job == p.job_id
+            continue
         by = state.pending.jobs[p.for_job]
         if p.reason == "priority":
             assert r.job.priority < by.priority
@@ -109,7 +112,8 @@ def check_decisions(s: Scheduler, state, d) -> None:
     assert len(victims) == len(d.preemptions)
     seen: set[int] = set()
     for x in d.starts:
-        j = state.pending.jobs[x.job_id]
+        j = state.pending.jobs[x.job_id] if x.job_id in state.pending.jobs else state.running.jobs[x.job_id].job
+        assert x.job_id in state.pending.jobs or x.job_id in victims, "a running job restarts only if preempted"
         pl = x.placement
         assert pl.n_devices == j.count, "a gang is placed whole"
         if j.count:

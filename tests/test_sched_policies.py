@@ -299,20 +299,20 @@ def test_gavel_gives_the_fast_gpu_to_the_job_that_gains_most() -> None:
     cnn = {"V100-16GB": 1.0, "K80": 0.12}  # gains 8x from the V100
     rec = {"V100-16GB": 1.0, "K80": 0.56}  # gains under 2x
     jobs = [Job(id="rec", count=1, submit_time=0, speeds=rec), Job(id="cnn", count=1, submit_time=1, speeds=cnn)]
-    _, d = run(Scheduler(c, "gavel"), jobs)
+    _, d = run(Scheduler(c, "gavel-events"), jobs)
     where = {x.job_id: c.models[x.model] for x in d.starts}
     assert where == {"rec": "K80", "cnn": "V100-16GB"}
     _, d = run(Scheduler(c, "las"), [Job(id=j.id, count=1, submit_time=j.submit_time, speeds=j.speeds) for j in jobs])
     assert {x.job_id: c.models[x.model] for x in d.starts}["rec"] == "V100-16GB"  # agnostic: first come, listed model
     # service on the slow GPU counts for less: a K80 hour is 0.56 of the recommender's best
-    st, d = run(Scheduler(c, "gavel"), [Job(id="r2", count=1, speeds=rec, models=("K80",))])
+    st, d = run(Scheduler(c, "gavel-events"), [Job(id="r2", count=1, speeds=rec, models=("K80",))])
     assert st.running.jobs["r2"].attained(3600.0) == pytest.approx(0.56 * 3600)
 
 
 def test_gavel_moves_a_running_job_to_a_freed_much_faster_gpu() -> None:
     c = build_cluster("c", [node("v", "V100-16GB", 1), node("k", "K80", 1)])
     cnn = {"V100-16GB": 1.0, "K80": 0.12}
-    s = Scheduler(c, "gavel")
+    s = Scheduler(c, "gavel-events")
     st = s.new_state()
     st.submit(Job(id="hog", count=1, models=("V100-16GB",), speeds=cnn))
     st.submit(Job(id="cnn", count=1, speeds=cnn, submit_time=1))
@@ -339,7 +339,7 @@ def test_job_speeds_from_the_spec_the_planner_or_the_catalog() -> None:
     from suanli.workload.spec import JobSpec
 
     c = generate_cluster(48, ["H100", "A100-40GB", "V100"], 8)
-    s = Scheduler(c, "gavel")
+    s = Scheduler(c, "gavel-events")
     llm = s.job_speeds(Job(id=1, count=8, llm="llama-3.1-8b", kind="train"))  # the planner's per-chip throughput
     assert llm["H100"] == 1.0 and 0 < llm["A100-40GB"] < 0.6
     peak = s.job_speeds(Job(id=2, count=1))  # no speeds, no LLM: catalog peaks (FP16 for the V100, no BF16)

@@ -29,6 +29,7 @@ import heapq
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from suanli.catalog.accelerators import accelerator, is_known_accelerator
 from suanli.errors import UnknownName
@@ -95,8 +96,11 @@ class Scheduler:
         max_preempt_tries: int = 8,
         die_aligned: bool = True,
         seed: int = 0,
+        policy_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        self.pol: Policy = make_policy(policy)  # raises UnknownName for an unknown name
+        # policy_options: per policy name, its keyword options (e.g. {"gavel": {"objective": "finish-time"}}); the
+        # options of other policies are ignored, so one mapping serves a comparison of several
+        self.pol: Policy = make_policy(policy, (policy_options or {}).get(policy))  # UnknownName, ValueError
         if model_order not in MODEL_ORDERS:
             raise UnknownName(f"unknown model order {model_order!r}; choose one of {', '.join(MODEL_ORDERS)}")
         if window < 1:
@@ -170,7 +174,8 @@ class Scheduler:
     def new_state(self) -> SchedState:
         """A state for this scheduler; a packer that learns the workload (``observe``) sees each submitted job."""
         promote = self.promote_at if self.pol.service_preemption and self.las_promote > 0 else None
-        return SchedState(self.cluster, self.pending_key, promote, getattr(self.placer.config.packer, "observe", None))
+        return SchedState(self.cluster, self.pending_key, promote, getattr(self.placer.config.packer, "observe", None),
+                          track_model_time=self.pol.tracks_model_time)
 
     def las_queue(self, attained: float) -> int:
         for i, t in enumerate(self.las_thresholds):
@@ -197,6 +202,8 @@ class Scheduler:
         try:
             if self.pol.fair_share:
                 p.run_fair()
+            elif self.pol.own_pass:
+                self.pol.run_pass(p)
             else:
                 p.run_ordered()
         finally:
@@ -221,6 +228,8 @@ class Scheduler:
         try:
             if self.pol.fair_share:
                 p.run_fair()
+            elif self.pol.own_pass:
+                self.pol.run_pass(p)
             else:
                 p.run_ordered()
             ok = not p.out.preemptions

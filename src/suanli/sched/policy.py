@@ -11,7 +11,10 @@ A policy says
 - ``fair_share``: whether the pass is the weighted-queue pass with quotas (``fair``) instead of the ordered one;
 - ``service_rate``: how fast a running job accrues service (1.0: device-seconds; heterogeneity-aware policies
   count work normalised to the job's best accelerator);
-- ``model_order``: the order in which a job's candidate models (groups) are tried.
+- ``model_order``: the order in which a job's candidate models (groups) are tried;
+- ``own_pass``: the policy runs its own pass (``run_pass``) instead of the ordered or fair one (``gavel``: an LP
+  allocation and rounds, :mod:`suanli.sched.gavel`); ``round_s`` > 0: it wants to be called at every round end
+  (``next_round``); ``tracks_model_time``: the state keeps each job's run time per model (``Job.model_s``).
 
 A new policy is a subclass registered in :data:`REGISTRY`; :class:`~suanli.sched.core.Scheduler` takes its name.
 """
@@ -39,6 +42,16 @@ class Policy:
     fair_share: ClassVar[bool] = False
     heterogeneity_aware: ClassVar[bool] = False
     migrate: ClassVar[bool] = False  # move running jobs to free, much faster models (after the pending jobs)
+    own_pass: ClassVar[bool] = False
+    tracks_model_time: ClassVar[bool] = False
+    options: ClassVar[tuple[str, ...]] = ()  # keyword options the policy takes (make_policy)
+    round_s: float = 0.0  # > 0: the driver wakes the scheduler at every round end (next_round)
+
+    def next_round(self, now: float) -> float:
+        return math.inf
+
+    def run_pass(self, p: Any) -> None:
+        raise NotImplementedError
 
     def key(self, s: Scheduler, job: Job) -> Key:
         return (-job.priority, job.submit_time)
@@ -97,8 +110,9 @@ class Fair(Policy):
     fair_share = True
 
 
-class Gavel(Las):
-    """Heterogeneity-aware allocation after Gavel (Narayanan et al., OSDI 2020), in an event-driven scheduler.
+class GavelEvents(Las):
+    """Heterogeneity-aware placement after Gavel (Narayanan et al., OSDI 2020), event-driven, without an LP
+    (``gavel-events``; the LP and round-based ``gavel`` is :class:`suanli.sched.gavel.GavelPolicy`).
 
     - Fairness: least *normalised* attained service first - a job accrues service at its speed on the model it
       runs on divided by its speed on its best model, so an hour on a slow accelerator counts for less. Ordering
@@ -116,7 +130,7 @@ class Gavel(Las):
     (Themis' rho) is not an objective.
     """
 
-    name = "gavel"
+    name = "gavel-events"
     heterogeneity_aware = True
     migrate = True
 
@@ -162,16 +176,24 @@ class Gavel(Las):
         return sorted(cands, key=adv)
 
 
-REGISTRY: dict[str, type[Policy]] = {p.name: p for p in (Fifo, Backfill, Sjf, Las, Fair, Gavel)}
+from suanli.sched.gavel import GavelPolicy  # noqa: E402  (it subclasses Policy, defined above)
+
+REGISTRY: dict[str, type[Policy]] = {p.name: p for p in (Fifo, Backfill, Sjf, Las, Fair, GavelPolicy, GavelEvents)}
 
 
-def make_policy(name: str) -> Policy:
+def make_policy(name: str, options: Mapping[str, Any] | None = None) -> Policy:
+    """The policy ``name`` with its keyword ``options`` (only the ones it declares; bad values: ValueError)."""
     from suanli.errors import UnknownName
 
     cls = REGISTRY.get(name)
     if cls is None:
         raise UnknownName(f"unknown policy {name!r}; choose one of {', '.join(REGISTRY)}")
-    return cls()
+    opts = dict(options or {})
+    bad = sorted(set(opts) - set(cls.options))
+    if bad:
+        raise ValueError(f"policy {name!r} takes no option {bad[0]!r}"
+                         + (f" (it takes {', '.join(cls.options)})" if cls.options else ""))
+    return cls(**opts)
 
 
 def names() -> Sequence[str]:

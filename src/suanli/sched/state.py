@@ -247,7 +247,7 @@ class SchedState:
 
     def __init__(self, cluster: Cluster, pending_key: Callable[[Job], Key],
                  promote_at: Callable[[Job], float] | None = None,
-                 on_submit: Callable[[Job], None] | None = None) -> None:
+                 on_submit: Callable[[Job], None] | None = None, track_model_time: bool = False) -> None:
         self.cluster = cluster
         self.alloc = Allocation(cluster)
         self.pending = PendingQueue(pending_key, promote_at)
@@ -255,6 +255,7 @@ class SchedState:
         # what the scheduler learns from the workload (the FGD packer's task distribution) it learns here, when a
         # job is submitted - never inside ``decide``, which stays a pure function of the state
         self.on_submit = on_submit
+        self.track_model_time = track_model_time  # keep Job.model_s (run seconds per model; gavel's priorities)
 
     def submit(self, job: Job) -> None:
         if job.id in self.running:
@@ -282,6 +283,11 @@ class SchedState:
         self.alloc.give(r.placement)
         r.job.attained = r.attained(now)
         r.job.queued_at = now  # if it goes back to the queue, it waits from now
+        if self.track_model_time and r.model >= 0:
+            ms = r.job.model_s
+            if ms is None:
+                ms = r.job.model_s = {}
+            ms[r.model] = ms.get(r.model, 0.0) + max(0.0, now - r.start)
         return r
 
     def adopt(self, d: Decisions, started: dict[int | str, RunningJob]) -> list[RunningJob]:

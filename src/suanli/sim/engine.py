@@ -237,6 +237,8 @@ class Simulation:
         las = sched.pol.service_preemption  # LAS queues: threshold crossings are events
         promote = las and sched.las_promote > 0
         promo_tick = math.inf  # the latest promotion tick pushed
+        rounds = sched.pol.round_s > 0  # round-based policies (gavel): the scheduler is called at every round end
+        round_tick = -math.inf  # the latest round-end tick pushed
         thresholds = sched.las_thresholds
         fc = cfg.failures
         ckpt = fc.checkpoint_s if fc.checkpoint_s and fc.checkpoint_s > 0 else math.inf
@@ -350,7 +352,7 @@ class Simulation:
                     for r_, k_ in wait_counts.items():
                         wait_s[r_] = wait_s.get(r_, 0.0) + k_ * dt
                 last_t = now
-            dirty = False
+            dirty = round_due = False
             # arrivals at this instant
             while ptr < n and t_arr == now:
                 i = ptr
@@ -391,7 +393,9 @@ class Simulation:
                     done_jobs += 1
                     dirty = True
                 elif kind == TICK:
-                    if a < 0:  # a waiting LAS job's promotion time
+                    if a == -2:  # a round end
+                        dirty = round_due = True
+                    elif a < 0:  # a waiting LAS job's promotion time
                         dirty = True
                     elif e == epoch[a] and a in running.jobs:
                         dirty = True
@@ -445,7 +449,7 @@ class Simulation:
                     alloc.set_node_up(a, True)
                     up_devs += int(alloc.dev_up[c.node_devices_ids(a)].sum())
                     dirty = True
-            if dirty and pjobs:
+            if dirty and (pjobs or (round_due and rjobs)):
                 decide_calls += 1
                 d, started = sched.step(state, now)
                 if started is not None:  # no preemption: already carried out
@@ -480,6 +484,9 @@ class Simulation:
                     if t_p < math.inf and t_p != promo_tick:
                         promo_tick = t_p
                         push(heap, (t_p, TICK, -1, 0))
+            if rounds and round_tick <= now and (pjobs or rjobs):
+                round_tick = sched.pol.next_round(now)
+                push(heap, (round_tick, TICK, -2, 0))
             if now - last_rec >= res:
                 last_rec = now
                 tl_t.append(now)

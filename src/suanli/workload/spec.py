@@ -401,6 +401,8 @@ class Job:
     # queue counts service from there) and when the job last went back to the queue (None: at submit_time)
     las_base: float = 0.0
     queued_at: float | None = None
+    # run seconds on each accelerator model (index in the cluster), kept only for policies that ask (gavel)
+    model_s: dict[int, float] | None = None
 
     def __post_init__(self) -> None:
         if self.count < 0:

@@ -1,0 +1,182 @@
+"""Gavel's LP allocation and round-based mechanism (suanli.sched.gavel): hand-checkable LPs, the fairness
+properties, the rounds in the scheduler, and the twin (determinism, no over-allocation, LP runs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from suanli.fleet.model import NodeSpec, build_cluster, generate_nodes
+from suanli.sched import Scheduler
+from suanli.sched.gavel import equal_share, finish_time_allocation, max_min_allocation
+from suanli.workload import Job
+
+ONE = np.ones(2)
+FAST_SLOW = np.array([1.0, 1.0])  # one device of each type
+
+
+def node(name: str, model: str, devices: int = 1) -> NodeSpec:
+    return NodeSpec(name, model, devices, 64_000, 256 * 1024, name, "r0")
+
+
+def thr(T: np.ndarray, X: np.ndarray) -> np.ndarray:
+    return (T * X).sum(axis=1)
+
+
+# -- the LPs, checked by hand ----------------------------------------------------------------------------------------
+def test_each_job_gets_the_type_it_is_comparatively_best_at() -> None:
+    # A runs 2x faster on the fast type, B 2x faster on the slow one; one device each. X_equal = 1/2 of each type
+    # for each (throughput 1.5); the optimum puts A on fast and B on slow: throughput 2 each = 4/3 of equal share.
+    T = np.array([[2.0, 1.0], [1.0, 2.0]])
+    np.testing.assert_allclose(equal_share(T, ONE, FAST_SLOW), [[0.5, 0.5], [0.5, 0.5]])
+    X, t = max_min_allocation(T, ONE, FAST_SLOW)
+    np.testing.assert_allclose(X, [[1, 0], [0, 1]], atol=1e-7)
+    assert t == pytest.approx(4 / 3)
+    # finish-time fairness, both fresh with 100 s of work: rho = (100/2) / (100/1.5) = 0.75 each
+    X, rho = finish_time_allocation(T, ONE, FAST_SLOW, elapsed=np.zeros(2), remaining=np.full(2, 100.0))
+    np.testing.assert_allclose(X, [[1, 0], [0, 1]], atol=1e-6)
+    assert rho == pytest.approx(0.75, rel=1e-4)
+
+
+def test_at_the_fair_optimum_the_total_throughput_is_maximised() -> None:
+    # B runs at 1 anywhere: its ratio is 1 whatever X is, so the max-min value is 1 for any A-share >= 1/2 of fast.
+    # The second stage picks the largest total: A all on fast (ratio 4/3), B all on slow.
+    T = np.array([[4.0, 2.0], [1.0, 1.0]])
+    X, t = max_min_allocation(T, ONE, FAST_SLOW)
+    assert t == pytest.approx(1.0)
+    np.testing.assert_allclose(X, [[1, 0], [0, 1]], atol=1e-7)
+
+
+def test_scale_factor_counts_devices_and_a_type_a_job_cannot_use_stays_empty() -> None:
+    # 4 fast + 4 slow devices; A needs 4 devices and cannot run on slow (T = 0); B, C need 2 each and run at 1
+    # everywhere. Equal share: A 4/(3x4) = 1/3 of the time on fast (throughput 2/3); B, C 2/3 of each type, scaled to
+    # 1/2 + 1/2 (throughput 1). B and C can never beat ratio 1 (speed 1, one type at a time), so the max-min value is
+    # 1; the largest total then has A on fast all the time (ratio 3) and B, C on slow all the time (2 + 2 devices).
+    T = np.array([[2.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    s = np.array([4.0, 2.0, 2.0])
+    cap = np.array([4.0, 4.0])
+    X, t = max_min_allocation(T, s, cap)
+    assert X[0, 1] == 0.0
+    assert ((s[:, None] * X).sum(axis=0) <= cap + 1e-7).all()
+    np.testing.assert_allclose(X[0], [1.0, 0.0], atol=1e-7)  # A alone on fast all the time
+    np.testing.assert_allclose(X[1:, 1], [1.0, 1.0], atol=1e-7)  # B and C both fit on slow, all the time
+    eq = thr(T, equal_share(T, s, cap))
+    np.testing.assert_allclose(eq, [2 / 3, 1, 1])
+    assert t == pytest.approx(1.0) and thr(T, X) / eq == pytest.approx([3, 1, 1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_allocations_are_feasible_and_fair_on_random_instances(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    m, n = int(rng.integers(2, 40)), int(rng.integers(1, 4))
+    T = rng.uniform(0.05, 1.0, (m, n)) * (rng.random((m, n)) > 0.2)
+    T[T.sum(axis=1) == 0, 0] = 0.5  # every job runs somewhere
+    s = rng.choice([1.0, 2.0, 4.0, 8.0], m)
+    cap = rng.integers(8, 40, n).astype(float)
+    eq = thr(T, equal_share(T, s, cap))
+    el, rem = rng.uniform(0, 1e4, m), rng.uniform(10, 1e5, m)
+    iso = el + rem / eq
+    worst = []
+    for X in (max_min_allocation(T, s, cap)[0], finish_time_allocation(T, s, cap, el, rem)[0]):
+        assert (X >= -1e-9).all() and (X.sum(axis=1) <= 1 + 1e-7).all()  # a job is on one type at a time
+        assert ((s[:, None] * X).sum(axis=0) <= cap + 1e-6).all()  # no type over-allocated
+        assert (X[T == 0] == 0).all()
+        worst.append(max((el + rem / thr(T, X)) / iso))
+    Xm, _ = max_min_allocation(T, s, cap)
+    # sharing incentive: under max-min no job gets less than with its equal share
+    assert (thr(T, Xm) / eq >= 1 - 1e-6).all()
+    # finish-time fairness: nobody worse than with an equal share (rho <= 1), and the worst rho no larger than
+    # max-min's (it is what that objective minimises)
+    assert worst[1] <= 1 + 1e-6 and worst[1] <= worst[0] * (1 + 2e-3)
+
+
+# -- the mechanism in the scheduler ----------------------------------------------------------------------------------
+def two_types() -> tuple:
+    return build_cluster("c", [node("v", "V100-16GB"), node("k", "K80")])
+
+
+def test_a_round_places_jobs_as_the_lp_says() -> None:
+    c = two_types()
+    s = Scheduler(c, "gavel")
+    st = s.new_state()
+    st.submit(Job(id="a", count=1, speeds={"V100-16GB": 1.0, "K80": 0.25}))  # gains 4x from the V100
+    st.submit(Job(id="b", count=1, speeds={"V100-16GB": 1.0, "K80": 1.0}))  # gains nothing
+    # b's throughput is 1 wherever it runs, so max-min is 1 for any X that gives a half the V100 or more; the
+    # largest total has a on the V100 all the time, b on the K80 all the time
+    d = s.decide(st, 0.0)  # t = 0 is a round end
+    assert {x.job_id: c.models[x.model] for x in d.starts} == {"a": "V100-16GB", "b": "K80"}
+    assert s.pol.lp_runs == 1
+    st.apply(d, 0.0)
+    st.alloc.check_consistency()
+    assert not s.decide(st, 360.0)  # next round: the same X, nothing moves
+    assert s.pol.lp_runs == 1  # same job set: the LP did not run again
+
+
+def test_rounds_time_share_one_device_and_keep_the_work() -> None:
+    c = build_cluster("c", [node("v", "V100-16GB")])
+    s = Scheduler(c, "gavel", policy_options={"gavel": {"round_s": 100.0}})
+    st = s.new_state()
+    st.submit(Job(id=1, count=1, expected_runtime=1000, speeds={"V100-16GB": 1.0}))
+    st.submit(Job(id=2, count=1, expected_runtime=1000, speeds={"V100-16GB": 1.0}))
+    d = s.decide(st, 0.0)
+    assert [x.job_id for x in d.starts] == [1]  # X = 1/2 each; ties go by submission
+    st.apply(d, 0.0)
+    assert not s.decide(st, 50.0)  # between round ends nobody is preempted
+    d = s.decide(st, 100.0)  # job 1 had its share (fraction 1 > X); job 2 has had none
+    assert [(p.job_id, p.reason) for p in d.preemptions] == [(1, "round")] and [x.job_id for x in d.starts] == [2]
+    st.apply(d, 100.0)
+    assert st.pending.jobs[1].model_s == {0: 100.0}  # the state kept its run time per model
+    d = s.decide(st, 200.0)
+    assert [p.job_id for p in d.preemptions] == [2] and [x.job_id for x in d.starts] == [1]
+
+
+def test_between_rounds_free_devices_go_to_waiting_jobs_without_preemption() -> None:
+    c = two_types()
+    s = Scheduler(c, "gavel")
+    st = s.new_state()
+    st.submit(Job(id="a", count=1, speeds={"V100-16GB": 1.0, "K80": 0.5}))
+    st.apply(s.decide(st, 0.0), 0.0)
+    st.submit(Job(id="b", count=1, speeds={"V100-16GB": 1.0, "K80": 0.9}, submit_time=10))
+    d = s.decide(st, 10.0)  # mid-round: b takes the free K80, a keeps the V100
+    assert not d.preemptions and [(x.job_id, c.models[x.model]) for x in d.starts] == [("b", "K80")]
+
+
+def test_options_are_checked() -> None:
+    c = two_types()
+    with pytest.raises(ValueError, match="objective"):
+        Scheduler(c, "gavel", policy_options={"gavel": {"objective": "fastest"}})
+    with pytest.raises(ValueError, match="round_s"):
+        Scheduler(c, "gavel", policy_options={"gavel": {"round_s": 0}})
+    with pytest.raises(ValueError, match="takes no option 'rounds'"):
+        Scheduler(c, "gavel", policy_options={"gavel": {"rounds": 3}})
+    Scheduler(c, "fifo", policy_options={"gavel": {"objective": "finish-time"}})  # another policy's: ignored
+
+
+# -- the twin --------------------------------------------------------------------------------------------------------
+def hetero_cluster(per_type: int = 8):
+    nodes = []
+    for m in ("V100-16GB", "P100", "K80"):
+        nodes += generate_nodes(per_type, m, 4)
+    return build_cluster("mixed", nodes)
+
+
+@pytest.mark.parametrize("objective", ["max-min", "finish-time"])
+def test_twin_runs_are_deterministic_complete_and_never_over_allocate(objective: str) -> None:
+    from suanli.sim.engine import SimConfig, Simulation
+    from suanli.sim.hetero import gavel_workload
+
+    c = hetero_cluster()
+    w = gavel_workload(60, 8.0, seed=3).fix_estimates()
+    opts = {"objective": objective, "round_s": 1800.0}  # longer rounds than Gavel's 6 min: a faster test
+    cfg = SimConfig(policy="gavel", sched_kwargs={"policy_options": {"gavel": opts}})
+    a, b = Simulation(c, w, cfg), Simulation(c, w, cfg)
+    ra, rb = a.run(), b.run()
+    np.testing.assert_array_equal(ra.finish, rb.finish)
+    np.testing.assert_array_equal(ra.preemptions, rb.preemptions)
+    assert np.isfinite(ra.finish).all()  # every job completed
+    assert (ra.timeline_busy <= c.n_devices + 1e-9).all()
+    # jobs ran at their type's speed: no job finished before its work at its fastest speed
+    fastest = np.array([max(w.type_speeds[t].values()) for t in w.job_type])
+    assert (ra.finish - w.submit >= w.duration / fastest - 1e-6).all()
+    # the LP ran only when the job set changed at a round end: at most once per arrival or completion
+    assert 0 < a.sched.pol.lp_runs <= 2 * len(w) and a.sched.pol.lp_runs < ra.decide_calls
