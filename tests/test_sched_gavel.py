@@ -180,3 +180,35 @@ def test_twin_runs_are_deterministic_complete_and_never_over_allocate(objective:
     assert (ra.finish - w.submit >= w.duration / fastest - 1e-6).all()
     # the LP ran only when the job set changed at a round end: at most once per arrival or completion
     assert 0 < a.sched.pol.lp_runs <= 2 * len(w) and a.sched.pol.lp_runs < ra.decide_calls
+
+
+# -- the CLI ---------------------------------------------------------------------------------------------------------
+def test_sim_cli_runs_gavel_with_either_objective() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from suanli.cli.main import app
+
+    for obj in ("max-min", "finish-time"):
+        res = CliRunner().invoke(app, ["sim", "--accelerator", "V100,K80", "--chips", "32", "--per-node", "4",
+                                       "--jobs", "80", "--compare", "gavel,fifo", "--gavel-objective", obj,
+                                       "--gavel-round", "600", "--json"])
+        assert res.exit_code == 0, (res.output, res.exception)
+        out = json.loads(res.output)
+        assert [r["policy"] for r in out] == ["gavel", "fifo"]
+        assert out[0]["completed"] == out[1]["completed"] > 0
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--gavel-objective", "fastest"], "--gavel-objective must be one of max-min, finish-time"),
+    (["--gavel-round", "0"], "--gavel-round must be a positive number"),
+])
+def test_sim_cli_bad_gavel_options_are_one_line_exit_2(args: list[str], needle: str) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "suanli.cli.main", "sim", "--jobs", "10", "--policy", "gavel", *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr

@@ -26,7 +26,8 @@ def sim(
     accelerator: Annotated[str, typer.Option("--accelerator", "--model", help="Generated cluster: accelerator "
                                              "model(s), comma-separated (--model: the older name).")] = "H100",
     per_node: Annotated[int, typer.Option("--per-node", help="Generated cluster: chips per node.")] = 8,
-    policy: Annotated[str, typer.Option("--policy", help="fifo, backfill, sjf, las or fair.")] = "fifo",
+    policy: Annotated[str, typer.Option("--policy", help="fifo, backfill, sjf, las, fair, gavel (LP + rounds) or "
+                                        "gavel-events.")] = "fifo",
     compare: Annotated[str | None, typer.Option("--compare", help="Comma-separated policies on the same stream.")]
     = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -56,6 +57,9 @@ def sim(
         "--las-promote", help="las starvation guard: a job waiting this many times its run since its last promotion "
                               "goes back to the top queue (0: off; default 32, sched.core.LAS_PROMOTE).")] = None,
     packer: Annotated[str, typer.Option("--packer", help="Fractional packer: best-fit, fgd, random.")] = "best-fit",
+    gavel_objective: Annotated[str, typer.Option("--gavel-objective", help="gavel: max-min (heterogeneity-aware "
+                                                 "max-min fairness) or finish-time (Themis' rho).")] = "max-min",
+    gavel_round: Annotated[float, typer.Option("--gavel-round", help="gavel: round length, seconds.")] = 360.0,
     out: Annotated[Path | None, typer.Option("--out", help="Write report.json, report.md and PNG plots here.")]
     = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (one object; a list with --compare).")]
@@ -120,6 +124,14 @@ def sim(
         err_console.print(f"[yellow]warning:[/] {w.skipped:,} malformed rows skipped in all", highlight=False)
 
     skw: dict[str, Any] = {"packer": packer}
+    if "gavel" in policies:
+        from suanli.sched.gavel import OBJECTIVES
+
+        if gavel_objective not in OBJECTIVES:
+            raise SimError(f"--gavel-objective must be one of {', '.join(OBJECTIVES)}, not {gavel_objective!r}")
+        if not (math.isfinite(gavel_round) and gavel_round > 0):
+            raise SimError(f"--gavel-round must be a positive number of seconds, not {gavel_round:g}")
+        skw["policy_options"] = {"gavel": {"objective": gavel_objective, "round_s": gavel_round}}
     if las_promote is not None:
         skw["las_promote"] = las_promote
     show = len(w) >= PROGRESS_MIN_JOBS
