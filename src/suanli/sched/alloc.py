@@ -21,9 +21,10 @@ from suanli.fleet.model import Cluster
 WHOLE = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Placement:
-    """Where a job runs: one entry per node it uses."""
+    """Where a job runs: one entry per node it uses. Treat it as immutable (it is hashable by value); it is not a
+    frozen dataclass because a frozen one costs several times as much to build, and one is built per start."""
 
     nodes: tuple[int, ...]
     devices: tuple[tuple[int, ...], ...]  # device ids on each node
@@ -33,7 +34,7 @@ class Placement:
     n_devices: int = field(init=False, compare=False, repr=False)  # devices in all (computed once: read very often)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "n_devices", sum(map(len, self.devices)))
+        self.n_devices = sum(map(len, self.devices))
 
     @property
     def device_ids(self) -> tuple[int, ...]:
@@ -66,13 +67,16 @@ class Allocation:
         nm = c.n_groups  # the index is per group: an accelerator model, split by partition membership
         self._mf, self.model_free = _shared("q", np.zeros(max(nm, 1), dtype=np.int64))
         self._dom_ge = np.zeros((len(c.domains), self.maxd + 1), dtype=np.int32)
-        # changes not yet in _dom_ge, as a difference along p: +v at (domain, a) and -v at (domain, b) adds v to
-        # the counts for a <= p < b
-        self._dom_delta: dict[tuple[int, int], int] = {}
+        # changes not yet in _dom_ge, as a difference along p: +v at [domain, a] and -v at [domain, b] adds v to
+        # the counts for a <= p < b; flat (domain * (maxd + 2) + p) in an array.array, the cells touched listed
+        self._dw = self.maxd + 2
+        self._dd, self._dd_np = _shared("i", np.zeros(len(c.domains) * self._dw, dtype=np.int32))
+        self._dd_touched: list[int] = []
         # buckets[m][w]: nodes of group m with exactly w free whole devices (w >= 1); dicts keep insertion order
         self.buckets: list[list[dict[int, None]]] = [[{} for _ in range(self.maxd + 1)] for _ in range(nm)]
         self._node_model = c.node_group.tolist()
         self._node_domain = c.node_domain.tolist()
+        self._node_dbase = (c.node_domain.astype(np.int64) * self._dw).tolist()  # the node's row in _dd
         self._dev_node = c.dev_node
         self._dev_node_list = c.dev_node.tolist()
         for n in range(c.n_nodes):
@@ -85,20 +89,22 @@ class Allocation:
     def dom_ge(self) -> np.ndarray:
         """[domain, p]: nodes of the domain (up) with at least ``p`` free whole devices. Changes are collected in
         a dict (a few dict updates per change instead of a numpy slice update) and folded in when it is read."""
-        dd = self._dom_delta
-        if dd:
-            keys = np.fromiter((k for kk in dd for k in kk), dtype=np.int64, count=2 * len(dd)).reshape(-1, 2)
-            doms, inv = np.unique(keys[:, 0], return_inverse=True)
-            diff = np.zeros((len(doms), self.maxd + 2), dtype=np.int32)
-            np.add.at(diff, (inv, keys[:, 1]), np.fromiter(dd.values(), dtype=np.int32, count=len(dd)))
+        t = self._dd_touched
+        if t:
+            w = self._dw
+            doms = np.unique(np.array(t, dtype=np.int64) // w)
+            rows = self._dd_np.reshape(-1, w)
+            diff = rows[doms]
             self._dom_ge[doms] += np.cumsum(diff, axis=1, dtype=np.int32)[:, : self.maxd + 1]
-            dd.clear()
+            rows[doms] = 0
+            t.clear()
         return self._dom_ge
 
     @dom_ge.setter
     def dom_ge(self, value: np.ndarray) -> None:
         self._dom_ge = value
-        self._dom_delta = {}
+        self._dd_np[:] = 0
+        self._dd_touched.clear()
 
     def _index(self, n: int, w: int, sign: int) -> None:
         """Add (sign=+1) or remove (-1) node ``n`` with ``w`` free whole devices to/from the index."""
@@ -111,12 +117,11 @@ class Allocation:
             else:
                 del self.buckets[m][w][n]
             self._mf[m] += sign * w
-        dd = self._dom_delta
-        dom = self._node_domain[n]
-        k = (dom, 0)
-        dd[k] = dd.get(k, 0) + sign
-        k = (dom, w + 1)
-        dd[k] = dd.get(k, 0) - sign
+        dd = self._dd
+        i = self._node_dbase[n]
+        dd[i] += sign
+        dd[i + w + 1] -= sign
+        self._dd_touched.append(i)
 
     def _set_whole(self, n: int, w: int) -> None:
         nw = self._nw
@@ -134,13 +139,15 @@ class Allocation:
         if w > 0:
             b[w][n] = None
         self._mf[m] += w - old
-        dd = self._dom_delta
-        dom = self._node_domain[n]
-        sign = 1 if w > old else -1  # counts for p in (min, max] change by sign
-        k = (dom, min(old, w) + 1)
-        dd[k] = dd.get(k, 0) + sign
-        k = (dom, max(old, w) + 1)
-        dd[k] = dd.get(k, 0) - sign
+        dd = self._dd
+        i = self._node_dbase[n] + 1
+        if w > old:  # counts for p in (old, w] grow by one
+            dd[i + old] += 1
+            dd[i + w] -= 1
+        else:  # ... in (w, old] shrink by one
+            dd[i + w] -= 1
+            dd[i + old] += 1
+        self._dd_touched.append(i)
 
     def _touch(self, n: int) -> None:
         j = self._journal
@@ -154,10 +161,12 @@ class Allocation:
         if check:
             self._check_fits(p)
         dj = self._dev_journal
+        j = self._journal
         df = self._df
         milli = p.milli
         for n, ds, cpu, mem in zip(p.nodes, p.devices, p.cpu_milli, p.mem_mib, strict=True):
-            self._touch(n)
+            if j is not None and n not in j:  # _touch(n)
+                j[n] = (self._nw[n], self._ncpu[n], self._nmem[n])
             lost = 0
             for d in ds:
                 f = df[d]
@@ -176,10 +185,12 @@ class Allocation:
     def give(self, p: Placement) -> None:
         """Release ``p`` (the inverse of :meth:`take`)."""
         dj = self._dev_journal
+        j = self._journal
         df, du = self._df, self._du
         milli = p.milli
         for n, ds, cpu, mem in zip(p.nodes, p.devices, p.cpu_milli, p.mem_mib, strict=True):
-            self._touch(n)
+            if j is not None and n not in j:  # _touch(n)
+                j[n] = (self._nw[n], self._ncpu[n], self._nmem[n])
             gained = 0
             for d in ds:
                 f = df[d]
@@ -290,6 +301,9 @@ class Allocation:
         ref.maxd = self.maxd
         ref.node_up, ref._nup = self.node_up, self._nup
         ref._mf, ref.model_free = _shared("q", np.zeros_like(self.model_free))
+        ref._dw, ref._node_dbase = self._dw, self._node_dbase
+        ref._dd, ref._dd_np = _shared("i", np.zeros_like(self._dd_np))
+        ref._dd_touched = []
         ref.dom_ge = np.zeros_like(self.dom_ge)
         ref.buckets = [[{} for _ in range(self.maxd + 1)] for _ in range(c.n_groups)]
         ref._node_model, ref._node_domain = self._node_model, self._node_domain

@@ -140,6 +140,7 @@ class Scheduler:
         self._queues = dict(value)
         self._qparts = {q.name: frozenset(q.partitions) for q in self._queues.values() if q.partitions is not None}
         self._parts_cache: dict[tuple[tuple[str, ...] | None, str], frozenset[str] | None] = {}
+        self._cands: dict[object, list[int]] = {}  # model_candidates' cache (partitions come from the queues)
         self._qc: dict[str, QueueConfig] = {}  # queue_config's cache
         # shape(): the plain function when no queue names partitions (called twice per job tried: no extra frame)
         self.shape = _shape if not self._qparts else type(self).shape.__get__(self)  # type: ignore[method-assign]
@@ -174,7 +175,10 @@ class Scheduler:
     def new_state(self) -> SchedState:
         """A state for this scheduler; a packer that learns the workload (``observe``) sees each submitted job."""
         promote = self.promote_at if self.pol.service_preemption and self.las_promote > 0 else None
-        return SchedState(self.cluster, self.pending_key, promote, getattr(self.placer.config.packer, "observe", None),
+        key = self.pending_key
+        if type(self).pending_key is Scheduler.pending_key:
+            key = functools.partial(self.pol.key, self)  # the same key, one call less per submitted job
+        return SchedState(self.cluster, key, promote, getattr(self.placer.config.packer, "observe", None),
                           track_model_time=self.pol.tracks_model_time)
 
     def las_queue(self, attained: float) -> int:
@@ -217,7 +221,7 @@ class Scheduler:
         state is unchanged and the caller applies them (it may need the victims' records first)."""
         if state.cluster is not self.cluster:
             raise ValueError("state belongs to another cluster")
-        if len(state.pending) == 1 and self._simple:
+        if len(state.pending.jobs) == 1 and self._simple:
             one = self._step_one(state, now)
             if one is not None:
                 return one
@@ -247,14 +251,18 @@ class Scheduler:
         """The pass of a lone pending job under a policy without service preemption or migration, when it can
         start where the placer puts it and nothing could be preempted for it: what the full pass decides (the
         same placement, Start and running record), without its per-pass machinery. None: take the full pass."""
-        job = next(iter(state.pending.jobs.values()))
-        if self.preemption and state.running.any_preemptible_below(job.priority):
-            return None
+        pend = state.pending
+        job = next(iter(pend.jobs.values()))
+        if self.preemption:
+            pp = state.running.preemptible_by_priority  # RunningSet.any_preemptible_below, inline
+            if pp and min(pp) < job.priority:
+                return None
         alloc = state.alloc
         cands = self.model_candidates(state, job)
-        if job.count and job.milli == WHOLE:
+        count = job.count
+        if count and job.milli == WHOLE:
             mf = alloc._mf
-            if job.count > sum(mf[m] for m in cands):
+            if count > (mf[cands[0]] if len(cands) == 1 else sum(mf[m] for m in cands)):
                 return None
         res = self.placer.place(alloc, job, cands, self.job_partitions(job) if self.partitioned else None)
         if res is None:
@@ -264,7 +272,7 @@ class Scheduler:
         alloc.take(pl, check=False)
         d = Decisions([Start(job.id, pl, m)], tested=1)
         r = RunningJob(job, pl, m, now, False, 1.0)
-        state.pending.remove(job.id)
+        pend.remove(job.id)
         state.running.add(r)
         return d, [r]
 
@@ -293,20 +301,25 @@ class Scheduler:
         return (*_shape(job), self.job_partitions(job))
 
     def model_candidates(self, state: SchedState, job: Job) -> list[int]:
-        """Candidate groups (accelerator models, split by partition; a model when there are no partitions)."""
-        if self.model_order == "listed":
-            order: Sequence[str] | None = None
-        elif self.model_order == "fastest":
-            order = self._fastest
+        """Candidate groups (accelerator models, split by partition; a model when there are no partitions). With a
+        static model order (listed, fastest) the list is cached per (models, partitions): callers must not change
+        it."""
+        if self.model_order != "most-free":
+            k = (job.models, self.job_partitions(job)) if self.partitioned else job.models
+            v = self._cands.get(k)
+            if v is None:
+                order = self._fastest if self.model_order == "fastest" else None
+                v = self._cands[k] = (self.placer.candidate_models(job, order, self.job_partitions(job))
+                                      if self.partitioned else self.placer.candidate_models(job, order))
+            return v
+        mf = state.alloc.model_free
+        if self.partitioned:
+            free = [0] * len(self.cluster.models)
+            for g, mi in enumerate(self.group_model):
+                free[mi] += int(mf[g])
+            order: Sequence[str] = sorted(self.cluster.models, key=lambda m: -free[self.placer.model_ids[m]])
         else:
-            mf = state.alloc.model_free
-            if self.partitioned:
-                free = [0] * len(self.cluster.models)
-                for g, mi in enumerate(self.group_model):
-                    free[mi] += int(mf[g])
-                order = sorted(self.cluster.models, key=lambda m: -free[self.placer.model_ids[m]])
-            else:
-                order = sorted(self.cluster.models, key=lambda m: -int(mf[self.placer.model_ids[m]]))
+            order = sorted(self.cluster.models, key=lambda m: -int(mf[self.placer.model_ids[m]]))
         if not self.partitioned:
             return self.placer.candidate_models(job, order)
         return self.placer.candidate_models(job, order, self.job_partitions(job))

@@ -150,10 +150,11 @@ class Placer:
             pooled = self._place_pooled(alloc, job, models)
             if pooled is not None:
                 return pooled
+        mf = alloc._mf
         for m in models:
             if job.milli < WHOLE:
                 p = self._place_fraction(alloc, job, m)
-            elif job.count > alloc.model_free[m]:
+            elif job.count > mf[m]:
                 continue
             elif not job.gang:
                 p = self._place_scattered(alloc, job, m)

@@ -172,48 +172,64 @@ class RunningSet:
         j = r.job
         if j.id in self.jobs:
             raise ValueError(f"job {j.id} is already running")
-        self.jobs[j.id] = r
-        milli = r.placement.milli * r.placement.n_devices
-        self._use(j.queue, False)[r.model] += milli
+        jid = j.id
+        self.jobs[jid] = r
+        pl = r.placement
+        milli = pl.milli * pl.n_devices
+        u = self._buf.get(j.queue)
+        if u is None:
+            u = self._use(j.queue, False)
+        u[r.model] += milli
         if r.borrowed:
             self._use(j.queue, True)[r.model] += milli
-        for n in r.placement.nodes:
-            self.node_jobs[n][j.id] = None
-        if j.expected_runtime is not None:
-            bisect.insort(self.ends, (r.expected_end, j.seq, j.id))
+            self.n_borrowed += 1
+        nj = self.node_jobs
+        for n in pl.nodes:
+            nj[n][jid] = None
+        rt = j.expected_runtime
+        if rt is not None:
+            bisect.insort(self.ends, (r.start + rt, j.seq, jid))  # RunningJob.expected_end
         if j.preemptible:
-            self.preemptible_by_priority[j.priority] = self.preemptible_by_priority.get(j.priority, 0) + 1
-        self.n_borrowed += r.borrowed
+            pp = self.preemptible_by_priority
+            pp[j.priority] = pp.get(j.priority, 0) + 1
 
     def remove(self, job_id: int | str) -> RunningJob:
         r = self.jobs.pop(job_id)
         j = r.job
-        milli = r.placement.milli * r.placement.n_devices
+        jid = j.id
+        pl = r.placement
+        milli = pl.milli * pl.n_devices
         self._buf[j.queue][r.model] -= milli
         if r.borrowed:
             self._buf_b[j.queue][r.model] -= milli
-        for n in r.placement.nodes:
-            del self.node_jobs[n][j.id]
-        if j.expected_runtime is not None:
-            e = (r.expected_end, j.seq, j.id)
-            i = bisect.bisect_left(self.ends, e)
-            del self.ends[i]
+            self.n_borrowed -= 1
+        nj = self.node_jobs
+        for n in pl.nodes:
+            del nj[n][jid]
+        rt = j.expected_runtime
+        if rt is not None:
+            ends = self.ends
+            del ends[bisect.bisect_left(ends, (r.start + rt, j.seq, jid))]
         if j.preemptible:
-            left = self.preemptible_by_priority[j.priority] - 1
+            pp = self.preemptible_by_priority
+            left = pp[j.priority] - 1
             if left:
-                self.preemptible_by_priority[j.priority] = left
+                pp[j.priority] = left
             else:
-                del self.preemptible_by_priority[j.priority]
-        self.n_borrowed -= r.borrowed
+                del pp[j.priority]
         return r
 
     def any_preemptible_below(self, priority: int) -> bool:
         """Is some running preemptible job of priority lower than ``priority``? O(distinct priorities)."""
-        return any(p < priority for p in self.preemptible_by_priority)
+        pp = self.preemptible_by_priority
+        return bool(pp) and min(pp) < priority
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Start:
+    """A decision to start a job (treat as immutable; not a frozen dataclass: those cost several times as much to
+    build, and the simulator builds one per start)."""
+
     job_id: int | str
     placement: Placement
     model: int  # model index, -1 CPU-only
@@ -258,7 +274,7 @@ class SchedState:
         self.track_model_time = track_model_time  # keep Job.model_s (run seconds per model; gavel's priorities)
 
     def submit(self, job: Job) -> None:
-        if job.id in self.running:
+        if job.id in self.running.jobs:
             raise ValueError(f"job {job.id} is already running")
         self.pending.add(job)
         if self.on_submit is not None:

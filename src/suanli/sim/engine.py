@@ -35,6 +35,7 @@ from suanli.sched.alloc import WHOLE, Allocation
 from suanli.sched.placement import Placer
 from suanli.sched.reasons import Reason
 from suanli.sched.reasons import counts as reason_counts
+from suanli.sched.state import RunningJob
 from suanli.sim.workload import Workload
 from suanli.workload.spec import Job
 from suanli.workload.states import TRANSITIONS, JobState, check_transition
@@ -310,9 +311,12 @@ class Simulation:
             move(jid, REQUEUED)
             state.submit(r.job)
 
-        def on_start(jid: int, model: int, milli_total: int, now: float, dev: float, attained: float) -> None:
+        def on_start(r: RunningJob, now: float) -> None:
             nonlocal busy, fail_armed
-            busy += milli_total
+            jb = r.job
+            jid = jb.id
+            pl = r.placement
+            busy += pl.milli * pl.n_devices
             pend_s[jid] += now - queued_since[jid]
             if fail_rate > 0 and not fail_armed:
                 fail_armed = True
@@ -323,13 +327,16 @@ class Simulation:
             if first_start[jid] != first_start[jid]:
                 first_start[jid] = now
             run_start[jid] = now
-            e = int(epoch[jid])
-            push(heap, (now + float(remaining[jid]) / stab[jtype[jid]][model], FINISH, jid, e))
-            if las and dev > 0:
-                for th in thresholds:
-                    if attained < th:
-                        push(heap, (now + (th - attained) / dev, TICK, jid, e))
-                        break
+            e = epoch[jid]
+            push(heap, (now + remaining[jid] / stab[jtype[jid]][r.model], FINISH, jid, e))
+            if las:
+                dev = jb.devices_equiv * r.rate
+                if dev > 0:
+                    attained = jb.attained - jb.las_base
+                    for th in thresholds:
+                        if attained < th:
+                            push(heap, (now + (th - attained) / dev, TICK, jid, e))
+                            break
 
         while True:
             if ptr >= buf_at + len(buf) and ptr < n:
@@ -454,10 +461,7 @@ class Simulation:
                 d, started = sched.step(state, now)
                 if started is not None:  # no preemption: already carried out
                     for r in started:
-                        pl = r.placement
-                        jb = r.job
-                        on_start(int(jb.id), r.model, pl.milli * pl.n_devices, now, jb.devices_equiv * r.rate,
-                                 jb.attained - jb.las_base)
+                        on_start(r, now)
                 elif d.preemptions or d.starts:
                     for p in d.preemptions:
                         jid = int(p.job_id)
@@ -474,11 +478,13 @@ class Simulation:
                         move(jid, PREEMPTED)
                         move(jid, REQUEUED)
                     for r in state.apply(d, now):
-                        pl = r.placement
-                        jb = r.job
-                        on_start(int(jb.id), r.model, pl.milli * pl.n_devices, now, jb.devices_equiv * r.rate,
-                                 jb.attained - jb.las_base)
-                wait_counts = reason_counts(d.waiting, len(pjobs), d.rest)
+                        on_start(r, now)
+                if d.waiting:
+                    wait_counts = reason_counts(d.waiting, len(pjobs), d.rest)
+                elif pjobs:  # what reason_counts gives, without building a Counter on every pass
+                    wait_counts = {d.rest[0] if d.rest is not None else Reason.WINDOW: len(pjobs)}
+                elif wait_counts:
+                    wait_counts = {}
                 if promote:
                     t_p = pending.next_due(now)
                     if t_p < math.inf and t_p != promo_tick:
