@@ -177,6 +177,13 @@ def test_nodes_partitions_from_up_and_set_by_an_admin(server: tuple[Path, str, s
                            (["--update", "nope", "--partition", "x"], "404")):
             code, out = cli(cwd, "nodes", *args)
             assert code == 2 and want in out and "Traceback" not in out, (args, out)
+        code, out = cli(cwd, "nodes", "--update", name, "--partition", "gpu")
+        code, out = cli(cwd, "queues", "--create", "gpuq", "--partition", "gpu", "--json")
+        assert code == 0 and "warning" not in out and next(
+            q for q in json.loads(out) if q["name"] == "gpuq")["partitions"] == ["gpu"]
+        code, out = cli(cwd, "queues", "--update", "gpuq", "--partition", "gpu,ghost")
+        assert code == 0 and "warning: no node is in partition ghost: jobs of queue gpuq" in " ".join(out.split())
+        assert "partition gpu:" not in out
     finally:
         code, out = cli(cwd, "nodes", "--update", name, "--reset-partitions")
     assert code == 0 and node()["partitions"] == ["gpu", "big"] and node()["partitions_override"] is None

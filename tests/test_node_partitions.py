@@ -252,3 +252,101 @@ def test_ray_label_gives_a_nodes_partitions(caplog: pytest.LogCaptureFixture) ->
         assert ex._node_info(bad).partitions == () and ex._node_info(bad).partitions == ()
     said = [r.getMessage() for r in caplog.records if "suanli.io/partitions" in r.getMessage()]
     assert len(said) == 1 and "node n3" in said[0] and "'no space'" in said[0] and "in no partition" in said[0]
+
+
+def _pnode(name: str, parts: tuple[str, ...] = (), devices: int = 8) -> Any:
+    from suanli.fleet.model import NodeSpec
+
+    return NodeSpec(name, "H100" if devices else "", devices, 16_000, 1 << 16, name, "r0", partitions=parts)
+
+
+@pytest.mark.parametrize("policy", ["fifo", "backfill"])
+def test_a_job_whose_partitions_have_no_node_never_runs_and_blocks_no_one(policy: str) -> None:
+    """Its reason names the partition; under fifo it does not stop the pass (nor take backfill's reservation): a
+    job that could never run even on an empty cluster is no head to wait behind."""
+    from suanli.fleet.model import build_cluster
+    from suanli.sched import Scheduler
+    from suanli.sched.core import QueueConfig
+    from suanli.sched.reasons import Reason, describe
+    from suanli.workload.spec import Job
+
+    c = build_cluster("c", [_pnode("a", ("A",)), _pnode("b")])
+    s = Scheduler(c, policy, queues=[QueueConfig("q", 1.0, {}, True, ("Z",))])
+    st = s.new_state()
+    jobs = [Job(id="q-z", count=1, queue="q", submit_time=0), Job(id="own-z", count=1, partitions=("Z",),
+                                                                   submit_time=1),
+            Job(id="a-a100", count=1, models=("A100",), partitions=("A",), submit_time=2),
+            Job(id="any", count=1, submit_time=3, expected_runtime=60)]
+    for j in jobs:
+        st.submit(j)
+    d = s.decide(st, 0.0)
+    assert [x.job_id for x in d.starts] == ["any"]
+    assert d.waiting["q-z"] == d.waiting["own-z"] == (Reason.NEVER, "no node is in partition Z")
+    assert describe(d.waiting["q-z"], jobs[0], c) == "can never run: no node is in partition Z"
+    assert describe(d.waiting["a-a100"], jobs[2], c) == "can never run: no node has 1 A100 in partition A"
+    assert d.rest is None and d.reservation is None
+
+
+def test_strict_partitions_bind_on_a_cluster_without_any() -> None:
+    """The live controller's scheduler (strict_partitions): a job limited to partitions runs only there, also when
+    no node is in any partition yet (the twin's scheduler ignores them on such a cluster)."""
+    from suanli.fleet.model import build_cluster
+    from suanli.sched import Scheduler
+    from suanli.sched.core import QueueConfig
+    from suanli.sched.reasons import Reason
+    from suanli.workload.spec import Job
+
+    c = build_cluster("c", [_pnode("a"), _pnode("cpu", devices=0)])
+    jobs = [Job(id="q", count=1, queue="q", submit_time=0), Job(id="own", count=1, partitions=("Z",), submit_time=1),
+            Job(id="cpu-z", count=0, cpu_milli=1000, partitions=("Z",), submit_time=2),
+            Job(id="any", count=1, submit_time=3), Job(id="cpu", count=0, cpu_milli=1000, submit_time=4)]
+    started = {}
+    for strict in (False, True):
+        s = Scheduler(c, "fifo", queues=[QueueConfig("q", 1.0, {}, True, ("Z",))], strict_partitions=strict)
+        st = s.new_state()
+        for j in jobs:
+            st.submit(j)
+        d = s.decide(st, 0.0)
+        started[strict] = sorted(str(x.job_id) for x in d.starts)
+        if strict:
+            assert {d.waiting[k] for k in ("q", "own", "cpu-z")} == {(Reason.NEVER, "no node is in partition Z")}
+    assert started == {False: ["any", "cpu", "cpu-z", "own", "q"], True: ["any", "cpu"]}
+
+
+def test_a_discovered_node_in_no_partition_moved_into_one(db_url: str | None, tmp_path: Path) -> None:
+    """`suanli up` on this machine (no --partition): a job of a queue naming P is refused with the reason (no node
+    is in P); the admin moves the node into P and it runs there; moved out again, the job left waiting says it can
+    never run and does not hold back a job of another queue under fifo."""
+    s = open_service(tmp_path / "d", db=db_url, devices="2xBR100", node="n1", tick_s=0.02, grace_s=1.0)
+    s.controller.start()
+    try:
+        assert s.controller.ready.wait(15)
+        c, h = TestClient(s.app), _h(s)
+        assert c.post("/v1/queues", json={"name": "q", "partitions": ["P"]}, headers=h).status_code == 201
+        _wait(lambda: "q" in s.controller.sched.queues, what="queue q read")
+        job = {**JOB, "queue": "q", "command": ["sleep", "60"]}
+        job.pop("expected_runtime")
+        r = c.post("/v1/jobs", json={**job, "name": "early"}, headers=h)
+        assert r.status_code == 422 and "no node is in partition P" in r.text, r.text
+        assert c.patch("/v1/nodes/n1", json={"partitions": ["P"]}, headers=h).status_code == 200
+        _wait(lambda: s.controller.cluster.partitions == ("P",), what="the cluster read again")
+        ids = [c.post("/v1/jobs", json={**job, "name": f"j{i}"}, headers=h).json()["id"] for i in range(3)]
+        _wait(lambda: [_job(c, h, i)["state"] for i in ids] == ["running", "running", "pending"], what="2 of 3 run")
+        assert _nodes_of(_job(c, h, ids[0])) == {"n1"}
+        assert c.patch("/v1/nodes/n1", json={"partitions": None}, headers=h).json()["partitions"] is None
+        _wait(lambda: _job(c, h, ids[2]).get("reason") == "never", what="the waiting job's reason")
+        assert _job(c, h, ids[2])["reason_detail"] == "can never run: no node is in partition P"
+        c.post(f"/v1/jobs/{ids[0]}/cancel", headers=h)
+        other = c.post("/v1/jobs", json={**job, "name": "other", "queue": "default"}, headers=h).json()["id"]
+        j = _wait(lambda: (x := _job(c, h, other))["state"] == "running" and x, what="the other queue's job")
+        assert _nodes_of(j) == {"n1"}
+        assert _job(c, h, ids[1])["state"] == "running" and _job(c, h, ids[1])["attempts"] == 1  # not disturbed
+        assert _job(c, h, ids[2])["state"] == "pending"
+        # the queue's partitions round-trip through the store (SQLite and PostgreSQL): [] is any node again
+        assert next(x for x in c.get("/v1/queues", headers=h).json() if x["name"] == "q")["partitions"] == ["P"]
+        assert c.patch("/v1/queues/q", json={"partitions": []}, headers=h).json()["partitions"] is None
+        c.post(f"/v1/jobs/{other}/cancel", headers=h)  # a device for it
+        _wait(lambda: _job(c, h, ids[2])["state"] == "running", timeout=20, what="q's job, any node again")
+    finally:
+        s.controller.stop()
+        s.store.close()

@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from suanli.cli.common import console, print_json
+from suanli.cli.common import console, err_console, print_json
 from suanli.errors import SuanliError
 
 ServerOpt = typer.Option(None, "--server", help="API URL (env SUANLI_SERVER; default from ./.suanli/)")
@@ -327,6 +327,13 @@ def queues(create: str = typer.Option(None, "--create", help="create a queue (ad
     if update:
         body = {k: v for k, v in (("weight", weight), ("quota", q), ("partitions", parts)) if v is not None}
         c.call("PATCH", f"/v1/queues/{update}", json=body)
+    if parts:  # a partition no node is in: the queue's jobs are refused (or wait) until an admin puts one there
+        have = {p for n in c.call("GET", "/v1/nodes", params={"limit": 10_000}) for p in n.get("partitions") or ()}
+        for p in dict.fromkeys(parts):
+            if p not in have:
+                err_console.print(f"[bold yellow]warning:[/] no node is in partition {escape(p)}: jobs of queue "
+                                  f"{escape(create or update)} that may use only it can never run until one is "
+                                  f"(suanli nodes --update NODE --partition {escape(p)})", highlight=False)
     out = c.call("GET", "/v1/queues")
     if as_json:
         print_json(out)

@@ -158,6 +158,9 @@ class Controller:
             return None  # let the scheduler judge
         if ok:
             return None
+        if parts is not None and not any(p in cl.partition_nodes for p in parts):
+            return (f"can never run: no node is in partition {', '.join(sorted(parts))} (an admin puts one there: "
+                    "suanli nodes --update NODE --partition NAME)")
         inv = ", ".join(f"{n}x{m}" for m, n in cl.summary()["models"].items()) or "no accelerators"
         cpus, mem = int(cl.node_cpu.sum()) // 1000, int(cl.node_mem.sum())
         return f"can never run on this cluster ({inv}, {cpus} CPUs, {mem} MiB)"
@@ -219,7 +222,7 @@ class Controller:
         now = time.time()
         self._sync_nodes(now)
         self.cluster = self._load_cluster()
-        self.sched = Scheduler(self.cluster, self.policy, queues=self._queue_configs())
+        self.sched = Scheduler(self.cluster, self.policy, queues=self._queue_configs(), strict_partitions=True)
         self.state = self.sched.new_state()
         rec = self.store.recovery()
         self.max_seen = rec.max_id
@@ -294,7 +297,7 @@ class Controller:
         pending and running jobs (running ones keep their devices, mapped by node name and local index)."""
         old = self.state
         self.cluster = self._load_cluster()
-        self.sched = Scheduler(self.cluster, self.policy, queues=self._queue_configs())
+        self.sched = Scheduler(self.cluster, self.policy, queues=self._queue_configs(), strict_partitions=True)
         st = self.sched.new_state()
         for jid, r in list(old.running.jobs.items()):
             pl, model = placement_from_json(self.cluster, self.placements[int(jid)])

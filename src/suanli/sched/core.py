@@ -97,6 +97,7 @@ class Scheduler:
         die_aligned: bool = True,
         seed: int = 0,
         policy_options: Mapping[str, Mapping[str, Any]] | None = None,
+        strict_partitions: bool = False,
     ) -> None:
         # policy_options: per policy name, its keyword options (e.g. {"gavel": {"objective": "finish-time"}}); the
         # options of other policies are ignored, so one mapping serves a comparison of several
@@ -125,7 +126,11 @@ class Scheduler:
         self.las_promote = float(las_promote)
         self.max_preempt_tries = max_preempt_tries
         self._qc: dict[str, QueueConfig] = {}
-        self.partitioned = bool(cluster.partitions)
+        # partitions named by a queue or a job bind also when no node is in any partition (strict_partitions: the
+        # live control plane, where an admin moves nodes into partitions at run time: such a job can never run
+        # until then); without it a cluster with no partitions ignores them (the twin's path for such clusters)
+        self.partitioned = bool(cluster.partitions) or strict_partitions
+        self.placer.partitioned = self.partitioned
         self.group_model = cluster.group_model.tolist()
         # the lone-job shortcut of step(): policies whose pass for one job is "place it or not"
         self._simple = not (self.pol.fair_share or self.pol.service_preemption or self.pol.heterogeneity_aware)
@@ -482,16 +487,30 @@ class _Pass:
     def _short(self, job: Job, cands: Sequence[int], free: int) -> Why:
         """Not enough free devices: for now (capacity), or ever (no such devices in the cluster or partitions)."""
         if not cands:
-            return _NEVER
+            return self._never(job)
         have = sum(self.s.group_devices[m] for m in cands)
         if job.count > have:
             return (Reason.NEVER, f"the cluster has {have}")
         return (Reason.CAPACITY, free)
 
+    def _never(self, job: Job) -> Why:
+        """Why a job limited to partitions has no candidate: no node is in them, or none of theirs has its model."""
+        parts = self.s.job_partitions(job) if self.s.partitioned else None
+        if parts is None:
+            return _NEVER
+        names = ", ".join(sorted(parts))
+        if not any(p in self.s.cluster.partition_nodes for p in parts):
+            return (Reason.NEVER, f"no node is in partition {names}")
+        return (Reason.NEVER, f"in partition {names}")
+
     def _misfit(self, job: Job, cands: Sequence[int]) -> Why:
         """The placer found no room: enough free devices but not where the job's shape needs them, or too few."""
         if job.count and not cands:
-            return _NEVER
+            return self._never(job)
+        if not job.count and self.s.partitioned:  # CPU only: limited to partitions that have no node at all
+            parts = self.s.job_partitions(job)
+            if parts is not None and not any(p in self.s.cluster.partition_nodes for p in parts):
+                return self._never(job)
         mf = self.alloc._mf
         free = sum(mf[m] for m in cands)
         if job.count and job.milli == WHOLE and job.count > free:
@@ -605,6 +624,8 @@ class _Pass:
                     continue
                 skipped += 1
                 waiting[job.id] = self.why
+                if self.why[0] is Reason.NEVER:
+                    continue  # it could not run even on an empty cluster: it blocks no one and reserves nothing
                 if blocking == "block":
                     if parts is None:
                         self.out.rest = (Reason.BEHIND, job.id)

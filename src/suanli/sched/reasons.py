@@ -95,6 +95,10 @@ def describe(why: Why, job: Job | None = None, cluster: Cluster | None = None, n
         when = "" if shadow is None or shadow == float("inf") else f" (expected to start {_in(shadow, now)})"
         return f"would delay job {head}, which has the reservation (backfill){when}"
     if r is Reason.NEVER:
+        if isinstance(fact, str) and fact.startswith("no node is in partition"):
+            return f"can never run: {fact}"
+        if isinstance(fact, str) and fact.startswith("in partition"):
+            return f"can never run: no node has {want or 'what it asks for'} {fact}"
         return f"can never run: no node has {want or 'what it asks for'}" + (f" ({fact})" if fact else "")
     if r is Reason.BACKOFF:
         return f"retry back-off after a failed attempt (next try {_in(fact, now)})" if fact is not None else \
