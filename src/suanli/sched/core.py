@@ -293,6 +293,8 @@ class Scheduler:
 
     def job_partitions(self, job: Job) -> frozenset[str] | None:
         """The partitions whose nodes ``job`` may use: its own, else its queue's; None = any node."""
+        if job.partitions is None and not self._qparts:
+            return None  # the common case (no partitions named anywhere): no key to build
         k = (job.partitions, job.queue)
         v = self._parts_cache.get(k, _NONE)
         if v is _NONE:
