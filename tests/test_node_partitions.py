@@ -44,7 +44,16 @@ def test_parse_partitions_names_the_option() -> None:
     with pytest.raises(SuanliError, match=r"label suanli\.io/partitions: partition name '-x'"):
         parse_partitions("-x", "label suanli.io/partitions")
     with pytest.raises(SuanliError):
-        parse_partitions("a" * 65)
+        parse_partitions("a" * 129)
+
+
+def test_partition_flag_is_for_this_machine_only(tmp_path: Path) -> None:
+    from suanli.control.service import open_service as open_control
+
+    for kw in ({"virtual": "1x8xH100"}, {"ray": "127.0.0.1:1"}):
+        with pytest.raises(SuanliError, match="--partition names this machine's partitions"):
+            open_control(tmp_path / "d", partitions=["train"], **kw)
+    assert not (tmp_path / "d").exists()  # refused before anything was created
 
 
 def test_admin_partitions_win_over_the_nodes_own_and_outlive_reregistration(db_url: str | None,
@@ -223,7 +232,7 @@ def test_node_update_bad_input_and_rights(fleet_svc: tuple[Service, str | None])
         r = c.patch("/v1/nodes/virt-pb-0000", json=body, headers=h)
         assert r.status_code == 422, (body, r.text)
         assert "partitions" in r.json()["detail"] or "drained" in r.json()["detail"], r.text
-    assert c.patch("/v1/nodes/virt-pb-0000", json={"partitions": ["x" * 65]}, headers=h).status_code == 422
+    assert c.patch("/v1/nodes/virt-pb-0000", json={"partitions": ["x" * 129]}, headers=h).status_code == 422
     # nothing was written
     n = next(x for x in c.get("/v1/nodes", headers=h).json() if x["name"] == "virt-pb-0000")
     assert n["partitions"] is None and n["partitions_override"] is None

@@ -23,7 +23,7 @@ WAITING_STATES = frozenset(s.value for s in WAITING)
 MAX_ID = 2**63 - 1
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 NODE = r"^[^\x00-\x1f/]{1,255}$"  # host names: no control characters
-PARTITION = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # as in a fleet file (suanli.fleet.loaders)
+PARTITION = NAME  # partition names: as queues and jobs name them
 
 
 class ControllerView(Protocol):

@@ -66,7 +66,7 @@ class DeviceInfo:
 
 
 PARTITIONS_LABEL = "suanli.io/partitions"  # Ray node label: the partitions a node belongs to, comma-separated
-_PARTITION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # as in a fleet file (suanli.fleet.loaders)
+_PARTITION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # as queues and jobs name partitions
 
 
 def parse_partitions(values: str | Sequence[str] | None, what: str = "--partition") -> tuple[str, ...]:
@@ -80,7 +80,7 @@ def parse_partitions(values: str | Sequence[str] | None, what: str = "--partitio
             if not x:
                 continue
             if not _PARTITION_RE.fullmatch(x):
-                raise SuanliError(f"{what}: partition name {x!r}: 1-64 letters, digits, '.', '_' or '-', starting "
+                raise SuanliError(f"{what}: partition name {x!r}: 1-128 letters, digits, '.', '_' or '-', starting "
                                   "with a letter or digit")
             out[x] = None
     return tuple(out)
