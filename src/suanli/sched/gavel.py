@@ -229,7 +229,7 @@ class GavelPolicy(Policy):
         self.objective = objective
         self.round_s = float(round_s)
         self.max_lp_jobs = int(max_lp_jobs)
-        self._memo: tuple[tuple[int | str, ...], Allocation] | None = None
+        self._memo: tuple[tuple[Any, ...], Allocation] | None = None
         self._rows: dict[int | str, np.ndarray] = {}  # speeds_row per job id (memo)
         self.lp_runs = 0  # how often the LP ran (tests, benches)
 
@@ -268,7 +268,8 @@ class GavelPolicy(Policy):
                    capacity: np.ndarray) -> Allocation:
         """The LP's X for ``jobs`` (memoised per job set: the LP runs again only when the set changes)."""
         ids = tuple(j.id for j in jobs)
-        if self._memo is not None and self._memo[0] == ids:
+        key = (*ids, *capacity.tolist())  # the job set and the devices it shares (fixed jobs hold the rest)
+        if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
         T = self.speeds_matrix(s, state, jobs)
         sf = np.array([max(j.devices_equiv, 1e-9) for j in jobs])
@@ -284,7 +285,7 @@ class GavelPolicy(Policy):
         self.lp_runs += 1
         # to 1e-6: the solver's tolerances must not decide a tie between jobs the LP treats alike
         a = Allocation(ids, np.round(X, 6), v, {jid: i for i, jid in enumerate(ids)})
-        self._memo = (ids, a)
+        self._memo = (key, a)
         live = set(ids)
         self._rows = {k: v for k, v in self._rows.items() if k in live}  # forget finished jobs' rows
         return a
