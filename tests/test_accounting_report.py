@@ -224,3 +224,63 @@ def test_api_route_scopes_tenants_and_metrics_count(month: tuple[Store, str, Pat
     line = next(x for x in text.splitlines()
                 if x.startswith('suanli_usage_energy_joules_total{model="910B",tenant="vision"}'))
     assert float(line.split()[-1]) == pytest.approx(40 * ASC_KWH * 3.6e6)
+
+
+def random_records(n: int, seed: int = 3) -> list[dict[str, Any]]:
+    """Usage records around the month: straddling both bounds, four models (BR100 without a price, XPU-9 unknown
+    to the catalog: no TDP either), measured energy on some, services among the jobs."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        job = rng.randrange(n // 3 + 1)
+        model = ("H100", "910B", "BR100", "XPU-9")[job % 4] if rng.random() < 0.9 else "H100"
+        start = T0 + rng.uniform(-2 * DAY, 31 * DAY)
+        dur = rng.uniform(0, 3 * DAY) if rng.random() < 0.1 else rng.expovariate(1 / H)
+        chips = float(rng.choice((0.5, 1, 2, 8)))
+        o = rng.choice(("succeeded", "failed", "node-lost", "cancelled", "preempted", "lost"))
+        cs = chips * dur
+        lost = 0.0 if o in ("succeeded", "preempted") else cs * (rng.random() if o == "node-lost" else 1.0)
+        out.append({"attempt_id": i + 1, "job_id": job + 1, "job_name": f"j{job}", "tenant": f"t{job % 3}",
+                    "queue": "q", "kind": "serve" if job % 5 == 0 else "train", "node": f"n{rng.randrange(12)}",
+                    "model": model, "chips": chips, "started_at": start, "ended_at": start + dur, "chip_s": cs,
+                    "useful_chip_s": cs - lost, "lost_chip_s": lost, "outcome": o, "llm": "",
+                    "energy_j": cs * 400.0 if rng.random() < 0.2 else None})
+    return out
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_job_rows_priced_in_the_database_equal_the_cell_path(backend: str, tmp_path: Path) -> None:
+    """``--by job`` (priced in SQL, one row per job) gives the figures the general path (cells priced in Python)
+    gives, unknown prices and energies included, records straddling the window included."""
+    from suanli.accounting.report import build_rows, job_rows
+
+    if backend == "sqlite":
+        url = db.sqlite_url(tmp_path / "j.db")
+    else:
+        from test_control_store import pg_url_or_skip
+
+        url = pg_url_or_skip()
+    store = Store.open(url)
+    with store.write() as c:
+        c.execute(db.usage.insert(), random_records(600))
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(FLEET + "  - {name: other, count: 1, accelerator: H100, per_node: 8, pue: 1.6, "
+                     "nodes: [n1, n2]}\n")  # two pools of H100 with different PUE (and prices)
+    acct = Accounting.from_file(fleet)
+    for since, until in ((T0, T1), (T0 + 3 * DAY, T0 + 9 * DAY)):
+        fast = job_rows(store, since, until, acct)
+        slow = build_rows(store.usage_cells(since, until, ("job",)), ("job",), acct)
+        assert [r["job"] for r in fast] == [r["job"] for r in slow] and len(fast) > 50
+        assert any(r["usd"] is None for r in fast) and any(r["usd"] is not None for r in fast)
+        for a, b in zip(fast, slow, strict=True):
+            assert set(a) == set(b)
+            for k, v in a.items():
+                if isinstance(v, float):
+                    assert b[k] == pytest.approx(v, rel=1e-9, abs=1e-9), (k, a, b)
+                elif isinstance(v, dict):
+                    assert v.keys() == b[k].keys() and all(b[k][c] == pytest.approx(x) for c, x in v.items())
+                else:
+                    assert v == b[k], (k, a, b)
+    store.close()

@@ -117,6 +117,13 @@ class Accounting:
             u = self._units[(node, model)] = (watts, r.pue / J_PER_KWH, per_s, self.settings.usd_per_kwh)
         return u
 
+    def price_rows(self, pairs: list[tuple[str, str]]
+                   ) -> list[tuple[str, str, float | None, float, float | None]]:
+        """Per (node, model), for pricing in the database (``Store.usage_by_job``): ``(node, model, modelled board
+        watts or None, PUE / J per kWh, dollars per chip-second of price and overheads or None)``. Energy at the
+        tariff (``settings.usd_per_kwh``) is added afterwards."""
+        return [(node, model, *self._unit(node, model)[:3]) for node, model in pairs]
+
     def cost(self, node: str, model: str, chip_s: float, unmeasured_chip_s: float, measured_j: float
              ) -> tuple[float | None, float | None]:
         """(facility energy in kWh, dollars) of ``chip_s`` chip-seconds on ``node``, of which ``unmeasured_chip_s``

@@ -14,7 +14,9 @@ A row (``--format json`` prints a list of them): the grouping key(s), then
 | ``energy_measured_share`` | share of the chip-hours whose energy was measured |
 | ``usd`` | amortised price + energy at the tariff + node-hour overheads; null where a price is unknown |
 | ``usd_per_useful_chip_hour`` | ``usd / useful_chip_hours`` |
-| ``tokens``, ``usd_per_million_tokens`` | tokens served (from a serving gateway); null until one reports them |
+| ``tokens`` | tokens served through the gateway (prompt + completion, as the engines reported them); null: none |
+| ``prompt_tokens``, ``completion_tokens`` | the two parts |
+| ``usd_per_million_tokens`` | the dollars of the row's service replicas (kind ``serve``) per million tokens |
 | ``records`` | usage records summed |
 """
 
@@ -33,12 +35,13 @@ from typing import Any
 from suanli.accounting.pricing import Accounting
 from suanli.errors import SuanliError
 
-GROUPS = ("tenant", "queue", "model", "node", "job")
+GROUPS = ("tenant", "queue", "model", "node", "llm", "kind", "job")
 FORMATS = ("table", "csv", "markdown", "json")
 CAUSES = ("failed", "node-lost", "cancelled", "aborted", "lost", "spawn-failed")
 COLUMNS = ("chip_hours", "useful_chip_hours", "lost_chip_hours", "goodput", "utilisation", "energy_kwh",
-           "energy_measured_share", "usd", "usd_per_useful_chip_hour", "tokens", "usd_per_million_tokens",
-           "records")
+           "energy_measured_share", "usd", "usd_per_useful_chip_hour", "serve_usd", "tokens", "prompt_tokens",
+           "completion_tokens",
+           "usd_per_million_tokens", "records")
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.I)
 _UNIT_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -81,11 +84,13 @@ def check_format(fmt: str) -> str:
 
 def build_rows(cells: Iterable[Mapping[str, Any]], by: Sequence[str], acct: Accounting, *,
                window_s: float | None = None, inventory: Mapping[tuple[str, str], int] | None = None,
-               tokens: Mapping[tuple[Any, ...], float] | None = None) -> list[dict[str, Any]]:
+               tokens: Mapping[tuple[Any, ...], Mapping[str, int]] | None = None) -> list[dict[str, Any]]:
     """Report rows from usage cells (sums per grouping keys, model, node and outcome: ``Store.usage_cells`` or the
     twin's). Energy and cost are computed per (node, model) cell, then summed; an unknown part leaves the row's
-    sum unknown. ``inventory``: devices per (node, model) for utilisation; ``tokens``: tokens served per key."""
-    # per key: [chip_s, useful, lost, lost_by, kwh or None, usd or None, unmeasured, records]
+    sum unknown. ``inventory``: devices per (node, model) for utilisation; ``tokens``: tokens served per key
+    ({prompt_tokens, completion_tokens}); a key with tokens and no record gets a row of its own."""
+    # per key: [chip_s, useful, lost, lost_by, kwh or None, usd or None, unmeasured, records, serve usd or None,
+    #           serve chip_s]
     acc: dict[tuple[Any, ...], list[Any]] = {}
     names: dict[int, str] = {}
     cols = tuple("job_id" if k == "job" else k for k in by)
@@ -97,7 +102,7 @@ def build_rows(cells: Iterable[Mapping[str, Any]], by: Sequence[str], acct: Acco
             names[c["job_id"]] = str(c.get("job_name") or "")
         r = acc.get(k)
         if r is None:
-            r = acc[k] = [0.0, 0.0, 0.0, {}, 0.0, 0.0, 0.0, 0]
+            r = acc[k] = [0.0, 0.0, 0.0, {}, 0.0, 0.0, 0.0, 0, 0.0, 0.0]
         chip_s = c["chip_s"] or 0.0
         unmeasured = c["unmeasured_chip_s"] or 0.0
         lost = c["lost_chip_s"] or 0.0
@@ -112,7 +117,12 @@ def build_rows(cells: Iterable[Mapping[str, Any]], by: Sequence[str], acct: Acco
         kwh, usd = cost(c["node"], c["model"], chip_s, unmeasured, c["energy_j"] or 0.0)
         r[4] = None if kwh is None or r[4] is None else r[4] + kwh
         r[5] = None if usd is None or r[5] is None else r[5] + usd
-    rows = []
+        if c.get("kind") == "serve":
+            r[8] = None if usd is None or r[8] is None else r[8] + usd
+            r[9] += chip_s
+    for k in tokens or {}:
+        if k not in acc:
+            acc[k] = [0.0, 0.0, 0.0, {}, 0.0, 0.0, 0.0, 0, 0.0, 0.0]
     util_ok = window_s is not None and window_s > 0 and inventory is not None and set(by) <= {"model", "node"}
     devs_of: dict[tuple[Any, ...], int] = {}
     if util_ok:
@@ -120,32 +130,94 @@ def build_rows(cells: Iterable[Mapping[str, Any]], by: Sequence[str], acct: Acco
         for (node, model), n in inventory.items():
             dk = tuple(model if name == "model" else node for name in by)
             devs_of[dk] = devs_of.get(dk, 0) + n
+    rows = []
     for k, r in sorted(acc.items(), key=lambda kv: tuple("" if x is None else x for x in kv[0])):
-        row: dict[str, Any] = {}
-        for name, v in zip(by, k, strict=True):
-            row[name] = v
-            if name == "job":
-                row["job_name"] = names.get(int(v), "")
-        chip_s, useful_s, lost_s, lost_by, kwh, usd, unmeasured, records = r
-        h = chip_s / 3600.0
-        useful = useful_s / 3600.0
-        tok = (tokens or {}).get(k)
         util = None
         if util_ok:
             assert window_s is not None
             devs = devs_of.get(k, 0)
-            util = chip_s / (devs * window_s) if devs else None
-        row.update({
-            "chip_hours": h, "useful_chip_hours": useful, "lost_chip_hours": lost_s / 3600.0,
-            "lost_by_cause": {c: v / 3600.0 for c, v in sorted(lost_by.items())},
-            "goodput": useful / h if h > 0 else None, "utilisation": util,
-            "energy_kwh": kwh,
-            "energy_measured_share": 1.0 - unmeasured / chip_s if chip_s > 0 else None,
+            util = r[0] / (devs * window_s) if devs else None
+        rows.append(make_row(by, k, names, *r, tokens=(tokens or {}).get(k), utilisation=util))
+    return rows
+
+
+def make_row(by: Sequence[str], k: Sequence[Any], names: Mapping[int, str], chip_s: float, useful_s: float,
+             lost_s: float, lost_by: Mapping[str, float], kwh: float | None, usd: float | None, unmeasured: float,
+             records: int, serve_usd: float | None, serve_chip_s: float, *,
+             tokens: Mapping[str, int] | None = None, utilisation: float | None = None) -> dict[str, Any]:
+    """One report row from its sums (seconds; ``usd``/``kwh`` None: unknown)."""
+    row: dict[str, Any] = {}
+    for name, v in zip(by, k, strict=True):
+        row[name] = v
+        if name == "job":
+            row["job_name"] = names.get(int(v), "")
+    h = chip_s / 3600.0
+    useful = useful_s / 3600.0
+    tok = ptok = ctok = None
+    if tokens is not None:
+        ptok, ctok = int(tokens.get("prompt_tokens", 0)), int(tokens.get("completion_tokens", 0))
+        tok = ptok + ctok
+    row.update({
+        "chip_hours": h, "useful_chip_hours": useful, "lost_chip_hours": lost_s / 3600.0,
+        "lost_by_cause": {c: v / 3600.0 for c, v in sorted(lost_by.items()) if v > 0},
+        "goodput": useful / h if h > 0 else None, "utilisation": utilisation,
+        "energy_kwh": kwh,
+        "energy_measured_share": 1.0 - unmeasured / chip_s if chip_s > 0 else None,
+        "usd": usd, "usd_per_useful_chip_hour": usd / useful if usd is not None and useful > 0 else None,
+        "serve_usd": serve_usd if serve_chip_s > 0 else 0.0 if serve_usd is not None else None,
+        "tokens": tok, "prompt_tokens": ptok, "completion_tokens": ctok,
+        "usd_per_million_tokens": (serve_usd / tok * 1e6 if serve_usd is not None and serve_chip_s > 0 and tok
+                                   else None),
+        "records": records,
+    })
+    return row
+
+
+def job_rows(store: Any, since: float, until: float, acct: Accounting, *, tenant: str | None = None,
+             tokens: Mapping[tuple[Any, ...], Mapping[str, int]] | None = None) -> list[dict[str, Any]]:
+    """``--by job`` rows, priced in the database (``Store.usage_by_job``): one row per job, the same figures as
+    ``build_rows`` over the job's cells (a test compares them), built straight from the database's tuples."""
+    prices = acct.price_rows(store.usage_pairs())
+    tariff = acct.settings.usd_per_kwh
+    cols, data = store.usage_by_job(since, until, prices, tenant=tenant)
+    ix = {c: i for i, c in enumerate(cols)}
+    i_job, i_name, i_kind = ix["job_id"], ix["job_name"], ix["kind"]
+    i_rec, i_cs, i_us, i_ls = ix["records"], ix["chip_s"], ix["useful_chip_s"], ix["lost_chip_s"]
+    i_un, i_kwh, i_kwhu, i_usd, i_usdu = (ix["unmeasured_chip_s"], ix["kwh"], ix["kwh_unknown"], ix["usd"],
+                                          ix["usd_unknown"])
+    causes = [(c, ix[f"lost_{c}"]) for c in CAUSES]
+    toks = tokens or {}
+    rows = []
+    for d in data:
+        jid = int(d[i_job])
+        chip_s = d[i_cs] or 0.0
+        useful_s = d[i_us] or 0.0
+        kwh = None if d[i_kwhu] else (d[i_kwh] or 0.0)
+        usd = None if kwh is None or d[i_usdu] else (d[i_usd] or 0.0) + kwh * tariff
+        h = chip_s / 3600.0
+        useful = useful_s / 3600.0
+        serve = d[i_kind] == "serve" and chip_s > 0
+        t = toks.get((jid,))
+        ptok = ctok = tok = None
+        if t is not None:
+            ptok, ctok = int(t.get("prompt_tokens", 0)), int(t.get("completion_tokens", 0))
+            tok = ptok + ctok
+        rows.append({
+            "job": jid, "job_name": str(d[i_name] or ""), "chip_hours": h, "useful_chip_hours": useful,
+            "lost_chip_hours": (d[i_ls] or 0.0) / 3600.0,
+            "lost_by_cause": {c: d[i] / 3600.0 for c, i in causes if d[i]},
+            "goodput": useful / h if h > 0 else None, "utilisation": None, "energy_kwh": kwh,
+            "energy_measured_share": 1.0 - (d[i_un] or 0.0) / chip_s if chip_s > 0 else None,
             "usd": usd, "usd_per_useful_chip_hour": usd / useful if usd is not None and useful > 0 else None,
-            "tokens": tok, "usd_per_million_tokens": usd / tok * 1e6 if usd is not None and tok else None,
-            "records": records,
-        })
-        rows.append(row)
+            "serve_usd": (usd if serve else 0.0), "tokens": tok, "prompt_tokens": ptok, "completion_tokens": ctok,
+            "usd_per_million_tokens": usd / tok * 1e6 if serve and usd is not None and tok else None,
+            "records": int(d[i_rec] or 0)})
+    seen = {r["job"] for r in rows} if toks else set()
+    extra = [k for k in toks if k[0] not in seen]
+    for k in sorted(extra):
+        rows.append(make_row(("job",), k, {}, 0.0, 0.0, 0.0, {}, 0.0, 0.0, 0.0, 0, 0.0, 0.0, tokens=toks[k]))
+    if extra:
+        rows.sort(key=lambda r: r["job"])
     return rows
 
 
@@ -160,11 +232,19 @@ def total_row(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     kwh = None if any(r["energy_kwh"] is None for r in rows) else sum(r["energy_kwh"] for r in rows)
     usd = None if any(r["usd"] is None for r in rows) else sum(r["usd"] for r in rows)
     meas = sum((r["energy_measured_share"] or 0.0) * r["chip_hours"] for r in rows)
+    toks = [r for r in rows if r.get("tokens") is not None]
+    ptok = sum(r["prompt_tokens"] for r in toks) if toks else None
+    ctok = sum(r["completion_tokens"] for r in toks) if toks else None
+    tok = None if ptok is None or ctok is None else ptok + ctok
+    serve_usd = None if any(r.get("serve_usd", 0.0) is None for r in rows) else sum(r.get("serve_usd") or 0.0
+                                                                                  for r in rows)
     return {"chip_hours": h, "useful_chip_hours": useful, "lost_chip_hours": sum(r["lost_chip_hours"] for r in rows),
             "lost_by_cause": dict(sorted(lost_by.items())), "goodput": useful / h if h > 0 else None,
             "utilisation": None, "energy_kwh": kwh, "energy_measured_share": meas / h if h > 0 else None,
             "usd": usd, "usd_per_useful_chip_hour": usd / useful if usd is not None and useful > 0 else None,
-            "tokens": None, "usd_per_million_tokens": None, "records": sum(r["records"] for r in rows)}
+            "serve_usd": serve_usd, "tokens": tok, "prompt_tokens": ptok, "completion_tokens": ctok,
+            "usd_per_million_tokens": serve_usd / tok * 1e6 if serve_usd and tok else None,
+            "records": sum(r["records"] for r in rows)}
 
 
 # -- formats -------------------------------------------------------------------------------------------------
@@ -182,13 +262,13 @@ def _fmt(v: Any, key: str) -> str:
         if key in ("goodput", "utilisation", "energy_measured_share"):
             return f"{100 * v:.1f}%"
         if key.startswith("usd"):
-            return f"{v:,.2f}"
+            return f"{v:,.2f}" if abs(v) >= 0.01 or v == 0 else f"{v:.3g}"
         return f"{v:,.2f}"
     return str(v)
 
 
 TABLE_COLS = ("chip_hours", "useful_chip_hours", "lost_chip_hours", "goodput", "utilisation", "energy_kwh",
-              "usd", "usd_per_useful_chip_hour")
+              "usd", "usd_per_useful_chip_hour", "tokens", "usd_per_million_tokens")
 
 
 def render(rows: Sequence[Mapping[str, Any]], by: Sequence[str], fmt: str) -> str:
@@ -221,15 +301,15 @@ def render(rows: Sequence[Mapping[str, Any]], by: Sequence[str], fmt: str) -> st
 
 def write_outputs(out: str | Path, rows: Sequence[Mapping[str, Any]], by: Sequence[str], *,
                   series: Sequence[Mapping[str, Any]] = (), by_model: Sequence[Mapping[str, Any]] = (),
-                  context: Mapping[str, Any] | None = None) -> list[Path]:
-    """``usage.json`` ({context, by, rows, by_model}), ``usage.csv``, ``usage.md`` and the plots
+                  mix: Sequence[Mapping[str, Any]] = (), context: Mapping[str, Any] | None = None) -> list[Path]:
+    """``usage.json`` ({context, by, rows, by_model, mix}), ``usage.csv``, ``usage.md`` and the plots
     (``usage_by_tenant.png``: chip-hours over time per tenant; ``cost_by_model.png``) into ``out``."""
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     files = []
     p = d / "usage.json"
     p.write_text(json.dumps({"context": dict(context or {}), "by": list(by), "rows": list(rows),
-                             "by_model": list(by_model)}, indent=2, default=str) + "\n")
+                             "by_model": list(by_model), "mix": list(mix)}, indent=2, default=str) + "\n")
     files.append(p)
     for name, fmt in (("usage.csv", "csv"), ("usage.md", "markdown")):
         p = d / name

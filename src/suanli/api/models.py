@@ -309,6 +309,8 @@ class UsageRow(BaseModel):
     queue: str | None = None
     model: str | None = None
     node: str | None = None
+    llm: str | None = Field(default=None, description="the LLM the jobs ran (their spec's `llm`; \"\": none)")
+    kind: str | None = None
     job: int | None = None
     job_name: str | None = None
     chip_hours: float
@@ -321,8 +323,12 @@ class UsageRow(BaseModel):
     energy_measured_share: float | None
     usd: float | None = Field(description="amortised price + energy at the tariff + node-hour overheads")
     usd_per_useful_chip_hour: float | None
-    tokens: float | None = Field(description="tokens served (from a serving gateway); null until reported")
-    usd_per_million_tokens: float | None
+    serve_usd: float | None = Field(default=None, description="dollars of the row's service replicas")
+    tokens: int | None = Field(description="tokens served through the gateway (prompt + completion, as the "
+                               "engines reported them); null: none recorded")
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    usd_per_million_tokens: float | None = Field(description="serve_usd per million tokens")
     records: int
 
 
@@ -341,4 +347,6 @@ class UsageReport(BaseModel):
     total: UsageRow
     series: list[UsageSeriesPoint] | None = None
     by_model: list[UsageRow] | None = None
+    mix: list[UsageRow] | None = Field(default=None, description="rows by (llm, kind, model): the work mix "
+                                       "'suanli plan migrate' re-plans")
 

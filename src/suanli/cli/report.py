@@ -26,8 +26,8 @@ def keep_keys(row: dict[str, Any], by: tuple[str, ...]) -> dict[str, Any]:
 def report(
     since: Annotated[str, typer.Option("--since", help="window start: 30d, 12h, 2w, 90m or an ISO date")] = "30d",
     until: Annotated[str | None, typer.Option("--until", help="window end (as --since); default now")] = None,
-    by: Annotated[str, typer.Option("--by", help="tenant, queue, model, node or job (comma-separated for several; "
-                                    "empty: one total row)")] = "tenant",
+    by: Annotated[str, typer.Option("--by", help="tenant, queue, model, node, llm, kind or job (comma-separated "
+                                    "for several; empty: one total row)")] = "tenant",
     fmt: Annotated[str, typer.Option("--format", help="table, csv, markdown or json")] = "table",
     as_json: Annotated[bool, typer.Option("--json", help="same as --format json: a list of rows")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="also write usage.json/csv/md and plots (usage over "
@@ -75,7 +75,8 @@ def report(
     if out is not None:
         ctx = {"since": t0, "until": t1, "source": "store" if db else "api", "total": keep_keys(rep["total"], ())}
         write_outputs(out, rows, keys, series=rep.get("series") or [],
-                      by_model=[keep_keys(r, ("model",)) for r in rep.get("by_model") or []], context=ctx)
+                      by_model=[keep_keys(r, ("model",)) for r in rep.get("by_model") or []],
+                      mix=[keep_keys(r, ("llm", "kind", "model")) for r in rep.get("mix") or []], context=ctx)
         console.print(f"report written to {out}/ (usage.json, usage.csv, usage.md, usage_by_tenant.png, "
                       "cost_by_model.png)", highlight=False, style="dim")
 

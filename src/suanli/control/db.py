@@ -230,10 +230,35 @@ usage = sa.Table(  # accounting: chip-time of every ended attempt per node (cont
     sa.Column("lost_chip_s", sa.Float, nullable=False),
     sa.Column("outcome", _enum(AttemptOutcome), nullable=False),
     sa.Column("energy_j", sa.Float, nullable=True),  # measured board energy of the chips (None: not measured)
+    sa.Column("llm", sa.String(128), nullable=False, server_default=""),  # the job's `llm` ("": none); 0008
     sa.UniqueConstraint("attempt_id", "node", name="uq_usage_attempt_node"),
     sqlite_autoincrement=True,
 )
 sa.Index("ix_usage_ended", usage.c.ended_at)
+sa.Index("ix_usage_job", usage.c.job_id)  # --by job reads the records in job order (no sort); 0008
+sa.Index("ix_usage_model_node", usage.c.model, usage.c.node)  # the (node, model) pairs to price; 0008
+
+service_tokens = sa.Table(  # accounting: tokens served through the gateway, per replica, per flush; migration 0008
+    "service_tokens",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("flush_id", sa.String(36), nullable=False),  # one gateway flush (a retried flush is not counted twice)
+    sa.Column("at", sa.Float, nullable=False),  # when the batch was flushed (its requests ended before)
+    sa.Column("service", sa.String(128), nullable=False),
+    sa.Column("tenant", sa.String(128), nullable=False),
+    sa.Column("queue", sa.String(128), nullable=False),
+    sa.Column("served_model", sa.String(255), nullable=False),  # the `model` clients sent
+    sa.Column("llm", sa.String(128), nullable=False),  # the service's catalog LLM ("": none)
+    sa.Column("job_id", sa.BigInteger, nullable=False),  # the replica's job
+    sa.Column("node", sa.String(255), nullable=False),  # where the replica ran ("": unknown)
+    sa.Column("model", sa.String(128), nullable=False),  # its accelerator model ("": unknown or none)
+    sa.Column("requests", sa.BigInteger, nullable=False),  # answers whose usage the engine reported
+    sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
+    sa.Column("completion_tokens", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("flush_id", "job_id", "node", name="uq_service_tokens_flush"),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_service_tokens_at", service_tokens.c.at)
 
 def make_engine(url: str, *, sync: str = "normal") -> Engine:
     """An engine for ``url``. SQLite: WAL, ``synchronous`` as given, a busy timeout, and write transactions that

@@ -736,7 +736,7 @@ class Store:
         sched = json.loads(a.sched) if isinstance(a.sched, str) else a.sched
         rows = usage.records(attempt_id=attempt_id, job_id=int(a.job_id),
                              job={"name": a.name, "tenant": a.tenant, "queue": a.queue,
-                                  "kind": (sched or {}).get("kind", "")},
+                                  "kind": (sched or {}).get("kind", ""), "llm": (sched or {}).get("llm")},
                              placement=a.placement, started_at=a.started_at, ended_at=now, outcome=outcome,
                              lost_device_s=lost_device_s, energy_j=energy_j)
         if rows:
@@ -809,10 +809,10 @@ class Store:
     # -- accounting ------------------------------------------------------------------------------------------
     def usage_cells(self, since: float, until: float, keys: Sequence[str], tenant: str | None = None
                     ) -> list[dict[str, Any]]:
-        """Usage records ending in [since, until], summed per (``keys``, model, node, outcome); records that straddle
-        a bound count for the share of their time inside. ``keys``: columns of ``usage`` (``job`` means job_id and
-        job_name). Sums: ``records``, ``chip_s``, ``useful_chip_s``, ``lost_chip_s``, ``unmeasured_chip_s`` (no
-        measured energy) and ``energy_j`` (measured).
+        """Usage records ending in [since, until], summed per (``keys``, model, node, outcome, kind); records that
+        straddle a bound count for the share of their time inside. ``keys``: columns of ``usage`` (``job`` means
+        job_id and job_name). Sums: ``records``, ``chip_s``, ``useful_chip_s``, ``lost_chip_s``,
+        ``unmeasured_chip_s`` (no measured energy) and ``energy_j`` (measured).
 
         Two scans: the records wholly inside the window with plain sums, and the few that straddle a bound with the
         share of their time inside. The index on ``ended_at`` is used only for a window over the newer half of the
@@ -821,7 +821,7 @@ class Store:
         cols = []
         for k in keys:
             cols += [u.c.job_id, u.c.job_name] if k == "job" else [u.c[k]]
-        cols += [c for c in (u.c.model, u.c.node, u.c.outcome) if c not in cols]
+        cols += [c for c in (u.c.model, u.c.node, u.c.outcome, u.c.kind) if c not in cols]  # kind: serve_usd
         names = [c.name for c in cols]
 
         def sums(f: Any) -> list[Any]:
@@ -897,6 +897,139 @@ class Store:
             q = q.where(u.c.job_id == job_id)
         with self.read() as c:
             return [dict(r._mapping) for r in c.execute(q).all()]
+
+    def usage_pairs(self) -> list[tuple[str, str]]:
+        """The (node, accelerator model) pairs of all usage records (what a report must price; index-only)."""
+        u = db.usage
+        with self.read() as c:
+            return [(r[1], r[0]) for r in c.execute(sa.select(u.c.model, u.c.node).distinct()).all()]
+
+    def usage_by_job(self, since: float, until: float,
+                     prices: Sequence[tuple[str, str, float | None, float, float | None]],
+                     tenant: str | None = None) -> tuple[tuple[str, ...], Sequence[Sequence[Any]]]:
+        """Usage records ending in [since, until] summed per job, priced in the database (``--by job``: one row per
+        job, read in job order through ``ix_usage_job``, no sort and no per-(job, node) cell in Python).
+
+        ``prices``: per (node, model) of the records, ``(node, model, modelled board watts or None, PUE / J per
+        kWh, dollars per chip-second of price and overheads or None)`` (``accounting.pricing.Accounting.
+        price_rows``), joined in as a table (SQLite: a temporary table with its key; PostgreSQL: a VALUES list).
+        Sums as ``usage_cells`` plus ``lost_<cause>``, ``kwh`` (facility energy) and ``usd`` (price and overheads;
+        energy at the tariff is added by the caller), ``kwh_unknown`` and ``usd_unknown`` (records whose energy or
+        price is unknown: the row's figure is unknown). Records straddling a bound count for the share of their
+        time inside. Returns (column names, one tuple per job in job order): tuples, as 250,000 dicts cost."""
+        from suanli.accounting.report import CAUSES
+
+        u = db.usage
+        sqlite = self.is_sqlite
+        if sqlite:
+            p = sa.table("suanli_report_prices", sa.column("node"), sa.column("model"), sa.column("watts"),
+                         sa.column("kpj"), sa.column("usd_s"))
+        else:
+            p = sa.values(sa.column("node", sa.String), sa.column("model", sa.String),
+                          sa.column("watts", sa.Float), sa.column("kpj", sa.Float), sa.column("usd_s", sa.Float),
+                          name="p").data([tuple(x) for x in prices] or [("", "", None, 0.0, None)])
+
+        def sums(w: Any) -> list[Any]:
+            cs = w(u.c.chip_s)
+            lost = w(u.c.lost_chip_s)
+            return [sa.func.count().label("records"), sa.func.sum(cs).label("chip_s"),
+                    sa.func.sum(w(u.c.useful_chip_s)).label("useful_chip_s"), sa.func.sum(lost).label("lost_chip_s"),
+                    # FILTER: cheaper than a CASE per row (SQLite >= 3.30, PostgreSQL)
+                    *[sa.func.sum(lost).filter(u.c.outcome == AttemptOutcome(c_)).label(f"lost_{c_}")
+                      for c_ in CAUSES],
+                    sa.func.sum(cs).filter(u.c.energy_j.is_(None)).label("unmeasured_chip_s"),
+                    sa.func.sum(w(u.c.energy_j)).label("energy_j"),
+                    sa.func.sum(sa.func.coalesce(w(u.c.energy_j), cs * p.c.watts) * p.c.kpj).label("kwh"),
+                    sa.func.count().filter(u.c.energy_j.is_(None), p.c.watts.is_(None)).label("kwh_unknown"),
+                    sa.func.sum(cs * p.c.usd_s).label("usd"),
+                    sa.func.count().filter(p.c.usd_s.is_(None)).label("usd_unknown")]
+
+        names = [u.c.job_name, u.c.tenant, u.c.queue, u.c.kind, u.c.llm]
+        # the job's name, tenant, queue, kind and LLM are the same in all its records: SQLite takes them from any
+        # (a "bare column"), PostgreSQL wants an aggregate
+        keys = [u.c.job_id, *(names if sqlite else [sa.func.max(c).label(c.name) for c in names])]
+        src = u.join(p, sa.and_(p.c.node == u.c.node, p.c.model == u.c.model), isouter=True)
+        ended = u.c.ended_at + 0  # a month is most of the table: a scan in job order beats the index on ended_at
+        inside = (sa.select(*keys, *sums(lambda x: x)).select_from(src)
+                  .where(ended >= since, ended <= until, u.c.started_at >= since).group_by(u.c.job_id))
+        share = _window_share(u, since, until)
+        edge = (sa.select(*keys, *sums(lambda x: x * share)).select_from(src)
+                .where(sa.or_(sa.and_(u.c.started_at < since, ended >= since),
+                              sa.and_(ended > until, u.c.started_at <= until)))
+                .group_by(u.c.job_id + 0 if sqlite else u.c.job_id))  # SQLite: the few rows sorted, not the whole
+        # table read in job order through the index
+        if tenant is not None:
+            inside, edge = inside.where(u.c.tenant == tenant), edge.where(u.c.tenant == tenant)
+        with self.read() as c:
+            if sqlite:
+                c.exec_driver_sql("CREATE TEMP TABLE IF NOT EXISTS suanli_report_prices (node TEXT, model TEXT, "
+                                  "watts REAL, kpj REAL, usd_s REAL, PRIMARY KEY (node, model))")
+                c.exec_driver_sql("DELETE FROM suanli_report_prices")
+                if prices:
+                    c.exec_driver_sql("INSERT INTO suanli_report_prices VALUES (?, ?, ?, ?, ?)",
+                                      [tuple(x) for x in prices])
+            else:
+                c.exec_driver_sql("SET LOCAL jit = off")  # compiling these expressions costs more than it saves
+            res = c.execute(inside)
+            cols = tuple(res.keys())
+            rows = res.all()
+            more = c.execute(edge).all()
+            if sqlite:
+                c.exec_driver_sql("DELETE FROM suanli_report_prices")
+        if not more:
+            return cols, rows
+        edge_of = {r[0]: r for r in more}
+        nk = len(keys)
+        out: list[Sequence[Any]] = []
+        for r in rows:  # the few jobs with records straddling a bound: both parts added
+            e = edge_of.pop(r[0], None)
+            out.append(r if e is None else (*r[:nk], *(a if b is None else b if a is None else a + b
+                                                        for a, b in zip(r[nk:], e[nk:], strict=True))))
+        out += edge_of.values()
+        out.sort(key=lambda r: r[0])
+        return cols, out
+
+    def add_service_tokens(self, flush_id: str, at: float, rows: Sequence[Mapping[str, Any]]) -> bool:
+        """Record one flush of the gateway's token counters (one row per replica and node), once: a flush retried
+        after an error whose commit did go through finds its ``flush_id`` and writes nothing (returns False)."""
+        t = db.service_tokens
+        if not rows:
+            return False
+        with self.write() as c:
+            if c.execute(sa.select(t.c.id).where(t.c.flush_id == flush_id).limit(1)).first() is not None:
+                return False
+            c.execute(t.insert(), [{**r, "flush_id": flush_id, "at": at} for r in rows])
+        return True
+
+    def token_sums(self, since: float, until: float, keys: Sequence[str], tenant: str | None = None
+                   ) -> dict[tuple[Any, ...], dict[str, int]]:
+        """Tokens served in [since, until] (by flush time) per report keys (``model`` is the replica's
+        accelerator, ``job`` its job id): {key: {prompt_tokens, completion_tokens, requests}}."""
+        t = db.service_tokens
+        col = {"job": t.c.job_id, "tenant": t.c.tenant, "queue": t.c.queue, "model": t.c.model, "node": t.c.node,
+               "llm": t.c.llm, "kind": sa.literal("serve")}
+        cols = [col[k].label(k) for k in keys]
+        q = (sa.select(*cols, sa.func.sum(t.c.prompt_tokens), sa.func.sum(t.c.completion_tokens),
+                       sa.func.sum(t.c.requests)).where(t.c.at >= since, t.c.at <= until))
+        if cols:
+            q = q.group_by(*[col[k] for k in keys])
+        if tenant is not None:
+            q = q.where(t.c.tenant == tenant)
+        with self.read() as c:
+            rows = c.execute(q).all()
+        n = len(keys)
+        return {tuple(r[:n]): {"prompt_tokens": int(r[n] or 0), "completion_tokens": int(r[n + 1] or 0),
+                               "requests": int(r[n + 2] or 0)} for r in rows if r[n] is not None}
+
+    def token_totals(self) -> list[dict[str, Any]]:
+        """Prompt and completion tokens per (tenant, served model), all flushes (the Prometheus counters)."""
+        t = db.service_tokens
+        with self.read() as c:
+            rows = c.execute(sa.select(t.c.tenant, t.c.served_model, sa.func.sum(t.c.prompt_tokens),
+                                       sa.func.sum(t.c.completion_tokens))
+                             .group_by(t.c.tenant, t.c.served_model)).all()
+        return [{"tenant": r[0], "model": r[1], "prompt_tokens": int(r[2] or 0), "completion_tokens": int(r[3] or 0)}
+                for r in rows]
 
     def device_inventory(self) -> dict[tuple[str, str], int]:
         """(node, model) -> devices registered (the denominator of utilisation)."""
@@ -1044,22 +1177,22 @@ class Store:
 
     def service_replicas(self) -> list[dict[str, Any]]:
         """Every replica of every service with its job's state and, while an attempt runs, the node its first rank
-        is on (``node``, else None): the service manager's view."""
+        is on (``node``, else None) and its accelerator model (``accelerator``): the service manager's view."""
         service_replicas = db.service_replicas
         q = sa.select(service_replicas, jobs.c.state, jobs.c.cancel_requested, jobs.c.attempts).join(
             jobs, jobs.c.id == service_replicas.c.job_id).order_by(service_replicas.c.id)
         with self.read() as c:
             rows = [dict(r._mapping) for r in c.execute(q).all()]
             running = [r["job_id"] for r in rows if r["state"] == JobState.RUNNING.value]
-            where: dict[int, str] = {}
+            where: dict[int, tuple[str, str]] = {}
             for i in range(0, len(running), 500):
                 for jid, pl in c.execute(sa.select(job_attempts.c.job_id, job_attempts.c.placement).where(
                         job_attempts.c.job_id.in_(running[i : i + 500]), job_attempts.c.ended_at.is_(None))).all():
                     pl = pl if isinstance(pl, dict) else json.loads(pl)
                     if pl.get("nodes"):
-                        where[int(jid)] = str(pl["nodes"][0])
+                        where[int(jid)] = (str(pl["nodes"][0]), str(pl.get("model") or ""))
         for r in rows:
-            r["node"] = where.get(int(r["job_id"]))
+            r["node"], r["accelerator"] = where.get(int(r["job_id"]), (None, None))
         return rows
 
     def add_replica(self, service_id: int, spec: JobSpec, idx: int, port: int, generation: int) -> int:

@@ -48,7 +48,7 @@ def records(*, attempt_id: int, job_id: int, job: Mapping[str, Any], placement: 
             started_at: float, ended_at: float, outcome: AttemptOutcome | str,
             lost_device_s: float | None = None, energy_j: Mapping[str, float | None] | None = None
             ) -> list[dict[str, Any]]:
-    """The usage rows of one ended attempt. ``job``: its ``name``, ``tenant``, ``queue`` and ``kind``;
+    """The usage rows of one ended attempt. ``job``: its ``name``, ``tenant``, ``queue``, ``kind`` and ``llm``;
     ``energy_j``: measured board energy per node (joules) where the executor could read it."""
     outcome = AttemptOutcome(outcome)
     dur = max(0.0, float(ended_at) - float(started_at))
@@ -70,7 +70,7 @@ def records(*, attempt_id: int, job_id: int, job: Mapping[str, Any], placement: 
             "kind": str(job.get("kind") or ""), "node": node, "model": model, "chips": chips,
             "started_at": float(started_at), "ended_at": float(ended_at), "chip_s": chip_s,
             "useful_chip_s": chip_s - lost, "lost_chip_s": lost, "outcome": outcome,
-            "energy_j": None if e is None else float(e),
+            "energy_j": None if e is None else float(e), "llm": str(job.get("llm") or ""),
         })
     return rows
 
@@ -122,15 +122,20 @@ def accounting_from_dir(data_dir: Any) -> Any:
 def make_report(store: Any, *, since: float, until: float, by: tuple[str, ...], acct: Any = None,
                 tenant: str | None = None, series_step_s: float | None = None) -> dict[str, Any]:
     """The accounting report of the usage records ending in [since, until] (``tenant``: only that tenant's):
-    {since, until, by, rows, total, series?}. ``acct``: an ``accounting.pricing.Accounting`` (default: catalog
-    prices, the planner's default PUE and tariff)."""
+    {since, until, by, rows, total, series?, by_model?, mix?}, with the tokens served through the gateway in the
+    window. ``acct``: an ``accounting.pricing.Accounting`` (default: catalog prices, the planner's default PUE and
+    tariff). ``--by job`` is priced in the database (one row per job; ``accounting.report.job_rows``)."""
     from suanli.accounting.pricing import Accounting
-    from suanli.accounting.report import build_rows, total_row
+    from suanli.accounting.report import build_rows, job_rows, total_row
 
     acct = acct or Accounting()
-    cells = store.usage_cells(since, until, by, tenant=tenant)
+    tokens = store.token_sums(since, until, by, tenant=tenant)
     inv = store.device_inventory() if tenant is None else None
-    rows = build_rows(cells, by, acct, window_s=until - since, inventory=inv)
+    if by == ("job",):
+        rows = job_rows(store, since, until, acct, tenant=tenant, tokens=tokens)
+    else:
+        cells = store.usage_cells(since, until, by, tenant=tenant)
+        rows = build_rows(cells, by, acct, window_s=until - since, inventory=inv, tokens=tokens)
     total = total_row(rows)
     if inv is not None and until > since:
         devs = sum(inv.values())
@@ -138,20 +143,25 @@ def make_report(store: Any, *, since: float, until: float, by: tuple[str, ...], 
     out: dict[str, Any] = {"since": since, "until": until, "by": list(by), "rows": rows, "total": total}
     if series_step_s:
         out["series"] = store.usage_series(since, until, series_step_s, tenant=tenant)
-        out["by_model"] = build_rows(store.usage_cells(since, until, ("model",), tenant=tenant), ("model",), acct)
+        for name, keys in (("by_model", ("model",)), ("mix", ("llm", "kind", "model"))):
+            out[name] = build_rows(store.usage_cells(since, until, keys, tenant=tenant), keys, acct,
+                                   tokens=store.token_sums(since, until, keys, tenant=tenant))
     return out
 
 
 class UsageCounters:
     """Prometheus counters from the usage records (exact across restarts: read from the store, cached a few
     seconds): ``suanli_usage_chip_seconds_total{tenant,model}``, ``suanli_usage_useful_chip_seconds_total``
-    and ``suanli_usage_energy_joules_total{tenant,model}`` (facility energy: measured or modelled, times PUE)."""
+    and ``suanli_usage_energy_joules_total{tenant,model}`` (facility energy: measured or modelled, times PUE);
+    ``suanli_tokens_total{tenant,model,type}`` (tokens served through the gateway, ``model`` the served model,
+    ``type`` prompt or completion; as flushed by the gateway, at most its flush interval behind)."""
 
     def __init__(self, metrics: Any, cache_s: float = 10.0) -> None:
         self.m = metrics
         self.cache_s = cache_s
         self._at = -1e18
         self._rows: list[tuple[str, str, float, float, float | None]] = []
+        self._tokens: list[dict[str, Any]] = []
 
     def _read(self) -> list[tuple[str, str, float, float, float | None]]:
         import time
@@ -179,6 +189,7 @@ class UsageCounters:
             else:
                 a[2] += kwh * J_PER_KWH
         self._rows = [(t, m, v[0], v[1], v[2]) for (t, m), v in sorted(agg.items())]
+        self._tokens = store.token_totals() if store is not None else []
         self._at = now
         return self._rows
 
@@ -198,6 +209,12 @@ class UsageCounters:
             us.add_metric([t, m], useful)
             if joules is not None:
                 en.add_metric([t, m], joules)
+        tk = CounterMetricFamily("suanli_tokens", "Tokens served through the gateway, as the engines reported "
+                                 "them (model: the served model)", labels=["tenant", "model", "type"])
+        for r in self._tokens:
+            tk.add_metric([r["tenant"], r["model"], "prompt"], r["prompt_tokens"])
+            tk.add_metric([r["tenant"], r["model"], "completion"], r["completion_tokens"])
         yield cs
         yield us
         yield en
+        yield tk

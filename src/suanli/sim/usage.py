@@ -17,6 +17,7 @@ from typing import Any
 from suanli.accounting.pricing import Accounting
 from suanli.accounting.report import GROUPS, build_rows, total_row, write_outputs
 from suanli.sim.engine import ATTEMPT_OUTCOMES, SimResult
+from suanli.sim.workload import KINDS
 
 
 def usage_cells(r: SimResult, keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -36,16 +37,18 @@ def usage_cells(r: SimResult, keys: Sequence[str]) -> list[dict[str, Any]]:
         dt = end - start
         ten = w.tenants[int(tenant[jid])]
         out = ATTEMPT_OUTCOMES[outcome]
+        kind = KINDS[int(w.kind[jid])]
         share = pl.milli / 1000.0
         for n, devs in zip(pl.nodes, pl.devices, strict=True):
             chips = len(devs) * share
             node, model = node_names[n], node_model[n]
-            vals = {"tenant": ten, "queue": ten, "model": model, "node": node, "job": jid}
-            k = (*(vals[x] for x in keys), model, node, out)
+            vals = {"tenant": ten, "queue": ten, "model": model, "node": node, "job": jid, "kind": kind,
+                    "llm": w.job_types[int(w.job_type[jid])] if int(w.job_type[jid]) >= 0 else ""}
+            k = (*(vals[x] for x in keys), model, node, out, kind)
             cell = cells.get(k)
             if cell is None:
                 cell = cells[k] = {**{x: vals[x] for x in keys if x != "job"}, "model": model, "node": node,
-                                   "outcome": out, "records": 0, "chip_s": 0.0, "useful_chip_s": 0.0,
+                                   "outcome": out, "kind": kind, "records": 0, "chip_s": 0.0, "useful_chip_s": 0.0,
                                    "lost_chip_s": 0.0, "unmeasured_chip_s": 0.0, "energy_j": 0.0}
                 if "job" in keys:
                     cell["job_id"] = jid

@@ -22,7 +22,7 @@ def report(p: Who, ctx: CtxDep,
            since: Annotated[str, Query(max_length=64, description="30d, 12h, 2w or an ISO date")] = "30d",
            until: Annotated[str | None, Query(max_length=64, description="as since; default now")] = None,
            by: Annotated[str, Query(max_length=64, description="comma-separated: tenant, queue, model, node, "
-                                    "job; empty: one total row")] = "",
+                                    "llm, kind, job; empty: one total row")] = "",
            series_step_s: Annotated[float | None, Query(ge=60, le=30 * 86400, description="also the usage "
                                                         "over time in buckets of this many seconds")] = None
            ) -> dict[str, Any]:

@@ -62,7 +62,8 @@ def upgrade() -> None:
                        placement=r.placement, started_at=r.started_at, ended_at=r.ended_at, outcome=r.outcome,
                        lost_device_s=r.lost_device_s)
     if out:
-        op.bulk_insert(usage, [{**x, "outcome": str(x["outcome"])} for x in out])
+        op.bulk_insert(usage, [{**{k: v for k, v in x.items() if k != "llm"}, "outcome": str(x["outcome"])}
+                                for x in out])  # llm: migration 0008
 
 
 def downgrade() -> None:
