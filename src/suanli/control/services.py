@@ -74,6 +74,8 @@ class Replica:
     engine_waiting: float | None = None
     next_probe: float = 0.0
     ready_since: float | None = None
+    node: str | None = None  # where its running attempt is (first rank), for the token counts
+    accelerator: str | None = None  # that attempt's accelerator model
 
     @property
     def url(self) -> str:
@@ -239,6 +241,8 @@ class ServiceManager:
                     if r["state"] != JobState.RUNNING.value:
                         rep.ready, rep.ready_since, rep.fails = False, None, 0
                     rep.state = r["state"]
+                if r.get("node"):
+                    rep.node, rep.accelerator = r["node"], r.get("accelerator") or ""
                 host = self.address_of(r["node"]) if r.get("node") and self.address_of is not None else None
                 if host and host != rep.host:
                     rep.host, rep.ready = host, False  # started elsewhere (a node loss): probe it where it is now

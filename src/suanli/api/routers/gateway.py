@@ -8,14 +8,24 @@ cannot be reached, or that drops the connection before the first byte of its ans
 request is sent to another one: a replica dying loses only the requests that had already started streaming. With
 no ready replica (scale from zero, all restarting) a request waits up to ``WAIT_S`` for one, and counts as load
 meanwhile so the autoscaler starts one.
+
+Tokens served (accounting): the ``usage`` the engine reports ({prompt_tokens, completion_tokens}) is read from what
+passes through - a JSON answer's top-level ``usage``, or the last SSE event that carries one (the final chunk with
+``stream_options.include_usage``, as vLLM and OpenAI send it) - without holding anything back from the client. An
+answer without usage counts nothing (never guessed). The counts are summed per replica in memory
+(:class:`TokenBook`) and written every ``FLUSH_S`` seconds and at shutdown, one transaction per flush with a flush id
+(a retried flush is not counted twice): a SIGKILL loses at most the last ``FLUSH_S`` seconds of counts.
 """
 
 # no "from __future__ import annotations": FastAPI reads these annotations at run time
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
@@ -32,10 +42,14 @@ from suanli.control.store import Principal
 WAIT_S = 60.0  # longest a request waits for a ready replica
 MAX_TRIES = 4  # replicas a request is tried on before 502
 AUTH_TTL_S = 5.0  # a token's check is reused this long (the gateway's hot path stays off the database)
+FLUSH_S = 5.0  # token counts are written this often (and at shutdown)
+JSON_KEEP = 1 << 20  # a JSON answer up to this size is parsed whole for its usage; a larger one from its tail
+MAX_TOKENS = 1 << 40  # a usage figure above this is not believed
 HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
                  "transfer-encoding", "upgrade", "host", "content-length", "authorization"})
 
 router = APIRouter(tags=["gateway"])
+log = logging.getLogger(__name__)
 
 
 class Completion(BaseModel):
@@ -81,23 +95,156 @@ PROXIED: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such service (for you)"}}
 
 
-class Gateway:
-    """The HTTP client to the replicas and a short-lived cache of token checks (one per app)."""
+def _usage(u: Any) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of an OpenAI ``usage`` object, None when it is not one (absent, null, not
+    whole non-negative numbers). Embeddings report no completion tokens: 0."""
+    if not isinstance(u, dict):
+        return None
+    p, c = u.get("prompt_tokens"), u.get("completion_tokens", 0)
+    if c is None:
+        c = 0
+    ok = all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < MAX_TOKENS for x in (p, c))
+    return (p, c) if ok else None
 
-    def __init__(self) -> None:
+
+class TokenTap:
+    """The ``usage`` of one answer, read from the chunks as they pass (they are not held back). SSE: the last
+    ``data:`` event with a usage object (only lines that contain ``"usage"`` are parsed; an event split across
+    chunks is joined from the unfinished line). JSON: the top-level ``usage`` of the whole body up to
+    ``JSON_KEEP`` bytes, else of its last 64 KiB."""
+
+    __slots__ = ("buf", "parts", "size", "sse", "usage")
+
+    def __init__(self, content_type: str) -> None:
+        self.sse = content_type.startswith("text/event-stream")
+        self.buf = b""
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.usage: tuple[int, int] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.sse:
+            data = self.buf + chunk if self.buf else chunk
+            cut = data.rfind(b"\n") + 1
+            if cut and data.find(b'"usage"', 0, cut) >= 0:
+                for line in data[:cut].split(b"\n"):
+                    if line.startswith(b"data:") and b'"usage"' in line:
+                        try:
+                            u = _usage(json.loads(line[5:]).get("usage"))
+                        except (ValueError, AttributeError):
+                            continue
+                        if u is not None:
+                            self.usage = u
+            self.buf = data[cut:] if len(data) - cut <= JSON_KEEP else b""  # an endless line is no usage event
+        else:
+            self.size += len(chunk)
+            self.parts.append(chunk)
+            if self.size > JSON_KEEP and len(self.parts) > 2:
+                self.parts = self.parts[-2:]
+
+    def result(self) -> tuple[int, int] | None:
+        if self.sse:
+            if self.buf.startswith(b"data:") and b'"usage"' in self.buf:  # a last event without its newline
+                self.feed(b"\n")
+            return self.usage
+        body = b"".join(self.parts)
+        try:
+            if self.size <= JSON_KEEP:
+                d = json.loads(body)
+                return _usage(d.get("usage")) if isinstance(d, dict) else None
+            tail = body[-65536:]
+            i = tail.rfind(b'"usage"')
+            j = tail.find(b":", i + 7) if i >= 0 else -1
+            if j < 0 or tail[i + 7 : j].strip():
+                return None
+            val, _ = json.JSONDecoder().raw_decode(tail[j + 1 :].decode("utf-8").lstrip())
+            return _usage(val)
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+
+class TokenBook:
+    """Tokens served per replica, summed in memory and written to the store every ``flush_s`` seconds and at
+    shutdown (``Store.add_service_tokens``: one transaction per flush; a flush that fails is retried with the same
+    id, so it is counted once). At most the counts of the last ``flush_s`` seconds are lost to a SIGKILL."""
+
+    def __init__(self, store: Any, flush_s: float = FLUSH_S) -> None:
+        self.store = store
+        self.flush_s = flush_s
+        self.acc: dict[tuple[str, str, str, str, str, int, str, str], list[int]] = {}
+        self.pending: list[tuple[str, float, list[dict[str, Any]]]] = []
+        self.task: asyncio.Task[None] | None = None
+        self.written = 0  # flushes written (tests, /metrics)
+
+    def add(self, rt: ServiceRuntime, rep: Replica, prompt: int, completion: int) -> None:
+        k = (rt.name, rt.tenant, rt.spec.queue, rt.model, rt.spec.llm or "", rep.job_id, rep.node or "",
+             rep.accelerator or "")
+        a = self.acc.get(k)
+        if a is None:
+            a = self.acc[k] = [0, 0, 0]
+        a[0] += 1
+        a[1] += prompt
+        a[2] += completion
+        if self.task is None and self.store is not None:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def take(self) -> None:
+        """Move the counts into a new pending flush (one id, one time)."""
+        if not self.acc:
+            return
+        acc, self.acc = self.acc, {}
+        rows = [{"service": k[0], "tenant": k[1], "queue": k[2], "served_model": k[3], "llm": k[4], "job_id": k[5],
+                 "node": k[6], "model": k[7], "requests": v[0], "prompt_tokens": v[1], "completion_tokens": v[2]}
+                for k, v in acc.items()]
+        self.pending.append((uuid.uuid4().hex, time.time(), rows))
+
+    async def flush(self) -> None:
+        self.take()
+        while self.pending:
+            fid, at, rows = self.pending[0]
+            try:
+                await asyncio.to_thread(self.store.add_service_tokens, fid, at, rows)
+            except Exception as e:  # the store is away: keep the flush and retry it (same id) next time
+                log.warning("gateway: token counts not written yet (%s); retrying in %g s", e, self.flush_s)
+                return
+            self.pending.pop(0)
+            self.written += 1
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            await self.flush()
+
+    async def aclose(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+        if self.store is not None:
+            await self.flush()
+
+
+class Gateway:
+    """The HTTP client to the replicas, a short-lived cache of token checks and the token counts (one per app)."""
+
+    def __init__(self, store: Any = None, flush_s: float = FLUSH_S) -> None:
         self.client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=512),
             timeout=httpx.Timeout(connect=3.0, read=600.0, write=60.0, pool=60.0))
         self.auth: dict[str, tuple[float, Principal | None]] = {}
+        self.tokens = TokenBook(store, flush_s)
 
     async def aclose(self) -> None:
+        await self.tokens.aclose()
         await self.client.aclose()
 
 
 def gateway(request: Request) -> Gateway:
     gw: Gateway | None = getattr(request.app.state, "gateway", None)
     if gw is None:
-        gw = request.app.state.gateway = Gateway()
+        gw = request.app.state.gateway = Gateway(get_ctx(request).store,
+                                                 getattr(request.app.state, "token_flush_s", FLUSH_S))
     return gw
 
 
@@ -192,12 +339,19 @@ async def forward(gw: Gateway, mgr: ServiceManager, rt: ServiceRuntime, path: st
         rt.errors += 1
     out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in HOP}
     out_headers["x-suanli-replica"] = str(rep.idx)
+    ctype = resp.headers.get("content-type", "")
+    tap = TokenTap(ctype) if resp.status_code == 200 and (
+        ctype.startswith("application/json") or ctype.startswith("text/event-stream")) else None
 
     async def stream() -> AsyncIterator[bytes]:
         try:
             if first:
+                if tap is not None:
+                    tap.feed(first)
                 yield first
             async for chunk in chunks:
+                if tap is not None:
+                    tap.feed(chunk)
                 yield chunk
         except httpx.TransportError:
             rt.errors += 1  # the replica died while streaming: the client sees the stream end early
@@ -212,6 +366,10 @@ async def forward(gw: Gateway, mgr: ServiceManager, rt: ServiceRuntime, path: st
         rep.outstanding -= 1
         rep.served += 1
         rt.latencies.append((time.monotonic(), ttfb, time.perf_counter() - t0))
+        if tap is not None:
+            u = tap.result()
+            if u is not None:
+                gw.tokens.add(rt, rep, *u)
         await resp.aclose()
 
     return Relay(stream(), release, status_code=resp.status_code, headers=out_headers)
