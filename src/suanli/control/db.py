@@ -230,15 +230,15 @@ usage = sa.Table(  # accounting: chip-time of every ended attempt per node (cont
     sa.Column("lost_chip_s", sa.Float, nullable=False),
     sa.Column("outcome", _enum(AttemptOutcome), nullable=False),
     sa.Column("energy_j", sa.Float, nullable=True),  # measured board energy of the chips (None: not measured)
-    sa.Column("llm", sa.String(128), nullable=False, server_default=""),  # the job's `llm` ("": none); 0008
+    sa.Column("llm", sa.String(128), nullable=False, server_default=""),  # the job's `llm` ("": none); 0009
     sa.UniqueConstraint("attempt_id", "node", name="uq_usage_attempt_node"),
     sqlite_autoincrement=True,
 )
 sa.Index("ix_usage_ended", usage.c.ended_at)
-sa.Index("ix_usage_job", usage.c.job_id)  # --by job reads the records in job order (no sort); 0008
-sa.Index("ix_usage_model_node", usage.c.model, usage.c.node)  # the (node, model) pairs to price; 0008
+sa.Index("ix_usage_job", usage.c.job_id)  # --by job reads the records in job order (no sort); 0009
+sa.Index("ix_usage_model_node", usage.c.model, usage.c.node)  # the (node, model) pairs to price; 0009
 
-service_tokens = sa.Table(  # accounting: tokens served through the gateway, per replica, per flush; migration 0008
+service_tokens = sa.Table(  # accounting: tokens served through the gateway, per replica, per flush; migration 0009
     "service_tokens",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
@@ -296,7 +296,7 @@ def sqlite_url(path: str | Path) -> str:
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0008"  # newest migration; a test checks it against Alembic's view of migrations/versions
+HEAD = "0009"  # newest migration; a test checks it against Alembic's view of migrations/versions
 
 
 def migrate(engine: Engine) -> None:

@@ -63,7 +63,7 @@ def upgrade() -> None:
                        lost_device_s=r.lost_device_s)
     if out:
         op.bulk_insert(usage, [{**{k: v for k, v in x.items() if k != "llm"}, "outcome": str(x["outcome"])}
-                                for x in out])  # llm: migration 0008
+                                for x in out])  # llm: migration 0009
 
 
 def downgrade() -> None:

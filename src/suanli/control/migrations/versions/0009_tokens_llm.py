@@ -2,8 +2,8 @@
 report by job and for the records' (node, model) pairs, and the tokens served through the gateway
 (``service_tokens``: per replica, per flush of the gateway's counters).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-11-30
 """
 
@@ -14,8 +14,8 @@ import json
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
