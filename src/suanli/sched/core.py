@@ -133,7 +133,8 @@ class Scheduler:
         self.placer.partitioned = self.partitioned
         self.group_model = cluster.group_model.tolist()
         # the lone-job shortcut of step(): policies whose pass for one job is "place it or not"
-        self._simple = not (self.pol.fair_share or self.pol.service_preemption or self.pol.heterogeneity_aware)
+        self._simple = not (self.pol.fair_share or self.pol.service_preemption or self.pol.heterogeneity_aware
+                            or self.pol.own_pass)
 
     @property
     def queues(self) -> dict[str, QueueConfig]:
@@ -227,9 +228,34 @@ class Scheduler:
         if state.cluster is not self.cluster:
             raise ValueError("state belongs to another cluster")
         if len(state.pending.jobs) == 1 and self._simple:
-            one = self._step_one(state, now)
+            job = next(iter(state.pending.jobs.values()))
+            one = self._start_lone(state, job, now)
             if one is not None:
+                state.pending.remove(job.id)
                 return one
+        return self._step_pass(state, now)
+
+    def submit_and_step(self, state: SchedState, job: Job, now: float) -> tuple[Decisions, list[RunningJob] | None]:
+        """``state.submit(job)`` then :meth:`step`, in one call: the same decisions and the same resulting state.
+        When nothing else is pending and the job can start at once (the lone-job shortcut of ``step``), it never
+        enters the pending queue - the simulator's common case of an arrival on a cluster with room."""
+        if state.cluster is not self.cluster:
+            raise ValueError("state belongs to another cluster")
+        if state.pending.jobs or not self._simple:
+            state.submit(job)
+            return self.step(state, now)
+        if job.id in state.running.jobs:
+            raise ValueError(f"job {job.id} is already running")  # as state.submit
+        if state.on_submit is not None:
+            state.on_submit(job)
+        one = self._start_lone(state, job, now)
+        if one is not None:
+            return one
+        state.pending.add(job)
+        return self._step_pass(state, now)
+
+    def _step_pass(self, state: SchedState, now: float) -> tuple[Decisions, list[RunningJob] | None]:
+        """:meth:`step` by a full pass."""
         p = _Pass(self, state, now)
         alloc = state.alloc
         alloc.begin()
@@ -252,12 +278,11 @@ class Scheduler:
             return d, None
         return d, state.adopt(d, p.started)
 
-    def _step_one(self, state: SchedState, now: float) -> tuple[Decisions, list[RunningJob]] | None:
+    def _start_lone(self, state: SchedState, job: Job, now: float) -> tuple[Decisions, list[RunningJob]] | None:
         """The pass of a lone pending job under a policy without service preemption or migration, when it can
         start where the placer puts it and nothing could be preempted for it: what the full pass decides (the
-        same placement, Start and running record), without its per-pass machinery. None: take the full pass."""
-        pend = state.pending
-        job = next(iter(pend.jobs.values()))
+        same placement, Start and running record), without its per-pass machinery; the job is running on return
+        (the caller takes it off the pending queue if it was there). None (nothing changed): take the full pass."""
         if self.preemption:
             pp = state.running.preemptible_by_priority  # RunningSet.any_preemptible_below, inline
             if pp and min(pp) < job.priority:
@@ -277,7 +302,6 @@ class Scheduler:
         alloc.take(pl, check=False)
         d = Decisions([Start(job.id, pl, m)], tested=1)
         r = RunningJob(job, pl, m, now, False, 1.0)
-        pend.remove(job.id)
         state.running.add(r)
         return d, [r]
 

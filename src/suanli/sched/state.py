@@ -58,7 +58,7 @@ class PendingQueue:
         self.key = key
         self.promote_at = promote_at
         self.jobs: dict[int | str, Job] = {}
-        self._keys: dict[int | str, Key] = {}
+        self._keys: dict[int | str, tuple[Key, int, int | str]] = {}  # each pending job's (key, seq, id)
         self.by_queue: dict[str, list[tuple[Key, int, int | str]]] = {}
         # per queue: the partitions every one of its jobs names (None: none names any), or MIXED
         self.queue_parts: dict[str, object] = {}
@@ -73,35 +73,41 @@ class PendingQueue:
         return job_id in self.jobs
 
     def add(self, job: Job) -> None:
-        if job.id in self.jobs:
-            raise ValueError(f"job {job.id} is already pending")
-        k = self.key(job)
-        self.jobs[job.id] = job
-        self._keys[job.id] = k
-        lst = self.by_queue.get(job.queue)
+        jid = job.id
+        if jid in self.jobs:
+            raise ValueError(f"job {jid} is already pending")
+        e = (self.key(job), job.seq, jid)
+        self.jobs[jid] = job
+        self._keys[jid] = e  # the queue entry: remove() finds it again
+        q = job.queue
+        lst = self.by_queue.get(q)
         if lst is None:
-            lst = self.by_queue[job.queue] = []
-            self.queue_parts[job.queue] = job.partitions
-        elif self.queue_parts[job.queue] is not MIXED and self.queue_parts[job.queue] != job.partitions:
-            self.queue_parts[job.queue] = MIXED
-        bisect.insort(lst, (k, job.seq, job.id))
-        self.n_partial += job.count == 0 or job.milli < 1000
+            self.by_queue[q] = [e]
+            self.queue_parts[q] = job.partitions
+        else:
+            qp = self.queue_parts
+            if qp[q] is not MIXED and qp[q] != job.partitions:
+                qp[q] = MIXED
+            bisect.insort(lst, e)
+        if job.count == 0 or job.milli < 1000:
+            self.n_partial += 1
         if self.promote_at is not None:
             t = self.promote_at(job)
             if t < math.inf:
-                self._due[job.id] = t
-                bisect.insort(self.due, (t, job.seq, job.id))
+                self._due[jid] = t
+                bisect.insort(self.due, (t, job.seq, jid))
 
     def remove(self, job_id: int | str) -> Job:
         job = self.jobs.pop(job_id)
-        k = self._keys.pop(job_id)
+        e = self._keys.pop(job_id)
         lst = self.by_queue[job.queue]
-        i = bisect.bisect_left(lst, (k, job.seq, job_id))
-        del lst[i]
-        if not lst:
+        if len(lst) == 1:
             del self.by_queue[job.queue]
             del self.queue_parts[job.queue]
-        self.n_partial -= job.count == 0 or job.milli < 1000
+        else:
+            del lst[bisect.bisect_left(lst, e)]
+        if job.count == 0 or job.milli < 1000:
+            self.n_partial -= 1
         if self._due:
             t = self._due.pop(job_id, None)
             if t is not None:
@@ -297,8 +303,10 @@ class SchedState:
         """Take a running job off its devices (finished, failed, cancelled or preempted); counts its service."""
         r = self.running.remove(job_id)
         self.alloc.give(r.placement)
-        r.job.attained = r.attained(now)
-        r.job.queued_at = now  # if it goes back to the queue, it waits from now
+        j = r.job
+        # r.attained(now), inline (the same operations in the same order)
+        j.attained = j.attained + j.count * j.milli / 1000.0 * r.rate * max(0.0, now - r.start)
+        j.queued_at = now  # if it goes back to the queue, it waits from now
         if self.track_model_time and r.model >= 0:
             ms = r.job.model_s
             if ms is None:

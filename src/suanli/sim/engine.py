@@ -338,15 +338,17 @@ class Simulation:
                             push(heap, (now + (th - attained) / dev, TICK, jid, e))
                             break
 
+        inf = math.inf
+        lone: Job | None = None  # a job arriving alone, with nothing else pending or happening at its instant
         while True:
             if ptr >= buf_at + len(buf) and ptr < n:
                 buf_at = ptr
                 buf = w.jobs(ptr, min(n, ptr + chunk), by_tenant)
                 buf_t = submit[ptr : ptr + len(buf)].tolist()
-            t_arr = buf_t[ptr - buf_at] if ptr < n else math.inf
-            t_ev = heap[0][0] if heap else math.inf
+            t_arr = buf_t[ptr - buf_at] if ptr < n else inf
+            t_ev = heap[0][0] if heap else inf
             now = t_arr if t_arr < t_ev else t_ev
-            if now == math.inf:
+            if now == inf:
                 break
             dt = now - last_t
             if dt > 0:
@@ -377,7 +379,10 @@ class Simulation:
                     continue
                 st[i] = PENDING
                 queued_since[i] = now
-                state.submit(job)
+                if not pjobs and t_arr != now and not (heap and heap[0][0] == now):
+                    lone = job  # alone at this instant: submitted by the scheduler's submit_and_step below
+                else:
+                    state.submit(job)
                 dirty = True
             # other events at this instant
             while heap and heap[0][0] == now:
@@ -456,9 +461,13 @@ class Simulation:
                     alloc.set_node_up(a, True)
                     up_devs += int(alloc.dev_up[c.node_devices_ids(a)].sum())
                     dirty = True
-            if dirty and (pjobs or (round_due and rjobs)):
+            if lone is not None or (dirty and (pjobs or (round_due and rjobs))):
                 decide_calls += 1
-                d, started = sched.step(state, now)
+                if lone is not None:
+                    d, started = sched.submit_and_step(state, lone, now)
+                    lone = None
+                else:
+                    d, started = sched.step(state, now)
                 if started is not None:  # no preemption: already carried out
                     for r in started:
                         on_start(r, now)
