@@ -601,7 +601,16 @@ class _Pass:
         """The highest LAS queue of a running preemptible job (computed once per pass)."""
         if self._max_lasq is None:
             lq = self.las_queue_of
-            self._max_lasq = max((lq(r) for r in self.state.running.jobs.values() if r.job.preemptible), default=-1)
+            top = len(self.s.las_thresholds)
+            best = -1
+            for r in self.state.running.jobs.values():
+                if r.job.preemptible:
+                    v = lq(r)
+                    if v > best:
+                        best = v
+                        if best >= top:
+                            break  # no queue is higher: the rest cannot change the answer
+            self._max_lasq = best
         return self._max_lasq
 
     # -- ordered policies ----------------------------------------------------------------------------------

@@ -103,8 +103,7 @@ def _preempt(p: _Pass, job: Job, is_victim: Callable[[RunningJob], bool], reason
                 continue
             p.failed.clear()  # capacity grew: shapes that failed may fit now
             p.preempt_failed.clear()
-            p.hopeless.clear()
-            p._max_lasq = None
+            p.hopeless.clear()  # (the running set's LAS queues are as they were: the state is unchanged in a pass)
             for vid, r in victims.items():
                 p.gone.add(vid)
                 p.out.preemptions.append(Preempt(vid, job.id, reason))
