@@ -115,14 +115,18 @@ def test_fused_calls_decide_as_decide_and_apply(policy: str, seed: int, monkeypa
 
 def test_submit_and_step_lone_job_that_cannot_start_waits() -> None:
     c = _cluster(1, 0)
+    n = c.n_devices
     s = Scheduler(c, "fifo")
     state = s.new_state()
-    big = Job(id=1, count=64, submit_time=0.0, seq=1)  # more than the node has: not now
-    d, started = s.submit_and_step(state, big, 0.0)
-    assert started == [] and not d.starts and 1 in state.pending.jobs and d.waiting[1]
-    small = Job(id=2, count=1, submit_time=1.0, seq=2)
-    d, started = s.submit_and_step(state, small, 1.0)  # fifo: behind the blocked job
-    assert started == [] and set(state.pending.jobs) == {1, 2}
+    d, started = s.submit_and_step(state, Job(id=1, count=n, submit_time=0.0, seq=1), 0.0)
+    assert [r.job.id for r in started] == [1] and not state.pending.jobs  # the shortcut: started at once
+    d, started = s.submit_and_step(state, Job(id=2, count=n, submit_time=1.0, seq=2), 1.0)  # no room now
+    assert started == [] and not d.starts and set(state.pending.jobs) == {2} and d.waiting[2]
+    d, started = s.submit_and_step(state, Job(id=3, count=1, submit_time=2.0, seq=3), 2.0)  # fifo: behind 2
+    assert started == [] and set(state.pending.jobs) == {2, 3}
+    state.stop(1, 3.0)
+    d, started = s.step(state, 3.0)
+    assert [r.job.id for r in started] == [2] and set(state.pending.jobs) == {3}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
