@@ -212,3 +212,56 @@ def test_sim_cli_bad_gavel_options_are_one_line_exit_2(args: list[str], needle: 
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+# -- random scenarios: rounds and fills never over-allocate, decide stays pure --------------------------------------
+def test_random_rounds_keep_the_state_consistent() -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    models = ("V100-16GB", "P100", "K80")
+
+    @st.composite
+    def scenario(draw: st.DrawFn):
+        nodes = [NodeSpec(f"n{i}", draw(st.sampled_from(models)), draw(st.integers(1, 4)), 64_000, 256 * 1024,
+                          f"d{i}", "r0") for i in range(draw(st.integers(1, 5)))]
+        jobs = []
+        for i in range(draw(st.integers(1, 14))):
+            frac = draw(st.booleans()) and draw(st.booleans())
+            ms = draw(st.one_of(st.none(), st.lists(st.sampled_from(models), min_size=1, max_size=2, unique=True)))
+            jobs.append(Job(id=i, count=1 if frac else draw(st.integers(0, 6)),
+                            milli=draw(st.integers(100, 900)) if frac else 1000,
+                            models=tuple(ms) if ms else None, submit_time=float(i),
+                            expected_runtime=draw(st.floats(10, 5000)),
+                            preemptible=draw(st.integers(0, 4)) > 0,
+                            speeds={m: draw(st.floats(0.05, 1.0)) for m in models}))
+        steps = draw(st.lists(st.tuples(st.booleans(), st.integers(0, 2)), min_size=1, max_size=8))
+        return build_cluster("r", nodes), jobs, steps, draw(st.sampled_from(["max-min", "finish-time"]))
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(scenario())
+    def check(sc) -> None:
+        c, jobs, steps, obj = sc
+        s = Scheduler(c, "gavel", policy_options={"gavel": {"objective": obj, "round_s": 100.0}})
+        state = s.new_state()
+        batches = [jobs[i::len(steps)] for i in range(len(steps))]
+        now = 0.0
+        for (mid, stop_k), batch in zip(steps, batches, strict=True):
+            now = (int(now // 100) + 1) * 100.0 - (50.0 if mid else 0.0)  # a round end or the middle of a round
+            for j in batch:
+                state.submit(j)
+            before = state.alloc.snapshot()
+            d = s.decide(state, now)
+            assert state.alloc.snapshot() == before  # decide is pure
+            again = s.decide(state, now)  # the same jobs on the same models (the placer may pick other equal nodes)
+            assert [(x.job_id, x.model) for x in again.starts] == [(x.job_id, x.model) for x in d.starts]
+            if mid:
+                assert not d.preemptions  # nobody is preempted between round ends
+            for p in d.preemptions:
+                assert state.running.jobs[p.job_id].job.preemptible and p.reason == "round"
+            state.apply(d, now)
+            state.alloc.check_consistency()
+            for jid in list(state.running.jobs)[:stop_k]:
+                state.stop(jid, now)
+
+    check()
