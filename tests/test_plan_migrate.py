@@ -68,3 +68,65 @@ def test_migrate_the_twins_report(tmp_path: Path) -> None:
     src, tgt = json.loads(res.output)
     assert src["accelerator"] == "H100" and tgt["accelerator"] == "910B"
     assert tgt["useful_chip_hours"] == pytest.approx(src["useful_chip_hours"] * 989 / 376)
+
+
+def test_the_mix_comes_from_the_usage_records(tmp_path: Path) -> None:
+    """Jobs name their LLM; the records carry it; `suanli report --out` writes the mix; `plan migrate` re-plans
+    each part at its own LLM's speeds without --llm (--llm still overrides)."""
+    from suanli.control import db
+    from suanli.control.store import Step, Store
+    from suanli.control.types import AttemptOutcome
+    from suanli.perf.api import relative_speed
+    from suanli.workload.spec import JobSpec
+    from suanli.workload.states import JobState
+
+    url = db.sqlite_url(tmp_path / "m.db")
+    store = Store.open(url)
+    store.ensure_defaults()
+    t0 = 1_700_000_000.0
+
+    def run(name: str, llm: str | None, kind: str, model: str, chips: int, hours: float) -> None:
+        spec = JobSpec.model_validate({"name": name, "command": ["true"], "kind": kind,
+                                       **({"llm": llm} if llm else {})})
+        jid = int(store.submit(spec)["id"])
+        aid, _ = store.begin_attempt(jid, t0, {"nodes": [f"{model}-0"], "local": [list(range(chips))],
+                                               "milli": 1000, "model": model}, "t")
+        store.finish_attempt(jid, aid, t0 + hours * 3600, AttemptOutcome.SUCCEEDED, 0, None,
+                             [Step(JobState.RUNNING, JobState.SUCCEEDED, "ok")])
+
+    run("pre", "qwen2.5-7b", "train", "H100", 8, 10.0)  # 80 useful H100 chip-hours of qwen2.5-7b training
+    run("chat", "qwen2.5-72b", "serve", "H100", 4, 5.0)  # 20 of qwen2.5-72b serving
+    run("misc", None, "batch", "H100", 2, 5.0)  # 10 without an LLM: BF16 peaks
+    store.close()
+    assert {r["llm"] for r in Store.open(url).usage_records()} == {"qwen2.5-7b", "qwen2.5-72b", ""}
+    out = tmp_path / "month"
+    res = CliRunner().invoke(app, ["report", "--db", url, "--since", "2023-11-01", "--until", "2023-12-01",
+                                   "--by", "llm", "--json", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    by_llm = {r["llm"]: r["chip_hours"] for r in json.loads(res.output[: res.output.rindex("]") + 1])}
+    assert by_llm == pytest.approx({"qwen2.5-7b": 80.0, "qwen2.5-72b": 20.0, "": 10.0})
+    mix = json.loads((out / "usage.json").read_text())["mix"]
+    assert {(r["llm"], r["kind"], r["model"]) for r in mix} == {("qwen2.5-7b", "train", "H100"),
+                                                                ("qwen2.5-72b", "serve", "H100"), ("", "batch", "H100")}
+    res = CliRunner().invoke(app, ["plan", "migrate", "--from-report", str(out / "usage.json"), "--to", "910B",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    src, tgt = json.loads(res.output)
+    train = relative_speed(["H100", "910B"], "qwen2.5-7b", "train")
+    serve = relative_speed(["H100", "910B"], "qwen2.5-72b", "serve")
+    peak = relative_speed(["H100", "910B"])
+    want = {"qwen2.5-7b": 80 * train["H100"] / train["910B"], "qwen2.5-72b": 20 * serve["H100"] / serve["910B"],
+            "": 10 * peak["H100"] / peak["910B"]}
+    assert tgt["mix"] == pytest.approx(want)
+    assert tgt["useful_chip_hours"] == pytest.approx(sum(want.values()))
+    assert src["useful_chip_hours"] == pytest.approx(110.0) and tgt["confidence"] == "low"  # the part without LLM
+    # --llm overrides the mix: all of it at qwen2.5-7b training speeds
+    res = CliRunner().invoke(app, ["plan", "migrate", "--from-report", str(out / "usage.json"), "--to", "910B",
+                                   "--llm", "qwen2.5-7b", "--json"])
+    tgt = json.loads(res.output)[1]
+    assert tgt["useful_chip_hours"] == pytest.approx(110 * train["H100"] / train["910B"])
+    # an LLM the catalog does not know: BF16 peaks, with a note (not an error)
+    rows = migrate({"H100": 10.0}, {"H100": 10.0}, ["910B"], mix=[
+        {"llm": "my-own-model", "kind": "train", "model": "H100", "useful": 10.0, "alloc": 10.0}])
+    assert rows[1]["useful_chip_hours"] == pytest.approx(10 * peak["H100"] / peak["910B"])
+    assert "my-own-model" in rows[1]["notes"][0]

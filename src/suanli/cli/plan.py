@@ -233,8 +233,9 @@ def migrate_cmd(
     from_report: Annotated[Path, typer.Option("--from-report", help="usage.json of 'suanli report --out' or "
                                               "'suanli sim --out' (or 'suanli report --by model --json').")],
     to: Annotated[str, typer.Option("--to", help="Comma-separated target accelerators, e.g. BR100,910B,H20.")],
-    llm: Annotated[str | None, typer.Option("--llm", help="The model the work is (its per-chip throughput sets the "
-                                            "speeds); default: BF16 peak ratio, low confidence.")] = None,
+    llm: Annotated[str | None, typer.Option("--llm", help="Override: all the work is this model (its per-chip "
+                                            "throughput sets the speeds); default: each job's LLM from the report's "
+                                            "mix, BF16 peak ratio (low confidence) for work without one.")] = None,
     kind: Annotated[str, typer.Option("--kind", help="train or serve (with --llm).")] = "train",
     fleet: Annotated[Path | None, typer.Option("--fleet", help="Fleet file with accounting figures (tariff, PUE, "
                                                "prices, utilisation).")] = None,
@@ -243,21 +244,29 @@ def migrate_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """The same work re-planned on other chip types: chip-hours, chips needed, energy, cost, confidence."""
-    from suanli.accounting.migrate import migrate, read_report
+    from suanli.accounting.migrate import migrate, read_mix
     from suanli.accounting.pricing import Accounting
 
     try:
         if window_days is not None and not window_days > 0:
             raise SuanliError(f"--window-days must be positive, not {window_days:g}")
-        useful, alloc, window = read_report(from_report)
+        mix, window = read_mix(from_report)
+        useful: dict[str, float] = {}
+        alloc: dict[str, float] = {}
+        for g in mix:
+            useful[g["model"]] = useful.get(g["model"], 0.0) + g["useful"]
+            alloc[g["model"]] = alloc.get(g["model"], 0.0) + g["alloc"]
         rows = migrate(useful, alloc, to.split(","), window_s=window_days * 86400.0 if window_days else window,
-                       llm=llm, kind=kind, acct=Accounting.from_file(fleet))
+                       llm=llm, kind=kind, acct=Accounting.from_file(fleet), mix=mix)
     except SuanliError as e:
         fail(str(e))
     if json_out:
         print_json(rows)
         return
-    t = Table(title=f"{from_report.name} re-planned ({'speeds: ' + llm + ' ' + kind if llm else 'speeds: BF16 peak'})")
+    named = sorted({f"{g['llm']} {g['kind']}" for g in mix if g["llm"]})
+    speeds = (f"speeds: {llm} {kind}" if llm else "speeds: " + ", ".join(named) + (
+        " (+ BF16 peak for the rest)" if any(not g["llm"] for g in mix) else "") if named else "speeds: BF16 peak")
+    t = Table(title=f"{from_report.name} re-planned ({speeds})")
     for c in ("accelerator", "role", "speed", "chip-hours", "useful", "chips (same window)", "energy kWh", "USD",
               "USD / useful chip-h", "confidence"):
         t.add_column(c, justify="left" if c in ("accelerator", "role", "confidence") else "right")
@@ -269,6 +278,8 @@ def migrate_cmd(
     for r in rows:
         if r["reason"]:
             console.print(f"  {r['accelerator']}: {r['reason']}", highlight=False)
+    for n in rows[-1].get("notes") or []:
+        console.print(f"  note: {n}", highlight=False)
 
 
 @app.command("validate")

@@ -43,7 +43,7 @@ def usage_cells(r: SimResult, keys: Sequence[str]) -> list[dict[str, Any]]:
             chips = len(devs) * share
             node, model = node_names[n], node_model[n]
             vals = {"tenant": ten, "queue": ten, "model": model, "node": node, "job": jid, "kind": kind,
-                    "llm": w.job_types[int(w.job_type[jid])] if int(w.job_type[jid]) >= 0 else ""}
+                    "llm": ""}  # the twin's job types are not LLMs
             k = (*(vals[x] for x in keys), model, node, out, kind)
             cell = cells.get(k)
             if cell is None:
