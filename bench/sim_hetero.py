@@ -8,8 +8,9 @@ policy / gavel (per seed, then averaged; > 1: gavel better), and the wall and CP
 
     python bench/sim_hetero.py [--jobs 400] [--rates 1,2,3,4] [--seeds 3] [--round 360] [--json]
 
-Rough offered load of the default stream: ~1.9 GPUs x ~16.7 V100-hours per job against ~61 V100-equivalents
-(36 V100 + 36 P100 at ~0.45 + 36 K80 at ~0.25 of a V100, the mean over job types): saturation near 1.9 jobs/h.
+Rough offered load of the stream: ~1.9 GPUs x ~16.9 V100-hours (~32 V100 GPU-hours) per job against ~69
+V100-equivalents (36 V100 + 36 P100 at 0.59 + 36 K80 at 0.31 of a V100, the mean over job types): saturation near
+2.1 jobs/h when every job runs at the mean speed.
 """
 
 from __future__ import annotations
