@@ -33,7 +33,7 @@ def parse_memory_mib(value: str | int | float) -> int:
     return int(float(m.group(1)) * _MEM_MIB[unit])
 
 
-_PART_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_PART_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class Grouping(BaseModel):
@@ -73,7 +73,7 @@ class PoolSpec(BaseModel):
         if isinstance(v, list):
             for x in v:
                 if not isinstance(x, str) or not _PART_RE.fullmatch(x):
-                    raise ValueError(f"partition name {x!r}: 1-64 letters, digits, '.', '_' or '-'")
+                    raise ValueError(f"partition name {x!r}: 1-128 letters, digits, '.', '_' or '-'")
             return list(dict.fromkeys(v))
         return v
 
