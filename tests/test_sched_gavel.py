@@ -90,6 +90,25 @@ def test_allocations_are_feasible_and_fair_on_random_instances(seed: int) -> Non
     assert worst[1] <= 1 + 1e-6 and worst[1] <= worst[0] * (1 + 2e-3)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_alike_jobs_share_one_lp_row_without_changing_the_optimum(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    kinds = rng.uniform(0.05, 1.0, (4, 3))
+    pick = rng.integers(4, size=30)
+    s_kind = rng.choice([1.0, 2.0, 4.0], 4)
+    T, s, cap = kinds[pick], s_kind[pick], np.array([10.0, 12.0, 16.0])
+    X, t = max_min_allocation(T, s, cap)  # one row per job
+    _, first, inv, cnt = np.unique(np.column_stack([T, s]), axis=0, return_index=True, return_inverse=True,
+                                      return_counts=True)
+    Xc, tc = max_min_allocation(T[first], s[first], cap, count=cnt)  # one row per kind of job
+    Xa = Xc[inv.reshape(-1)]
+    eq = thr(T, equal_share(T, s, cap))
+    np.testing.assert_allclose(eq[first], thr(T[first], equal_share(T[first], s[first], cap, cnt)))
+    assert tc == pytest.approx(t, rel=1e-6)
+    assert (thr(T, Xa) / eq).sum() == pytest.approx((thr(T, X) / eq).sum(), rel=1e-6)
+    assert ((s[:, None] * Xa).sum(axis=0) <= cap + 1e-6).all() and (Xa.sum(axis=1) <= 1 + 1e-7).all()
+
+
 # -- the mechanism in the scheduler ----------------------------------------------------------------------------------
 def two_types() -> tuple:
     return build_cluster("c", [node("v", "V100-16GB"), node("k", "K80")])

@@ -63,10 +63,11 @@ class LPError(RuntimeError):
 
 
 # -- the linear programs ------------------------------------------------------------------------------------------
-def equal_share(T: np.ndarray, s: np.ndarray, cap: np.ndarray) -> np.ndarray:
+def equal_share(T: np.ndarray, s: np.ndarray, cap: np.ndarray, count: np.ndarray | None = None) -> np.ndarray:
     """X_equal: each of the m jobs gets 1/m of every type's devices it can use - ``X[j,k] = n_k / (m s_j)`` - scaled
-    down so that a job's fractions add up to at most 1. Feasible by construction."""
-    m = T.shape[0]
+    down so that a job's fractions add up to at most 1. Feasible by construction. ``count``: rows stand for that many
+    alike jobs each (m = their sum)."""
+    m = T.shape[0] if count is None else float(np.sum(count))
     if m == 0:
         return np.zeros_like(T, dtype=np.float64)
     x = np.where(T > 0, cap[None, :] / (m * s[:, None]), 0.0)
@@ -87,12 +88,15 @@ def _solve(c: np.ndarray, A: Any, b: np.ndarray, ub: np.ndarray) -> np.ndarray:
 
 
 def max_min_allocation(T: np.ndarray, s: np.ndarray, cap: np.ndarray, demand: np.ndarray | None = None,
-                       norm: np.ndarray | None = None, total: bool = True) -> tuple[np.ndarray, float]:
+                       norm: np.ndarray | None = None, total: bool = True,
+                       count: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Maximise ``min_j thr_j(X) / demand_j`` (default demand: thr_j(X_equal)), then (``total``), at that minimum,
     the sum of ``thr_j(X) / norm_j`` (default norm: the demand). Returns X (m x n) and the optimal minimum.
 
     ``T`` (m x n): throughput of each job on each type (0: cannot run there); ``s`` (m): devices per job;
-    ``cap`` (n): devices per type."""
+    ``cap`` (n): devices per type; ``count`` (m, default 1): each row stands for that many alike jobs (same
+    throughputs, scale factor and demand), which share one row of X - exact, since averaging an optimal X over
+    alike jobs keeps it feasible and optimal (the minimum and the total are concave and linear in X)."""
     from scipy.sparse import csc_matrix
 
     m, n = T.shape
@@ -101,8 +105,9 @@ def max_min_allocation(T: np.ndarray, s: np.ndarray, cap: np.ndarray, demand: np
     T = np.asarray(T, dtype=np.float64)
     s = np.asarray(s, dtype=np.float64)
     cap = np.asarray(cap, dtype=np.float64)
+    cnt = np.ones(m) if count is None else np.asarray(count, dtype=np.float64)
     if demand is None:
-        demand = (T * equal_share(T, s, cap)).sum(axis=1)
+        demand = (T * equal_share(T, s, cap, count)).sum(axis=1)
     if norm is None:
         norm = demand
     runnable = demand > 0
@@ -113,7 +118,7 @@ def max_min_allocation(T: np.ndarray, s: np.ndarray, cap: np.ndarray, demand: np
     cols = np.arange(nv)
     # rows 0..m-1: t - thr_j/d_j <= 0 (runnable jobs); m..2m-1: sum_k x_jk <= 1; 2m..2m+n-1: sum_j s_j x_jk <= n_k
     tr = np.flatnonzero(runnable)
-    A = csc_matrix((np.concatenate([-Tn.reshape(-1), np.ones(nv), np.repeat(s, n), np.ones(len(tr))]),
+    A = csc_matrix((np.concatenate([-Tn.reshape(-1), np.ones(nv), np.repeat(s * cnt, n), np.ones(len(tr))]),
                     (np.concatenate([jj, m + jj, 2 * m + kk, tr]),
                      np.concatenate([cols, cols, cols, np.full(len(tr), nv)]))), shape=(2 * m + n, nv + 1))
     b = np.concatenate([np.zeros(m), np.ones(m), cap])
@@ -125,7 +130,7 @@ def max_min_allocation(T: np.ndarray, s: np.ndarray, cap: np.ndarray, demand: np
     if not total:
         return np.clip(x[:nv].reshape(m, n), 0.0, 1.0), t
     # second stage: the floor stays (a hair below the optimum, for the solver's tolerances); maximise the total
-    w = np.where(runnable, 1.0 / np.where(norm > 0, norm, 1.0), 0.0)
+    w = np.where(runnable, cnt / np.where(norm > 0, norm, 1.0), 0.0)
     c2 = np.concatenate([-(T * w[:, None]).reshape(-1), [0.0]])
     ub2 = ub.copy()
     b2 = b.copy()
@@ -274,7 +279,11 @@ class GavelPolicy(Policy):
         T = self.speeds_matrix(s, state, jobs)
         sf = np.array([max(j.devices_equiv, 1e-9) for j in jobs])
         if self.objective == "max-min":
-            X, v = max_min_allocation(T, sf, capacity)
+            # one LP row per class of alike jobs (throughputs and scale factor): its size stays that of the job mix
+            _, first, inv, cnt = np.unique(np.column_stack([T, sf]), axis=0, return_index=True,
+                                             return_inverse=True, return_counts=True)
+            Xc, v = max_min_allocation(T[first], sf[first], capacity, count=cnt)
+            X = Xc[inv.reshape(-1)]
         else:
             run = state.running.jobs
             el = np.array([now - j.submit_time for j in jobs])
