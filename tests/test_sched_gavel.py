@@ -160,6 +160,16 @@ def test_between_rounds_free_devices_go_to_waiting_jobs_without_preemption() -> 
     assert not d.preemptions and [(x.job_id, c.models[x.model]) for x in d.starts] == [("b", "K80")]
 
 
+def test_jobs_beyond_the_finish_time_lp_cap_still_get_spare_devices() -> None:
+    c = build_cluster("c", [node("v", "V100-16GB", 2)])
+    s = Scheduler(c, "gavel", policy_options={"gavel": {"objective": "finish-time", "max_lp_jobs": 1}})
+    st = s.new_state()
+    for i in range(2):
+        st.submit(Job(id=i, count=1, expected_runtime=100, submit_time=float(i), speeds={"V100-16GB": 1.0}))
+    d = s.decide(st, 3600.0)
+    assert sorted(x.job_id for x in d.starts) == [0, 1] and s.pol.lp_jobs == 1
+
+
 def test_options_are_checked() -> None:
     c = two_types()
     with pytest.raises(ValueError, match="objective"):

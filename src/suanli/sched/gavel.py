@@ -25,7 +25,8 @@ priority ``X[j,k] / f[j,k]``, ``f[j,k]`` the fraction of its time job j has run 
 there yet: ``X * 1e9``, as Gavel's scheduler): for each type, fastest first, the jobs in priority order that fit
 its remaining devices and are not already placed; running jobs not chosen are preempted (their work is kept), a
 running job chosen for its own type keeps its devices. The LP runs only when the active job set changed since the
-last one (its result is memoised per job set, as Gavel recomputes ``X`` only when jobs arrive or finish). Between
+last one (its result is memoised per job set, as Gavel recomputes ``X`` only when jobs arrive or finish); max-min
+is solved over classes of alike jobs (one LP row each), finish-time fairness over at most ``max_lp_jobs`` jobs. Between
 round ends, devices that free up are given to waiting jobs by the same priorities, without preempting anyone (Gavel
 leaves them idle until the round ends).
 """
@@ -52,7 +53,9 @@ if TYPE_CHECKING:
 OBJECTIVES = ("max-min", "finish-time")
 _WAIT: Why = (Reason.CAPACITY, None)
 ROUND_S = 360.0  # Gavel's simulations use 6-minute rounds
-MAX_LP_JOBS = 512  # the LP covers at most this many active jobs (the longest waiting first); the rest get X = 0
+# the finish-time LP (one row per job) covers at most this many active jobs, the longest waiting first; the rest get
+# X = 0 (max-min has one row per class of alike jobs and covers them all)
+MAX_LP_JOBS = 512
 NEW_JOB = 1e9  # priority factor of a job that has not yet run on a type (Gavel's scheduler: X * 1e9)
 _FTF_ITERS = 12
 _FTF_TOL = 1e-3
@@ -216,7 +219,8 @@ class GavelPolicy(Policy):
     """Gavel: an LP allocation over accelerator types and a round-based mechanism (see the module docstring).
 
     Options (``Scheduler(policy_options={"gavel": {...}})``, ``suanli sim --gavel-objective``):
-    ``objective`` ``max-min`` (default) or ``finish-time``; ``round_s`` (default 360 s); ``max_lp_jobs``."""
+    ``objective`` ``max-min`` (default) or ``finish-time``; ``round_s`` (default 360 s); ``max_lp_jobs`` (finish-time
+    only)."""
 
     name = "gavel"
     heterogeneity_aware = True
@@ -237,6 +241,7 @@ class GavelPolicy(Policy):
         self._memo: tuple[tuple[Any, ...], Allocation] | None = None
         self._rows: dict[int | str, np.ndarray] = {}  # speeds_row per job id (memo)
         self.lp_runs = 0  # how often the LP ran (tests, benches)
+        self.lp_jobs = self.lp_rows = 0  # jobs the last LP covered, and its rows (classes of alike jobs for max-min)
 
     def key(self, s: Scheduler, job: Job) -> Key:
         return (-job.priority, job.submit_time)
@@ -284,6 +289,7 @@ class GavelPolicy(Policy):
                                              return_inverse=True, return_counts=True)
             Xc, v = max_min_allocation(T[first], sf[first], capacity, count=cnt)
             X = Xc[inv.reshape(-1)]
+            self.lp_rows = len(first)
         else:
             run = state.running.jobs
             el = np.array([now - j.submit_time for j in jobs])
@@ -291,7 +297,9 @@ class GavelPolicy(Policy):
                             - self.done_work(s, j, now, run.get(j.id)) for j in jobs])
             rem = np.where(np.isfinite(rem), rem, np.nanmax(np.where(np.isfinite(rem), rem, 0.0), initial=3600.0))
             X, v = finish_time_allocation(T, sf, capacity, el, rem)
+            self.lp_rows = len(jobs)
         self.lp_runs += 1
+        self.lp_jobs = len(jobs)
         # to 1e-6: the solver's tolerances must not decide a tie between jobs the LP treats alike
         a = Allocation(ids, np.round(X, 6), v, {jid: i for i, jid in enumerate(ids)})
         self._memo = (key, a)
@@ -325,7 +333,9 @@ class GavelPolicy(Policy):
         if active:
             if boundary:
                 lp_jobs = sorted([r.job for r in movable.values()] + [j for j in pend.values() if j.count > 0],
-                                 key=lambda j: (j.submit_time, j.seq))[: self.max_lp_jobs]
+                                 key=lambda j: (j.submit_time, j.seq))
+                if self.objective == "finish-time":
+                    lp_jobs = lp_jobs[: self.max_lp_jobs]
                 alloc: Allocation | None = self.allocation(s, state, lp_jobs, now, capacity)
             else:
                 alloc = self._memo[1] if self._memo is not None else None
