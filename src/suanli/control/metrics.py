@@ -72,6 +72,10 @@ class Metrics:
         self.sched_latency = Histogram(
             "suanli_scheduling_latency_seconds", "Time of one scheduling decision (sched.decide)",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=self.registry)
+        self.pass_latency = Histogram(
+            "suanli_scheduling_pass_seconds", "One whole scheduling pass: the decision, recording its starts in the "
+            "store and spawning them", buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                               2.5, 10), registry=self.registry)
         self.submissions = Counter("suanli_api_submissions", "Jobs accepted through the API", registry=self.registry)
         self.api_latency = Histogram(
             "suanli_api_request_seconds", "API request time (to the end of the response), by route template",

@@ -461,6 +461,13 @@ class Store:
                 message=f"device {index}" + (f": {reason}" if reason else "")))
         return True
 
+    def node_events_mark(self) -> int:
+        """The newest node event's id (0: none): every change of a node's drained flag, status or device health
+        writes one, so the controller re-reads those only when this moved (one index lookup instead of every
+        node's row, each tick)."""
+        with self.read() as c:
+            return int(c.execute(sa.select(sa.func.max(node_events.c.id))).scalar() or 0)
+
     def unhealthy_devices(self) -> dict[tuple[str, int], str]:
         """(node, local index) -> reason, for every device marked unhealthy."""
         dv = db.devices
@@ -657,22 +664,79 @@ class Store:
         with self.read() as c:
             return int(c.execute(sa.select(jobs.c.failures).where(jobs.c.id == job_id)).scalar_one())
 
+    def job_specs(self, job_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The specs of several jobs (one query per 500 ids)."""
+        out: dict[int, dict[str, Any]] = {}
+        with self.read() as c:
+            for k in range(0, len(job_ids), 500):
+                for r in c.execute(sa.select(jobs.c.id, jobs.c.spec).where(jobs.c.id.in_(job_ids[k : k + 500]))):
+                    out[int(r.id)] = json.loads(r.spec) if isinstance(r.spec, str) else r.spec
+        return out
+
     def begin_attempt(self, job_id: int, now: float, placement: dict[str, Any], where: str) -> tuple[int, int]:
         """Record the next attempt of a waiting job (job running, attempt row) before it is spawned:
         (attempt id, attempt number)."""
+        return self.begin_attempts([(job_id, placement, where)], now)[0]
+
+    def begin_attempts(self, items: Sequence[tuple[int, dict[str, Any], str]], now: float) -> list[tuple[int, int]]:
+        """:meth:`begin_attempt` for the starts of one scheduling pass, ``(job id, placement, where)`` each, in one
+        transaction (all recorded or none; a job that is not waiting any more fails it all, with Conflict):
+        [(attempt id, attempt number)] in the same order. A pass that starts hundreds of jobs paid one commit each."""
+        if not items:
+            return []
+        ids = [jid for jid, _, _ in items]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a job appears twice in one batch of starts")
         with self.write() as c:
-            row = c.execute(sa.select(jobs.c.state, jobs.c.attempts).where(jobs.c.id == job_id)).one()
-            n = int(row.attempts) + 1
-            self.transition(c, job_id, JobState(row.state), JobState.RUNNING, now, f"attempt {n} on {where}",
-                            attempts=n, not_before=None)
-            aid = c.execute(job_attempts.insert().values(job_id=job_id, n=n, started_at=now, placement=placement)
-                            ).inserted_primary_key[0]
-        return int(aid), n
+            cur: dict[int, tuple[str, int]] = {}
+            for k in range(0, len(ids), 500):
+                for r in c.execute(sa.select(jobs.c.id, jobs.c.state, jobs.c.attempts)
+                                   .where(jobs.c.id.in_(ids[k : k + 500]))):
+                    cur[int(r.id)] = (r.state, int(r.attempts))
+            upd, evs, atts = [], [], []
+            for jid, placement, where in items:
+                if jid not in cur:
+                    raise NotFound(f"no job {jid}")
+                st, n0 = cur[jid]
+                check_transition(JobState(st), JobState.RUNNING)
+                n = n0 + 1
+                upd.append({"b_id": jid, "b_src": st, "b_n": n})
+                evs.append({"job_id": jid, "at": now, "kind": JobState.RUNNING.value,
+                            "message": f"attempt {n} on {where}"})
+                atts.append({"job_id": jid, "n": n, "started_at": now, "placement": placement})
+            c.execute(jobs.update().where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == sa.bindparam("b_src"))
+                      .values(state=JobState.RUNNING.value, updated_at=now, attempts=sa.bindparam("b_n"),
+                              not_before=None), upd)
+            # compare-and-set, checked for the batch: each row must have moved from the state read above
+            moved = 0
+            for k in range(0, len(ids), 500):
+                chunk = ids[k : k + 500]
+                moved += int(c.execute(sa.select(sa.func.count()).select_from(jobs).where(
+                    jobs.c.id.in_(chunk), jobs.c.state == JobState.RUNNING.value, jobs.c.updated_at == now)).scalar()
+                    or 0)
+            if moved != len(ids):
+                raise Conflict(f"{len(ids) - moved} of {len(ids)} jobs changed state while their start was recorded")
+            c.execute(job_events.insert(), evs)
+            if len(atts) == 1:
+                aids = [c.execute(job_attempts.insert().values(**atts[0])).inserted_primary_key[0]]
+            else:
+                res = c.execute(job_attempts.insert().returning(job_attempts.c.id, sort_by_parameter_order=True),
+                                atts)
+                aids = [r[0] for r in res]
+        return [(int(a), int(x["n"])) for a, x in zip(aids, atts, strict=True)]
 
     def record_spawned(self, attempt_id: int, procs: list[Any], pgid: int | None) -> None:
         """What the executor needs to find the attempt's processes again (after they were spawned)."""
+        self.record_spawned_many([(attempt_id, procs, pgid)])
+
+    def record_spawned_many(self, items: Sequence[tuple[int, list[Any], int | None]]) -> None:
+        """:meth:`record_spawned` for several attempts, ``(attempt id, procs, pgid)`` each, in one transaction."""
+        if not items:
+            return
         with self.write() as c:
-            c.execute(job_attempts.update().where(job_attempts.c.id == attempt_id).values(procs=procs, pgid=pgid))
+            c.execute(job_attempts.update().where(job_attempts.c.id == sa.bindparam("b_id"))
+                      .values(procs=sa.bindparam("b_procs"), pgid=sa.bindparam("b_pgid")),
+                      [{"b_id": a, "b_procs": p, "b_pgid": g} for a, p, g in items])
 
     def spawn_failed(self, job_id: int, attempt_id: int, now: float, error: str) -> None:
         with self.write() as c:
