@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -69,7 +70,7 @@ def hist_quantiles(text: str, name: str, qs: tuple[float, ...], labels: str = ""
     like 'method="GET",route="/v1/jobs"' select one series (label order does not matter)."""
     want_l = set(re.findall(r'(\w+)="([^"]*)"', labels))
     b = []
-    for lab, v in re.findall(rf"^{re.escape(name)}_bucket{{([^}}]*)}} (\S+)$", text, re.M):
+    for lab, v in re.findall(rf"^{re.escape(name)}_bucket{{(.*)}} (\S+)$", text, re.M):  # route labels hold braces
         kv = dict(re.findall(r'(\w+)="([^"]*)"', lab))
         le = kv.pop("le", None)
         if le is None or set(kv.items()) != want_l:
@@ -194,6 +195,125 @@ def soak_verdict(s: dict[str, Any], r: Any, chk: Any, audit: dict[str, Any], srv
             "not_stored": len(r.errors)}
 
 
+# -- the load part: what the issue's bars need -------------------------------------------------------------------
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (/proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+async def probe_api(url: str, token: str, stop: asyncio.Event, lat: dict[str, list[float]], rate: float) -> None:
+    """While the replay runs: ``rate`` times a second, list the newest page of jobs (``GET /v1/jobs``, 100 a page,
+    as `suanli jobs` asks) and read one job (``GET /v1/jobs/{id}``, a random id among those stored), timing each
+    as a client sees it. Its own connection: it does not queue behind the replay's submissions."""
+    import random
+
+    rng = random.Random(0)
+    top = 0
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+        while not stop.is_set():
+            t_next = time.monotonic() + 1.0 / rate
+            try:
+                t = time.perf_counter()
+                resp = await c.get("/v1/jobs", params={"limit": 100})
+                if resp.status_code == 200:
+                    lat.setdefault("list", []).append(time.perf_counter() - t)
+                    items = resp.json()["items"]
+                    top = max([top, *(int(j["id"]) for j in items)])
+                if top:
+                    t = time.perf_counter()
+                    resp = await c.get(f"/v1/jobs/{rng.randint(1, top)}")
+                    if resp.status_code == 200:
+                        lat.setdefault("get", []).append(time.perf_counter() - t)
+            except httpx.HTTPError:
+                pass  # a restarting server (soak): nothing to time
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, t_next - time.monotonic()))
+
+
+async def with_probes(replay: Any, url: str, token: str, rate: float, lat: dict[str, list[float]]) -> Any:
+    """Run coroutine ``replay`` with :func:`probe_api` beside it (rate 0: without)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(probe_api(url, token, stop, lat, rate)) if rate > 0 else None
+    try:
+        return await replay
+    finally:
+        stop.set()
+        if task is not None:
+            await task
+
+
+def ms(xs: list[float]) -> dict[str, Any]:
+    return {"n": len(xs), "p50": round(pct(xs, 0.5) * 1e3, 1), "p99": round(pct(xs, 0.99) * 1e3, 1)}
+
+
+def load_report(metrics: str, r: Any, subs: dict[str, Any], probe: dict[str, list[float]],
+                usage: list[tuple[float, float, float, int]],
+                wall_s: float, bench_cpu_s: float, loadavg: tuple[list[float], list[float]]) -> dict[str, Any]:
+    """The figures the issue's load bars need: pass p50/p99 (the controller's histograms), API p50/p99 per route
+    (client side, while the replay ran; and server side), submissions/s, controller RSS and CPU over time."""
+    def hq(name: str, labels: str = "") -> dict[str, float] | None:
+        q = hist_quantiles(metrics, name, (0.5, 0.99), labels)
+        return {"p50_ms": round(q[0.5] * 1e3, 2), "p99_ms": round(q[0.99] * 1e3, 2)} if q else None
+
+    def count(name: str) -> int:
+        m = re.search(rf"^{re.escape(name)}_count (\S+)$", metrics, re.M)
+        return int(float(m.group(1))) if m else 0
+
+    n_sub = len(r.api_lat_s.get("submit", []))
+    window = subs["last"] - subs["first"] if subs["first"] is not None else None
+    server = {f"{m} {rt}": hq("suanli_api_request_seconds", f'method="{m}",route="{rt}"')
+              for m, rt in (("POST", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"), ("GET", "/v1/jobs"))}
+    # RSS after warm-up: from the first sample with a quarter of the submissions in
+    quarter = n_sub // 4
+    warm = [x for x in usage if x[3] >= quarter] or usage
+    return {
+        "pass": {"n": count("suanli_scheduling_latency_seconds"), "decide": hq("suanli_scheduling_latency_seconds"),
+                 "whole": hq("suanli_scheduling_pass_seconds")},
+        "api_client_ms": {"submit": ms(r.api_lat_s.get("submit", [])), "get": ms(probe.get("get", [])),
+                          "list": ms(probe.get("list", [])),
+                          "list_live_1000 (replay's wait loop)": ms(r.api_lat_s.get("list", []))},
+        "api_server_ms": server,
+        "store_write": hq("suanli_store_write_seconds"), "tick_interval": hq("suanli_reconcile_interval_seconds"),
+        "submissions": n_sub,
+        "submissions_per_s": round(n_sub / window, 1) if window else None,
+        "rss_mib_after_warmup": {"first": warm[0][1], "min": min(x[1] for x in warm), "max": max(x[1] for x in warm),
+                                 "last": warm[-1][1]} if warm else None,
+        "usage_series": usage,
+        "wall_s": round(wall_s, 1), "server_cpu_s": usage[-1][2] if usage else None,
+        "bench_cpu_s": round(bench_cpu_s, 1), "loadavg_start": loadavg[0], "loadavg_end": loadavg[1],
+    }
+
+
+def print_load(rep: dict[str, Any], out: dict[str, Any]) -> None:
+    p = rep["pass"]
+    f = (lambda d: f"p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms" if d else "-")  # noqa: E731
+    print(f"LOAD {out['cluster']} ({out['devices']} devices), {out['jobs']} jobs, speed x{out['speed']:g}, "
+          f"policy {out['policy']}")
+    print(f"  jobs: accepted {out.get('accepted')}, finished {out.get('finished')}, failed {out.get('failed')}, "
+          f"lost {out.get('lost')}, duplicates {out.get('duplicates')}, timed out {out.get('timed_out')}")
+    print(f"  scheduling pass ({p['n']} passes): decide {f(p['decide'])}; whole pass (decide + record + spawn) "
+          f"{f(p['whole'])}")
+    print(f"  submissions: {rep['submissions']} at {rep['submissions_per_s']} /s")
+    for k, v in rep["api_client_ms"].items():
+        print(f"  API client {k:36s} n {v['n']:6d}  p50 {v['p50']:8.1f} ms  p99 {v['p99']:8.1f} ms")
+    for k, v in rep["api_server_ms"].items():
+        print(f"  API server {k:36s} {f(v)}")
+    print(f"  store write {f(rep['store_write'])}; reconcile interval {f(rep['tick_interval'])}")
+    print(f"  wall {rep['wall_s']} s; CPU: server {rep['server_cpu_s']} s, bench {rep['bench_cpu_s']} s; "
+          f"load average {rep['loadavg_start']} -> {rep['loadavg_end']}")
+    print(f"  RSS after warm-up (MiB): {rep['rss_mib_after_warmup']}")
+    print("      t (s)  submitted  RSS (MiB)  server CPU (s)")
+    us = rep["usage_series"]
+    for t, m, c, n in us[:: max(1, len(us) // 12)] + ([us[-1]] if us and len(us) % max(1, len(us) // 12) != 1
+                                                       else []):
+        print(f"  {t:9.1f}  {n:9d}  {m:9.1f}  {c:14.1f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cluster", default="1250x8xBR100", help="virtual cluster (file or NODESxDEVICESxMODEL)")
@@ -213,6 +333,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=3600.0, help="wall seconds to wait for all jobs")
     ap.add_argument("--db", default=None, help="database URL (default: SQLite in a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    ap.add_argument("--probe-rate", type=float, default=5.0, help="load: GET /v1/jobs and GET /v1/jobs/{id} this "
+                    "many times a second while the replay runs, timed by the client (0: none)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
@@ -237,8 +359,13 @@ def main() -> int:
     boot_s = time.monotonic() - t_boot
     tok = (tmp / "data" / "admin.token").read_text().strip()
     rss: list[tuple[float, float]] = []
+    usage: list[tuple[float, float, float, int]] = []  # (t, RSS MiB, server CPU s, submitted so far)
+    probe_lat: dict[str, list[float]] = {}
+    load0 = [round(x, 2) for x in os.getloadavg()]
+    cpu_bench0 = time.process_time()
     done = threading.Event()
     t0 = time.monotonic()
+    subs = {"n": 0, "first": None, "last": None}  # submissions answered so far, monotonic times of the first / last
 
     def sample() -> None:
         while not done.wait(5.0):
@@ -246,6 +373,8 @@ def main() -> int:
                 m = rss_mib(srv.p.pid)
                 if m is not None:
                     rss.append((round(time.monotonic() - t0, 1), round(m, 1)))
+                    c = cpu_s(srv.p.pid)
+                    usage.append((round(time.monotonic() - t0, 1), round(m, 1), round(c or 0.0, 1), subs["n"]))
 
     kill_until = t0 + (items[-1][0] / a.speed if items else 0.0)  # kill while jobs arrive; then let it drain
 
@@ -270,6 +399,11 @@ def main() -> int:
     progress_last = [0.0]
 
     def progress(what: str, n: int, total: int) -> None:
+        if what == "submitted":  # called once per answered submission
+            now = time.monotonic()
+            subs["n"] = n
+            subs["first"] = subs["first"] or now
+            subs["last"] = now
         if a.json or time.monotonic() - progress_last[0] < 10:
             return
         progress_last[0] = time.monotonic()
@@ -277,13 +411,16 @@ def main() -> int:
               flush=True)
 
     try:
-        r = asyncio.run(run_replay(srv.url, tok, items, timeout_s=a.timeout, concurrency=a.concurrency,
-                                   speed=a.speed, progress=progress, fetch=False))
+        r = asyncio.run(with_probes(run_replay(srv.url, tok, items, timeout_s=a.timeout, concurrency=a.concurrency,
+                                               speed=a.speed, progress=progress, fetch=False),
+                                    srv.url, tok, a.probe_rate, probe_lat))
     finally:
         done.set()
         for th in threads:
             th.join(timeout=1 if th.name != "killer" else 600)
     metrics = httpx.get(srv.url + "/metrics", timeout=30).text  # before the read-back adds its own GETs
+    load_rep = load_report(metrics, r, subs, probe_lat, usage, time.monotonic() - t0, time.process_time() - cpu_bench0,
+                           (load0, [round(x, 2) for x in os.getloadavg()]))
     asyncio.run(fetch_jobs(srv.url, tok, r, concurrency=a.concurrency, progress=progress))
     rows = job_rows(r, items)
     s = summarize(r, rows)
@@ -324,6 +461,7 @@ def main() -> int:
         "work": audit,
         "kills_at_s": [round(k - t0, 1) for k in srv.kill_at],
         "data_dir": str(tmp) if a.keep else None,
+        "load_bars": load_rep,
     }
     if not a.keep:
         import shutil
@@ -336,13 +474,14 @@ def main() -> int:
         print(json.dumps(out))
     else:
         for k, v in out.items():
-            if k not in ("rss_series", "soak_verdict"):
+            if k not in ("rss_series", "soak_verdict", "load_bars"):
                 print(f"{k:22s} {v}")
         print("controller RSS over time (MiB; * = first sample after a SIGKILL and restart)")
         kills = [k - t0 for k in srv.kill_at]
         for t, m in rss[:: max(1, len(rss) // 60)]:
             mark = "*" if any(0 <= t - k < 5.0 * max(1, len(rss) // 60) for k in kills) else " "
             print(f"  {t:8.1f} s {m:8.1f}{mark}")
+        print_load(load_rep, out)
         if "soak_verdict" in out:
             v = verdict
             print(f"SOAK {'PASS' if v['ok'] else 'FAIL'}: {v['lost']} lost, {v['run_twice']} run twice "
