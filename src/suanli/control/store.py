@@ -902,12 +902,15 @@ class Store:
             if lo is None:
                 return []
             ended = u.c.ended_at if since - lo > 0.5 * (hi - lo) else u.c.ended_at + 0  # "+ 0": no index
+            # outcome first in GROUP BY: a grouping that starts with (model, node) would make SQLite read the whole
+            # table in the order of ix_usage_model_node (a row lookup per record) instead of scanning and sorting
+            grp = sorted(cols, key=lambda x: x.name != "outcome")
             inside = (sa.select(*cols, *sums(None)).where(ended >= since, ended <= until, u.c.started_at >= since)
-                      .group_by(*cols))
+                      .group_by(*grp))
             edge = (sa.select(*cols, *sums(_window_share(u, since, until)))
                     .where(sa.or_(sa.and_(u.c.started_at < since, u.c.ended_at + 0 >= since),
                                   sa.and_(u.c.ended_at + 0 > until, u.c.started_at <= until)))
-                    .group_by(*cols))
+                    .group_by(*grp))
             if tenant is not None:
                 inside, edge = inside.where(u.c.tenant == tenant), edge.where(u.c.tenant == tenant)
             rows = c.execute(inside).all()
