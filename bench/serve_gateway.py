@@ -11,7 +11,8 @@ otherwise, so the figures are the HTTP path's, not a model's) are created throug
    ``--stable`` s; a step from 1 to 50 concurrent clients (TTFT 50 ms, TPOT 10 ms, 10 tokens): seconds from the step
    to the scale-out decision and to all replicas ready; seconds from the end of the load to the scale-in decision.
 
-    .venv/bin/python bench/serve_gateway.py [--requests 1000] [--concurrency 32] [--seconds 10] [--json]
+    .venv/bin/python bench/serve_gateway.py [--requests 1000] [--concurrency 32] [--seconds 10] [--stream-tokens 32]
+        [--parts overhead,throughput,autoscaling] [--json]
 """
 
 from __future__ import annotations
@@ -95,17 +96,31 @@ def wait_ready(c: httpx.Client, name: str, n: int, timeout: float = 90) -> dict[
         time.sleep(0.2)
 
 
-async def sequential(url: str, headers: dict[str, str], model: str, n: int) -> list[float]:
+async def sequential(url: str, headers: dict[str, str], model: str, n: int, stream_tokens: int = 0) -> list[float]:
+    """Latencies of ``n`` sequential requests: a one-token JSON completion, or (``stream_tokens``) an SSE stream of
+    that many tokens with the usage chunk at the end (read to its end)."""
     out = []
     async with httpx.AsyncClient(headers=headers, timeout=30) as c:
-        body = {"model": model, "prompt": "hello", "max_tokens": 1}
+        body: dict[str, Any] = {"model": model, "prompt": "hello", "max_tokens": 1}
+        if stream_tokens:
+            body = {"model": model, "prompt": "hello", "max_tokens": stream_tokens, "stream": True,
+                    "stream_options": {"include_usage": True}}
+
+        async def one() -> None:
+            if not stream_tokens:
+                (await c.post(url, json=body)).raise_for_status()
+                return
+            async with c.stream("POST", url, json=body) as r:
+                r.raise_for_status()
+                async for _ in r.aiter_raw():
+                    pass
+
         for _ in range(20):  # warm-up: connections, first-call paths
-            await c.post(url, json=body)
+            await one()
         for _ in range(n):
             t = time.perf_counter()
-            r = await c.post(url, json=body)
+            await one()
             out.append(time.perf_counter() - t)
-            r.raise_for_status()
     return out
 
 
@@ -178,6 +193,10 @@ async def step(url: str, c: httpx.Client, headers: dict[str, str], stable: float
             "scale_in_after_last_answer_s": None if back is None else back - t2, "requests": ok, "errors": err}
 
 
+class _Done(Exception):
+    """The parts asked for are measured."""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=1000, help="sequential requests per path (overhead)")
@@ -185,8 +204,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
     ap.add_argument("--replicas", type=int, default=2, help="replicas behind the gateway (throughput)")
     ap.add_argument("--stable", type=float, default=10.0, help="stable window of the autoscaling run, seconds")
+    ap.add_argument("--stream-tokens", type=int, default=32, help="also the overhead of streamed requests of this "
+                    "many tokens with a usage chunk (0: not measured)")
+    ap.add_argument("--parts", default="overhead,throughput,autoscaling", help="which parts to run")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    parts = {x.strip() for x in a.parts.split(",")}
     res: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg_1m_at_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as d:
         p, url, tok = start(Path(d) / "data")
@@ -216,6 +239,19 @@ def main() -> None:
                     "added_p99_ms": (pct(g_lat, 99) - pct(d_lat, 99)) * 1e3,
                     "gateway_cpu_ms_per_request": busy / (a.requests + 20) * 1e3,
                 }
+                if a.stream_tokens:
+                    d_s = asyncio.run(sequential(direct_url, {}, "fast", a.requests, a.stream_tokens))
+                    c0, t0 = cpu_s(p.pid), time.perf_counter()
+                    g_s = asyncio.run(sequential(gw_url, h, "fast", a.requests, a.stream_tokens))
+                    busy = cpu_s(p.pid) - c0 - idle_rate * (time.perf_counter() - t0)
+                    res["overhead"].update({
+                        "stream_tokens": a.stream_tokens,
+                        "stream_direct_p50_ms": pct(d_s, 50) * 1e3, "stream_gateway_p50_ms": pct(g_s, 50) * 1e3,
+                        "stream_added_p50_ms": (pct(g_s, 50) - pct(d_s, 50)) * 1e3,
+                        "stream_gateway_cpu_ms_per_request": busy / (a.requests + 20) * 1e3})
+                res["load_avg_1m_after_overhead"] = os.getloadavg()[0]
+                if "throughput" not in parts and "autoscaling" not in parts:
+                    raise _Done
                 ok_d, err_d = asyncio.run(closed_loop(direct_url, {}, "fast", a.concurrency, a.seconds))
                 c.patch("/v1/services/fast", json={"min": a.replicas, "max": a.replicas}).raise_for_status()
                 wait_ready(c, "fast", a.replicas)
@@ -225,6 +261,8 @@ def main() -> None:
                                      "gateway_rps": ok_g / a.seconds, "gateway_replicas": a.replicas,
                                      "gateway_errors": err_g}
                 c.delete("/v1/services/fast")
+                if "autoscaling" not in parts:
+                    raise _Done
                 auto = service("auto", 1, 4, ttft=0.05, tpot=0.01, seqs=4,
                                autoscaling={"target_ongoing_requests": 2, "panic_window": "1s",
                                             "stable_window": f"{a.stable}s", "engine_queue": False})
@@ -233,21 +271,34 @@ def main() -> None:
                 time.sleep(a.stable)  # past the initial hold
                 res["autoscaling"] = {"panic_window_s": 1.0, "stable_window_s": a.stable,
                                       **asyncio.run(step(url, c, h, a.stable))}
+        except _Done:
+            pass
         finally:
             p.send_signal(signal.SIGINT)
             p.wait(60)
     if a.json:
         print(json.dumps(res, indent=2))
         return
-    o, t, s = res["overhead"], res["throughput"], res["autoscaling"]
+    o = res["overhead"]
     print(f"{res['cpus']} CPUs, load average {res['load_avg_1m_at_start']:.1f} at start")
     print(f"overhead ({o['requests']} sequential requests): direct p50 {o['direct_p50_ms']:.2f} ms p99 "
           f"{o['direct_p99_ms']:.2f} ms; gateway p50 {o['gateway_p50_ms']:.2f} ms p99 {o['gateway_p99_ms']:.2f} ms; "
           f"added p50 {o['added_p50_ms']:.2f} ms p99 {o['added_p99_ms']:.2f} ms; gateway CPU "
           f"{o['gateway_cpu_ms_per_request']:.2f} ms per request")
+    if "stream_tokens" in o:
+        print(f"streamed ({o['stream_tokens']} tokens + usage chunk): direct p50 {o['stream_direct_p50_ms']:.2f} ms; "
+              f"gateway p50 {o['stream_gateway_p50_ms']:.2f} ms; added {o['stream_added_p50_ms']:.2f} ms; gateway "
+              f"CPU {o['stream_gateway_cpu_ms_per_request']:.2f} ms per request")
+    if "throughput" not in res:
+        return
+    t = res["throughput"]
     print(f"throughput ({t['concurrency']} clients, {t['seconds']:g} s): direct to one replica "
           f"{t['direct_one_replica_rps']:.0f} req/s; through the gateway to {t['gateway_replicas']} replicas "
           f"{t['gateway_rps']:.0f} req/s ({t['gateway_errors']} errors)")
+
+    if "autoscaling" not in res:
+        return
+    s = res["autoscaling"]
 
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f} s"
