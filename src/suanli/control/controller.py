@@ -388,6 +388,7 @@ class Controller:
 
     def tick(self) -> None:
         now = time.time()
+        self.ex.at_tick(now)
         self.stats.ticks += 1
         self._admit_new(now)
         self._apply_cancels(now)

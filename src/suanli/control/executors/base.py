@@ -302,6 +302,11 @@ class Executor(abc.ABC):
                 return done, code
             time.sleep(0.02)
 
+    def at_tick(self, now: float) -> None:  # noqa: B027 - a hook: most executors live on the wall clock
+        """The controller's tick begins at wall time ``now``: everything it observes and starts in this tick is
+        stamped ``now``. An executor with its own clock (virtual) acts as of this instant, so that its processes'
+        times and the store's agree; real executors ignore it."""
+
     def close(self) -> None:
         """Release what the executor holds (connections, actors); running attempts are left alone."""
         return None

@@ -130,6 +130,10 @@ class VirtualClock:
     def now(self) -> float:
         return self.v0 + (self.wall() - self.w0) * self.speed
 
+    def at(self, wall: float) -> float:
+        """The virtual time of wall time ``wall``."""
+        return self.v0 + (wall - self.w0) * self.speed
+
     def wall_of(self, v: float) -> float:
         return self.w0 + (v - self.v0) / self.speed
 
@@ -185,6 +189,7 @@ class VirtualExecutor(Executor):
         self._injected: dict[str, dict[int, str]] = {}
         self._injected_mtime: float | None = None
         self._nodes_cache: list[NodeInfo] | None = None
+        self._tick_v: float | None = None  # the controller's current tick, virtual (None: no controller ticks)
         self._base_nodes = [self._node_info(i) for i in range(cluster.n_nodes)]
 
     # -- membership and health -------------------------------------------------------------------------------
@@ -328,7 +333,7 @@ class VirtualExecutor(Executor):
         work, code = runtime_of(a.spec)
         with self.lock:
             base = min(self.progress.get(a.job_id, 0.0), work)
-        now = self.clock.now()
+        now = self._now()
         h = VirtualHandle(a.job_id, a.attempt_id, a.n, nodes=tuple(a.nodes), world=a.world, vstart=now,
                           vend=now + (work - base), code=code, base=base, work=work)
         where = ", ".join(f"{n}{list(d)}" for n, d in zip(a.nodes, a.devices, strict=True))
@@ -336,11 +341,20 @@ class VirtualExecutor(Executor):
                   + (f" (resumed at {base:.0f}s)" if base else ""), now)
         return h
 
+    def at_tick(self, now: float) -> None:
+        self._tick_v = self.clock.at(now)
+
+    def _now(self) -> float:
+        """Virtual now: the controller's tick instant while a tick runs (starts and ends it sees are stamped with
+        it: a process that ends between two ticks is seen at the next one, as the twin on a tick grid sees it;
+        without this the store's times and the processes' drift apart by the tick's own run time x speed)."""
+        return self._tick_v if self._tick_v is not None else self.clock.now()
+
     def poll(self, h: Handle) -> tuple[bool, int | None]:
         assert isinstance(h, VirtualHandle)
         if h.ended:
             return True, h.stop_code if h.stop_at is not None else h.code
-        now = self.clock.now()
+        now = self._now()
         lost = [self.failed_nodes[n][2] for n in h.nodes if n in self.failed_nodes]
         if h.stopping is None and lost:  # its processes died with the node, when the node failed
             h.stopping = StopReason.NODE_LOST
@@ -377,6 +391,8 @@ class VirtualExecutor(Executor):
 
     def stop(self, h: Handle, why: StopReason, grace_s: float | None = None) -> None:
         assert isinstance(h, VirtualHandle)
+        if why == StopReason.SHUTDOWN:
+            self._tick_v = None  # the controller's loop has ended: its shutdown polls live on the clock
         if h.stopping is None:
             h.stopping = why
         if h.stop_at is None and not h.ended:
