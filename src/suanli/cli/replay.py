@@ -202,6 +202,7 @@ class Replay:
     ambiguous: dict[int, str] = field(default_factory=dict)  # sent, but the answer was lost (server restarting)
     duplicates: int = 0  # trace jobs found stored more than once (a retried submission that had been committed)
     wall_s: float = 0.0
+    t0_wall: float = 0.0  # wall time (time.time) at which trace time 0 was due: the origin of the virtual timeline
     timed_out: bool = False
 
     def lat(self, kind: str, dt: float) -> None:
@@ -255,6 +256,7 @@ async def run_replay(server: str, token: str, items: list[tuple[float, dict[str,
         r.speed = speed
         sem = asyncio.Semaphore(concurrency)
         t0 = time.monotonic()
+        r.t0_wall = time.time()
         end = t0 + timeout_s
 
         async def submit(i: int, spec: dict[str, Any]) -> None:
