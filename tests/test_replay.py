@@ -144,3 +144,10 @@ def test_replay_carries_models_and_tenants(served: tuple[Service, str], tmp_path
     assert json.loads(r.output)["finished"] == 3
     newest = svc.store.list_jobs(limit=3)[0]
     assert [(j["tenant"], j["queue"]) for j in newest] == [("default", "default")] * 3
+
+
+def test_replay_bad_cap_duration_is_one_line(tmp_path: Path) -> None:
+    trace = itp(tmp_path / "t.csv", [(0, 10, 1)])
+    r = CliRunner().invoke(app, ["replay", "--trace", str(trace), "--cap-duration", "soon", "--server",
+                                 "http://127.0.0.1:9", "--token", "x"])
+    assert r.exit_code != 0 and "--cap-duration" in str(r.exception or r.output)

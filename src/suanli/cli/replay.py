@@ -422,6 +422,8 @@ def replay(
     fmt: str = typer.Option("auto", "--format", help="trace format (default: detected)"),
     limit: int = typer.Option(None, "--limit", "-n", min=1, help="first N jobs of the trace"),
     timeout: float = typer.Option(3600.0, "--timeout", min=1.0, help="wall seconds to wait for the jobs to end"),
+    cap_duration: str = typer.Option(None, "--cap-duration", help="cap each job's duration (seconds, or 90s / 6h "
+                                     "/ 2d) before --load: a few multi-week jobs otherwise set the makespan"),
     models: bool = typer.Option(True, "--models/--no-models", help="carry the trace's accelerator-model "
                                 "constraints, restricted to the models the server has (--no-models: drop them)"),
     tenants: bool = typer.Option(True, "--tenants/--no-tenants", help="submit each job as the trace's tenant "
@@ -443,6 +445,19 @@ def replay(
         w = read_trace(trace, fmt, limit=limit)
     except (TraceError, OSError, ValueError) as e:
         raise SuanliError(f"--trace: {e}") from None
+    if cap_duration is not None:
+        import numpy as np
+
+        from suanli.workload.spec import parse_duration_s
+
+        try:
+            cap = float(parse_duration_s(cap_duration))
+        except (ValueError, TypeError) as e:
+            raise SuanliError(f"--cap-duration: {e}") from None
+        if not cap > 0:
+            raise SuanliError("--cap-duration: must be positive")
+        w = w.take(slice(None))
+        w.duration = np.minimum(w.duration, cap)
     cl = Client(server, token, data_dir)
     tok = cl.http.headers["Authorization"].split(" ", 1)[1]
     dropped = 0
