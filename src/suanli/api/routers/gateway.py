@@ -126,15 +126,21 @@ class TokenTap:
         if self.sse:
             data = self.buf + chunk if self.buf else chunk
             cut = data.rfind(b"\n") + 1
-            if cut and data.find(b'"usage"', 0, cut) >= 0:
-                for line in data[:cut].split(b"\n"):
-                    if line.startswith(b"data:") and b'"usage"' in line:
-                        try:
-                            u = _usage(json.loads(line[5:]).get("usage"))
-                        except (ValueError, AttributeError):
-                            continue
-                        if u is not None:
-                            self.usage = u
+            end = cut
+            while end > 0:  # the finished lines' "usage", last first: only the line around one is parsed
+                i = data.rfind(b'"usage"', 0, end)
+                if i < 0:
+                    break
+                ls = data.rfind(b"\n", 0, i) + 1
+                if data.startswith(b"data:", ls):
+                    try:
+                        u = _usage(json.loads(data[ls + 5 : data.find(b"\n", i)]).get("usage"))
+                    except (ValueError, AttributeError):
+                        u = None
+                    if u is not None:
+                        self.usage = u
+                        break
+                end = ls
             self.buf = data[cut:] if len(data) - cut <= JSON_KEEP else b""  # an endless line is no usage event
         else:
             self.size += len(chunk)
