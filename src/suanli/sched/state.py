@@ -154,7 +154,9 @@ class RunningSet:
         self._buf: dict[str, array] = {}  # the array.array buffers behind usage / borrowed_usage
         self._buf_b: dict[str, array] = {}
         self.node_jobs: list[dict[int | str, None]] = [{} for _ in range(n_nodes)]
-        self.ends: list[tuple[float, int, int | str]] = []  # (expected end, seq, id), known ends only
+        # (expected end, seq, id) of the jobs with a known end, sorted: built when first read (backfill's shadow
+        # time), then kept up to date; a run that never reads it (fifo, las...) never pays for it
+        self._ends: list[tuple[float, int, int | str]] | None = None
         self.preemptible_by_priority: dict[int, int] = {}  # priority -> running preemptible jobs
         self.n_borrowed = 0
 
@@ -163,6 +165,15 @@ class RunningSet:
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self.jobs
+
+    @property
+    def ends(self) -> list[tuple[float, int, int | str]]:
+        """``(expected end, seq, id)`` of the running jobs with a known end, in order (RunningJob.expected_end)."""
+        e = self._ends
+        if e is None:
+            e = self._ends = sorted((r.start + rt, r.job.seq, jid) for jid, r in self.jobs.items()
+                                    if (rt := r.job.expected_runtime) is not None)
+        return e
 
     def _use(self, q: str, borrowed: bool) -> array:
         """The usage counters of queue ``q`` as an array.array (cheap element updates); ``usage[q]`` / ``borrowed_
@@ -193,8 +204,8 @@ class RunningSet:
         for n in pl.nodes:
             nj[n][jid] = None
         rt = j.expected_runtime
-        if rt is not None:
-            bisect.insort(self.ends, (r.start + rt, j.seq, jid))  # RunningJob.expected_end
+        if rt is not None and self._ends is not None:
+            bisect.insort(self._ends, (r.start + rt, j.seq, jid))  # RunningJob.expected_end
         if j.preemptible:
             pp = self.preemptible_by_priority
             pp[j.priority] = pp.get(j.priority, 0) + 1
@@ -213,8 +224,8 @@ class RunningSet:
         for n in pl.nodes:
             del nj[n][jid]
         rt = j.expected_runtime
-        if rt is not None:
-            ends = self.ends
+        ends = self._ends
+        if rt is not None and ends is not None:
             del ends[bisect.bisect_left(ends, (r.start + rt, j.seq, jid))]
         if j.preemptible:
             pp = self.preemptible_by_priority
