@@ -24,6 +24,7 @@ shape that did not fit is not tried again in the same pass (capacity only shrink
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import math
@@ -188,10 +189,9 @@ class Scheduler:
                           track_model_time=self.pol.tracks_model_time)
 
     def las_queue(self, attained: float) -> int:
-        for i, t in enumerate(self.las_thresholds):
-            if attained < t:
-                return i
-        return len(self.las_thresholds)
+        """The LAS queue of a job with this much service: the first threshold above it (the number of thresholds
+        at or below it)."""
+        return bisect.bisect_right(self.las_thresholds, attained)
 
     def queue_config(self, name: str) -> QueueConfig:
         q = self._qc.get(name)
@@ -229,30 +229,38 @@ class Scheduler:
             raise ValueError("state belongs to another cluster")
         if len(state.pending.jobs) == 1 and self._simple:
             job = next(iter(state.pending.jobs.values()))
-            one = self._start_lone(state, job, now)
-            if one is not None:
+            r = self._start_lone(state, job, now)
+            if r is not None:
                 state.pending.remove(job.id)
-                return one
+                return Decisions([Start(job.id, r.placement, r.model)], tested=1), [r]
         return self._step_pass(state, now)
 
     def submit_and_step(self, state: SchedState, job: Job, now: float) -> tuple[Decisions, list[RunningJob] | None]:
         """``state.submit(job)`` then :meth:`step`, in one call: the same decisions and the same resulting state.
         When nothing else is pending and the job can start at once (the lone-job shortcut of ``step``), it never
         enters the pending queue - the simulator's common case of an arrival on a cluster with room."""
+        r = self.submit_now(state, job, now)
+        if r is not None:
+            return Decisions([Start(job.id, r.placement, r.model)], tested=1), [r]
+        return self.step(state, now)
+
+    def submit_now(self, state: SchedState, job: Job, now: float) -> RunningJob | None:
+        """``state.submit(job)``, and when nothing else is pending and ``step`` would start the job at once (the
+        lone-job shortcut), start it: its running record (the decision ``step`` returns is ``Start(job.id,
+        r.placement, r.model)``). None: the job is pending and nothing else changed - the caller calls ``step``."""
         if state.cluster is not self.cluster:
             raise ValueError("state belongs to another cluster")
         if state.pending.jobs or not self._simple:
             state.submit(job)
-            return self.step(state, now)
+            return None
         if job.id in state.running.jobs:
             raise ValueError(f"job {job.id} is already running")  # as state.submit
         if state.on_submit is not None:
             state.on_submit(job)
-        one = self._start_lone(state, job, now)
-        if one is not None:
-            return one
-        state.pending.add(job)
-        return self._step_pass(state, now)
+        r = self._start_lone(state, job, now)
+        if r is None:
+            state.pending.add(job)
+        return r
 
     def _step_pass(self, state: SchedState, now: float) -> tuple[Decisions, list[RunningJob] | None]:
         """:meth:`step` by a full pass."""
@@ -278,7 +286,7 @@ class Scheduler:
             return d, None
         return d, state.adopt(d, p.started)
 
-    def _start_lone(self, state: SchedState, job: Job, now: float) -> tuple[Decisions, list[RunningJob]] | None:
+    def _start_lone(self, state: SchedState, job: Job, now: float) -> RunningJob | None:
         """The pass of a lone pending job under a policy without service preemption or migration, when it can
         start where the placer puts it and nothing could be preempted for it: what the full pass decides (the
         same placement, Start and running record), without its per-pass machinery; the job is running on return
@@ -300,10 +308,9 @@ class Scheduler:
         pl, g = res
         m = self.group_model[g] if g >= 0 and self.partitioned else g
         alloc.take(pl, check=False)
-        d = Decisions([Start(job.id, pl, m)], tested=1)
         r = RunningJob(job, pl, m, now, False, 1.0)
         state.running.add(r)
-        return d, [r]
+        return r
 
     @functools.cached_property
     def group_devices(self) -> list[int]:
@@ -442,9 +449,12 @@ class _Pass:
 
     def las_queue_of(self, r: RunningJob) -> int:
         """LAS queue of a running job at this pass's time, computed once per pass (victim searches ask often)."""
-        v = self._las_q.get(r.job.id)
+        j = r.job
+        v = self._las_q.get(j.id)
         if v is None:
-            v = self._las_q[r.job.id] = self.s.las_queue(r.served(self.now))
+            # r.served(now), inline: the same operations in the same order
+            served = j.attained + j.count * j.milli / 1000.0 * r.rate * max(0.0, self.now - r.start) - j.las_base
+            v = self._las_q[j.id] = bisect.bisect_right(self.s.las_thresholds, served)  # Scheduler.las_queue
         return v
 
     def las_queue_pending(self, job: Job) -> int:

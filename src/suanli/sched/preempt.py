@@ -68,8 +68,8 @@ def _preempt(p: _Pass, job: Job, is_victim: Callable[[RunningJob], bool], reason
             ids = running.node_jobs[n]
             if not ids:
                 continue
-            vs = [running.jobs[j] for j in ids if j not in p.gone]
-            vs = [r for r in vs if is_victim(r)]
+            rj, gone = running.jobs, p.gone
+            vs = [r for j in ids if j not in gone and is_victim(r := rj[j])]
             if not vs:
                 continue
             vs.sort(key=lambda r: (r.job.priority, r.placement.n_devices, -r.start))

@@ -380,7 +380,7 @@ class Simulation:
                 st[i] = PENDING
                 queued_since[i] = now
                 if not pjobs and t_arr != now and not (heap and heap[0][0] == now):
-                    lone = job  # alone at this instant: submitted by the scheduler's submit_and_step below
+                    lone = job  # alone at this instant: submitted by the scheduler's submit_now below
                 else:
                     state.submit(job)
                 dirty = True
@@ -461,13 +461,18 @@ class Simulation:
                     alloc.set_node_up(a, True)
                     up_devs += int(alloc.dev_up[c.node_devices_ids(a)].sum())
                     dirty = True
-            if lone is not None or (dirty and (pjobs or (round_due and rjobs))):
+            if lone is not None:  # submit + step, started at once when nothing else waits (Scheduler.submit_now)
+                r = sched.submit_now(state, lone, now)
+                lone = None
+                if r is not None:  # what step would have decided; else the job is pending and step runs below
+                    decide_calls += 1
+                    on_start(r, now)
+                    if wait_counts:
+                        wait_counts = {}  # nothing waits
+                    dirty = False
+            if dirty and (pjobs or (round_due and rjobs)):
                 decide_calls += 1
-                if lone is not None:
-                    d, started = sched.submit_and_step(state, lone, now)
-                    lone = None
-                else:
-                    d, started = sched.step(state, now)
+                d, started = sched.step(state, now)
                 if started is not None:  # no preemption: already carried out
                     for r in started:
                         on_start(r, now)
