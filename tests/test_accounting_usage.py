@@ -72,8 +72,9 @@ class Sim:
         self.now = 1_000_000.0
         self.jobs: dict[int, dict[str, Any]] = {}
 
-    def submit(self, max_retries: int = 2) -> int:
-        j = self.s.submit(JobSpec.model_validate({"name": "j", "command": ["true"], "max_retries": max_retries}))
+    def submit(self, max_retries: int = 2, llm: str | None = None) -> int:
+        j = self.s.submit(JobSpec.model_validate({"name": "j", "command": ["true"], "max_retries": max_retries,
+                                                  **({"llm": llm} if llm else {})}))
         self.jobs[j["id"]] = {"state": S.PENDING, "attempt": None, "failures": 0, "max": max_retries}
         return int(j["id"])
 
@@ -250,6 +251,10 @@ def test_migration_derives_records_of_attempts_ended_before_it(tmp_path: Path) -
     sim.start(jid, PLACEMENTS[0])
     sim.now += 60
     sim.end(jid, "succeeded")
+    j2 = sim.submit(llm="qwen2.5-7b")
+    sim.start(j2, PLACEMENTS[0])
+    sim.now += 30
+    sim.end(j2, "succeeded")
     eng = store.engine
     cfg = Config()
     cfg.set_main_option("script_location", str(db.MIGRATIONS))
@@ -262,5 +267,6 @@ def test_migration_derives_records_of_attempts_ended_before_it(tmp_path: Path) -
         command.upgrade(cfg, "head")
         conn.commit()
     recs = store.usage_records()
-    assert len(recs) == 1 and recs[0]["chip_s"] == pytest.approx(240) and recs[0]["outcome"] == "succeeded"
+    assert len(recs) == 2 and recs[0]["chip_s"] == pytest.approx(240) and recs[0]["outcome"] == "succeeded"
+    assert [r["llm"] for r in recs] == ["", "qwen2.5-7b"]  # migration 0009 fills the LLM from the job's spec
     store.close()
