@@ -226,6 +226,7 @@ def test_sim_cli_runs_gavel_with_either_objective() -> None:
         assert res.exit_code == 0, (res.output, res.exception)
         out = json.loads(res.output)
         assert [r["policy"] for r in out] == ["gavel", "fifo"]
+        assert out[0]["gavel_objective"] == obj and out[0]["gavel_round_s"] == 600 and "gavel_objective" not in out[1]
         assert out[0]["completed"] == out[1]["completed"] > 0
 
 

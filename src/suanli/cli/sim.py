@@ -153,6 +153,9 @@ def sim(
     else:
         runs = run_policies(cl, w, policies, seed=seed, failures=fc, sched_kwargs=skw, usage=out is not None)
     summaries = [s for s, _ in runs]
+    for s in summaries:
+        if s["policy"] == "gavel":  # which LP the run used
+            s["gavel_objective"], s["gavel_round_s"] = gavel_objective, gavel_round
     if out is not None:
         from suanli.sim.report import write_report
 
