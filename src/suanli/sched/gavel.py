@@ -11,9 +11,10 @@ The linear programs (this module's functions are pure: arrays in, arrays out; so
   optimum, the one with the largest total normalised throughput ``sum_j thr_j(X) / thr_j(X_equal)`` (a second LP).
 - **finish-time fairness** (Themis' rho, as Gavel's ``finish_time_fairness_perf``): minimise ``max_j rho_j(X)``,
   ``rho_j(X) = (t_j + r_j / thr_j(X)) / (t_j + r_j / thr_j(X_equal))`` with ``t_j`` the time since the job arrived
-  and ``r_j`` its remaining work. Not linear in X; solved exactly by a sequence of max-min LPs (a Dinkelbach-style
-  iteration: for a bound R, ``rho_j <= R`` is ``thr_j(X) >= r_j / (R (t_j + r_j / thr_eq_j) - t_j)``; the max-min
-  LP over those demands gives an X whose worst rho is a smaller bound, until it stops shrinking).
+  and ``r_j`` its remaining work. Not linear in X; solved by a sequence of max-min LPs: for a bound R,
+  ``rho_j <= R`` is ``thr_j(X) >= r_j / (R (t_j + r_j / thr_eq_j) - t_j)``, achievable iff the max-min LP over
+  those demands reaches 1; secant steps on that value inside a bracket (each feasible X's worst rho bounds it from
+  above), to 0.1% of R.
 
 Both share the constraints: ``X >= 0``; ``sum_k X[j,k] <= 1`` (a job runs on one type at a time);
 ``sum_j s_j X[j,k] <= n_k`` (scale factor ``s_j`` = devices of the job, ``n_k`` devices of type k);
@@ -21,8 +22,9 @@ Both share the constraints: ``X >= 0``; ``sum_k X[j,k] <= 1`` (a job runs on one
 
 The mechanism (:class:`GavelPolicy`, the scheduler's ``gavel`` policy): every ``round_s`` seconds of the caller's
 clock (``now`` is an argument: the scheduler reads no clock) the jobs are assigned to types for the next round by
-priority ``X[j,k] / f[j,k]``, ``f[j,k]`` the fraction of its time job j has run on type k (a job that has not run
-there yet: ``X * 1e9``, as Gavel's scheduler): for each type, fastest first, the jobs in priority order that fit
+priority ``X[j,k] / f[j,k]``, ``f[j,k]`` the fraction of its time since it arrived that job j has run on type k
+(Gavel counts from the last recompute of X; a job that has not run there yet: ``X * 1e9``, as Gavel's scheduler):
+for each type, fastest first, the jobs in priority order that fit
 its remaining devices and are not already placed; running jobs not chosen are preempted (their work is kept), a
 running job chosen for its own type keeps its devices. The LP runs only when the active job set changed since the
 last one (its result is memoised per job set, as Gavel recomputes ``X`` only when jobs arrive or finish); max-min
