@@ -493,6 +493,10 @@ def replay(
                 f.write(json.dumps(row) + "\n")
     if as_json:
         print_json(s)
+        if r.errors:  # the summary's keys are fixed; say why some were refused on stderr
+            import sys
+
+            print(f"{len(r.errors)} refused, e.g. {next(iter(r.errors.values()))}", file=sys.stderr)
         return
     console.print(f"replayed {trace} ({len(items)} jobs) on {cl.server} at speed {r.speed:g}"
                   + (" [red](timed out)[/]" if r.timed_out else ""))
