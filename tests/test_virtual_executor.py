@@ -152,3 +152,25 @@ def test_restart_continues_the_timeline(tmp_path: Path) -> None:
     assert ex2.poll(got[1].handle) == (False, None)
     wall.t += 6
     assert ex2.poll(got[1].handle) == (True, 0)
+
+
+def test_acts_as_of_the_controllers_tick(tmp_path: Path) -> None:
+    """Within a tick, starts and ends are stamped with the tick's instant, not with when the call happened: a
+    process started late in a tick began at the tick, an end is seen only by a tick at or after it."""
+    wall = Wall()
+    ex = VirtualExecutor(virtual_cluster("2x8xBR100"), tmp_path, speed=10, wall=wall)
+    tick = wall.t
+    ex.at_tick(tick)
+    wall.t += 0.5  # the tick's store writes took 0.5 s of wall (5 virtual seconds)
+    h = ex.start(attempt(1, 1, 1, {"expected_runtime": 100}))
+    assert h.vstart == ex.clock.at(tick)  # started at the tick, as the store's started_at says
+    wall.t = tick + 10.2  # the clock is past the end (102 virtual s) ...
+    ex.at_tick(tick + 9.9)  # ... but this tick began before it: not ended yet
+    assert ex.poll(h) == (False, None)
+    ex.at_tick(tick + 10.0)  # the first tick at or after the end sees it
+    assert ex.poll(h) == (True, 0)
+    # the controller's shutdown polls (no ticks any more) live on the clock again
+    h2 = ex.start(attempt(2, 2, 1, {"expected_runtime": 1000}, devices=((2,),)))
+    ex.stop(h2, StopReason.SHUTDOWN)
+    wall.t += 1.0
+    assert ex.poll(h2) == (True, -15)
