@@ -12,6 +12,7 @@ spawned or only partly. Nothing is started twice: an attempt row exists for ever
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ log = logging.getLogger("suanli.controller")
 
 S = JobState
 _MISS = object()
+START_CHUNK = 64  # starts recorded and spawned together (see _schedule)
 _STOP_FOR = {"preempting": StopReason.PREEMPT, "stopping": StopReason.SHUTDOWN}
 
 
@@ -78,7 +80,8 @@ def placement_from_json(c: Cluster, d: dict[str, Any]) -> tuple[Placement, int]:
 class Controller:
     def __init__(self, store: Store, executor: Executor, *, policy: str = "fifo", tick_s: float = 0.1,
                  retry_base_s: float = 2.0, retry_cap_s: float = 300.0, keep_jobs_on_stop: bool = False,
-                 metrics: Any = None, nodes_every_s: float = 1.0, services: Any = None) -> None:
+                 metrics: Any = None, nodes_every_s: float = 1.0, services: Any = None,
+                 act_budget_s: float = 0.1, freeze_gc: bool = False) -> None:
         self.store = store
         self.ex = executor
         self.policy = policy
@@ -88,6 +91,10 @@ class Controller:
         self.keep_jobs_on_stop = keep_jobs_on_stop
         self.metrics = metrics
         self.nodes_every_s = nodes_every_s
+        self.act_budget_s = act_budget_s  # a pass stops starting more chunks of jobs after this long (the rest wait)
+        # gc.freeze() once recovered: the cluster, the allocation and the API's objects are no longer scanned by
+        # every full collection (pauses that hold the GIL); for the long-running server, not for tests
+        self.freeze_gc = freeze_gc
         self.services = services  # the service manager (control/services.py): started and stopped with the loop
         self.node_addresses: dict[str, str] = {}  # node name -> address its processes listen on (the executor's)
         self.handles: dict[int, Handle] = {}
@@ -347,6 +354,9 @@ class Controller:
     def _run(self) -> None:
         try:
             self.recover()
+            if self.freeze_gc:  # what recovery built lives as long as the process: out of the collector's scans
+                gc.collect()
+                gc.freeze()
             self.ready.set()
             if self.services is not None:
                 self.services.start()
@@ -534,10 +544,27 @@ class Controller:
             self._dirty = True
 
     def _observe_processes(self, now: float) -> None:
+        """Attempts whose processes ended: recorded together, in one transaction (50 ends a second paid one commit
+        each); should that fail, one by one, and what still fails is tried again at the next tick."""
+        ended = []
         for jid, h in list(self.handles.items()):
             done, code = self.ex.poll(h)
             if done:
-                self._finish(jid, h, code, now)
+                ended.append(self._finish_plan(jid, h, code, now))
+        if not ended:
+            return
+        if len(ended) > 1:
+            try:
+                self.store.finish_attempts([f[0] for f in ended], now)
+            except Exception as e:
+                log.warning("recording %d ended attempts together failed (%s); one by one", len(ended), e)
+            else:
+                for f in ended:
+                    self._finish_done(*f[1:], now)
+                return
+        for f in ended:
+            self.store.finish_attempts([f[0]], now)
+            self._finish_done(*f[1:], now)
 
     def _spec(self, jid: int) -> dict[str, Any]:
         s = self.specs.get(jid)
@@ -545,9 +572,12 @@ class Controller:
             s = self.specs[jid] = self.store.job_spec(jid)
         return s
 
-    def _finish(self, jid: int, h: Handle, code: int | None, now: float) -> None:
-        """Record the end of an attempt and the job's next state, in one transaction; then update the scheduler.
-        If the transaction fails, nothing changed: the handle stays and the next tick tries again."""
+    def _finish_plan(self, jid: int, h: Handle, code: int | None, now: float
+                     ) -> tuple[tuple[Any, ...], int, Job, float | None]:
+        """The end of an attempt and the job's next state: what the store records in one transaction (the
+        arguments of :meth:`Store.finish_attempts`) and what :meth:`_finish_done` does once it has: (record, job
+        id, job, requeue at). If the transaction fails, nothing changed: the handle stays, the next tick tries
+        again."""
         r = self.state.running.jobs[jid]
         job = r.job
         why = h.stopping
@@ -597,7 +627,10 @@ class Controller:
                 steps = [Step(S.RUNNING, S.FAILED, f"exit {codestr}; no retries left ({max_retries} allowed)",
                               {"exit_code": code, "failures": failures, "reason": f"exit {codestr}"})]
         energy = usage.energy_used(self.ex, self.placements.get(jid))  # measured where the executor can read it
-        self.store.finish_attempt(jid, h.attempt_id, now, outcome, code, why, steps, lost_ds, energy)
+        return (jid, h.attempt_id, outcome, code, why, steps, lost_ds, energy), jid, job, requeue_at
+
+    def _finish_done(self, jid: int, job: Job, requeue_at: float | None, now: float) -> None:
+        """The scheduler's side of an ended attempt, once the store has it."""
         del self.handles[jid]
         self.placements.pop(jid, None)
         self.state.stop(jid, now)
@@ -628,15 +661,23 @@ class Controller:
                 self.store.add_event(int(p.job_id), "preempting", f"for job {p.for_job} ({p.reason})", now)
                 self.ex.stop(h, StopReason.PREEMPT)
         # Victims keep their devices until their processes have exited: a start that needs them does not fit yet
-        # and waits for a later pass.
-        self._start_all(d.starts, now)
+        # and waits for a later pass. Starts are carried out in chunks within a time budget: a burst of a
+        # thousand starts held the loop (and the GIL the API shares) for seconds; what is left over is decided
+        # again at the next tick (the pass is marked dirty), a tick later.
+        starts = d.starts
+        for k in range(0, len(starts), START_CHUNK):
+            if k and time.perf_counter() - t0 > self.act_budget_s:
+                self._dirty = True
+                break
+            self._start_all(starts[k : k + START_CHUNK], now)
+            time.sleep(0)  # let the API's threads have the GIL between chunks
         if self.metrics is not None:
             self.metrics.pass_latency.observe(time.perf_counter() - t0)
 
     def _start_all(self, starts: list[Start], now: float) -> None:
-        """Carry out a pass's starts: every attempt is recorded (one transaction for all of them) before any is
-        spawned, their processes after (one more transaction). A crash in between leaves attempts without
-        processes recorded: after a restart the executor finds them (adopted) or not (requeued, never run)."""
+        """Carry out starts: every attempt is recorded (one transaction for all of them) before any is spawned,
+        their processes after (one more transaction). A crash in between leaves attempts without processes
+        recorded: after a restart the executor finds them (adopted) or not (requeued, never run)."""
         ok: list[Start] = []
         for s in starts:
             try:
@@ -689,5 +730,6 @@ class Controller:
                 continue
             self.handles[jid] = h
             self.placements[jid] = pl_json
+            self.specs.pop(jid, None)  # not kept while it runs (read again if a failure needs max_retries)
             spawned.append((aid, *h.record()))
         self.store.record_spawned_many(spawned)

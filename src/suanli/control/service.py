@@ -210,6 +210,7 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
     metrics.sampler = Sampler(store, interval_s=sample_s)
     services = ServiceManager(store)
     ctl = Controller(store, ex, policy=policy, tick_s=tick_s, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s,
-                     keep_jobs_on_stop=keep_jobs_on_stop, metrics=metrics, services=services)
+                     keep_jobs_on_stop=keep_jobs_on_stop, metrics=metrics, services=services,
+                     freeze_gc=lock)  # lock: the long-running `suanli up` (tests leave the collector alone)
     services.address_of = lambda node: ctl.node_addresses.get(node)  # kept current from the executor's membership
     return Service(dd, store, ex, ctl, metrics, name, devs, tok_path, services=services)

@@ -753,13 +753,53 @@ class Store:
                        ) -> None:
         """The end of an attempt and the job's next state(s), with its usage records, in one transaction
         (``energy_j``: measured board energy per node, where the executor read it)."""
+        self.finish_attempts([(job_id, attempt_id, outcome, exit_code, stop_reason, steps, lost_device_s, energy_j)],
+                             now)
+
+    def finish_attempts(self, items: Sequence[tuple[int, int, AttemptOutcome, int | None, StopReason | None,
+                                                    Sequence[Step], float | None, Mapping[str, float | None] | None]],
+                        now: float) -> None:
+        """:meth:`finish_attempt` for several attempts, ``(job id, attempt id, outcome, exit code, stop reason,
+        steps, lost device-seconds, energy)`` each, in one transaction: all recorded or none."""
+        if not items:
+            return
+        if len({it[0] for it in items}) != len(items):
+            raise ValueError("a job appears twice in one batch of ended attempts")
         with self.write() as c:
-            for st in steps:
-                self.transition(c, job_id, st.src, st.dst, now, st.message, **st.values)
-            c.execute(job_attempts.update().where(job_attempts.c.id == attempt_id)
-                      .values(ended_at=now, exit_code=exit_code, outcome=outcome, stop_reason=stop_reason,
-                              lost_device_s=lost_device_s))
-            self._record_usage(c, attempt_id, now, outcome, lost_device_s, energy_j)
+            # the common end (one state change) as one statement per kind of change, compare-and-set checked by
+            # count; a preemption's two steps one by one
+            groups: dict[tuple[JobState, JobState, tuple[str, ...]], list[Any]] = {}
+            evs: list[dict[str, Any]] = []
+            for it in items:
+                steps = it[5]
+                if len(steps) != 1:
+                    for st in steps:
+                        self.transition(c, it[0], st.src, st.dst, now, st.message, **st.values)
+                    continue
+                st = steps[0]
+                check_transition(st.src, st.dst)
+                groups.setdefault((st.src, st.dst, tuple(sorted(st.values))), []).append(it)
+            for (src, dst, cols), its in groups.items():
+                c.execute(jobs.update().where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == src.value)
+                          .values(state=dst.value, updated_at=now, **{k: sa.bindparam("b_" + k) for k in cols}),
+                          [{"b_id": it[0], **{"b_" + k: it[5][0].values[k] for k in cols}} for it in its])
+                ids = [it[0] for it in its]
+                moved = 0
+                for k in range(0, len(ids), 500):
+                    moved += int(c.execute(sa.select(sa.func.count()).select_from(jobs).where(
+                        jobs.c.id.in_(ids[k : k + 500]), jobs.c.state == dst.value, jobs.c.updated_at == now))
+                        .scalar() or 0)
+                if moved != len(ids):
+                    raise Conflict(f"{len(ids) - moved} of {len(ids)} jobs were not {src} in the store")
+                evs += [{"job_id": it[0], "at": now, "kind": dst.value, "message": it[5][0].message} for it in its]
+            if evs:
+                c.execute(job_events.insert(), evs)
+            c.execute(job_attempts.update().where(job_attempts.c.id == sa.bindparam("b_id"))
+                      .values(ended_at=now, exit_code=sa.bindparam("b_code"), outcome=sa.bindparam("b_outcome"),
+                              stop_reason=sa.bindparam("b_stop"), lost_device_s=sa.bindparam("b_lost")),
+                      [{"b_id": it[1], "b_code": it[3], "b_outcome": it[2], "b_stop": it[4], "b_lost": it[6]}
+                       for it in items])
+            self._record_usages(c, [(it[1], it[2], it[6], it[7]) for it in items], now)
 
     def lost_device_seconds(self) -> float:
         """Work lost to node losses and unhealthy devices, all attempts together (device-seconds)."""
@@ -794,15 +834,34 @@ class Store:
                       lost_device_s: float | None = None, energy_j: Mapping[str, float | None] | None = None
                       ) -> None:
         """The usage records of an attempt that ends in transaction ``c`` (control/usage.py)."""
-        a = c.execute(sa.select(job_attempts.c.job_id, job_attempts.c.started_at, job_attempts.c.placement,
-                                jobs.c.name, jobs.c.tenant, jobs.c.queue, jobs.c.sched)
-                      .join(jobs, jobs.c.id == job_attempts.c.job_id).where(job_attempts.c.id == attempt_id)).one()
-        sched = json.loads(a.sched) if isinstance(a.sched, str) else a.sched
-        rows = usage.records(attempt_id=attempt_id, job_id=int(a.job_id),
-                             job={"name": a.name, "tenant": a.tenant, "queue": a.queue,
-                                  "kind": (sched or {}).get("kind", ""), "llm": (sched or {}).get("llm")},
-                             placement=a.placement, started_at=a.started_at, ended_at=now, outcome=outcome,
-                             lost_device_s=lost_device_s, energy_j=energy_j)
+        Store._record_usages(c, [(attempt_id, outcome, lost_device_s, energy_j)], now)
+
+    @staticmethod
+    def _record_usages(c: sa.Connection, items: Sequence[tuple[int, AttemptOutcome, float | None,
+                                                               Mapping[str, float | None] | None]],
+                       now: float) -> None:
+        """:meth:`_record_usage` for several attempts ``(attempt id, outcome, lost device-seconds, energy)``: one
+        read of their attempts and jobs, one insert."""
+        found: dict[int, Any] = {}
+        ids = [it[0] for it in items]
+        for k in range(0, len(ids), 500):
+            for a in c.execute(sa.select(job_attempts.c.id, job_attempts.c.job_id, job_attempts.c.started_at,
+                                         job_attempts.c.placement, jobs.c.name, jobs.c.tenant, jobs.c.queue,
+                                         jobs.c.sched)
+                               .join(jobs, jobs.c.id == job_attempts.c.job_id)
+                               .where(job_attempts.c.id.in_(ids[k : k + 500]))):
+                found[int(a.id)] = a
+        rows: list[dict[str, Any]] = []
+        for attempt_id, outcome, lost_device_s, energy_j in items:
+            a = found.get(int(attempt_id))
+            if a is None:
+                raise NotFound(f"no attempt {attempt_id}")
+            sched = json.loads(a.sched) if isinstance(a.sched, str) else a.sched
+            rows += usage.records(attempt_id=attempt_id, job_id=int(a.job_id),
+                                  job={"name": a.name, "tenant": a.tenant, "queue": a.queue,
+                                       "kind": (sched or {}).get("kind", ""), "llm": (sched or {}).get("llm")},
+                                  placement=a.placement, started_at=a.started_at, ended_at=now, outcome=outcome,
+                                  lost_device_s=lost_device_s, energy_j=energy_j)
         if rows:
             c.execute(db.usage.insert(), rows)
 
