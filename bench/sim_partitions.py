@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -52,9 +53,17 @@ def main() -> int:
         read_s = time.perf_counter() - t0
     out: dict[str, object] = {"trace": str(PHILLY), "jobs": len(w), "vcs": len(sizes), "nodes": sizes,
                               "read_s": round(read_s, 2), "runs": []}
-    for s, r in run_policies(cl, w, a.policies.split(",")):
+    results = []
+    for pol in a.policies.split(","):
+        load = os.getloadavg()[0]
+        c0 = time.process_time()
+        (s, r), = run_policies(cl, w, [pol])
+        results.append((s, r, time.process_time() - c0, load))
+    for s, r, cpu, load in results:
         row = {k: s[k] for k in ("policy", "completed", "rejected", "avg_jct_s", "avg_queue_s", "makespan_s",
                                  "utilization", "wall_s")}
+        row["cpu_s"] = round(cpu, 2)  # CPU time of the run (wall time swings with a shared machine's load)
+        row["load_1m"] = round(load, 2)  # when the run started
         row["partitions"] = {k: {x: v[x] for x in ("jobs", "devices", "avg_jct_s", "avg_queue_s", "utilization")}
                              for k, v in s["partitions"].items() if v["devices"]}
         if a.check_isolation and s["policy"] == "fifo":
@@ -72,10 +81,10 @@ def main() -> int:
         return 0
     print(f"Philly, {len(sizes)} VCs as partitions, {sum(sizes.values()) * 8:,} V100s; {len(w):,} jobs "
           f"(read {read_s:.2f} s)")
-    print(f"{'policy':10} {'avg JCT h':>10} {'avg queue h':>12} {'rejected':>9} {'wall s':>7}")
+    print(f"{'policy':10} {'avg JCT h':>10} {'avg queue h':>12} {'rejected':>9} {'wall s':>7} {'CPU s':>7} {'load':>5}")
     for row in out["runs"]:  # type: ignore[attr-defined]
         print(f"{row['policy']:10} {row['avg_jct_s'] / 3600:10.2f} {row['avg_queue_s'] / 3600:12.2f} "
-              f"{row['rejected']:9,} {row['wall_s']:7.1f}")
+              f"{row['rejected']:9,} {row['wall_s']:7.1f} {row['cpu_s']:7.1f} {row['load_1m']:5.1f}")
         if "isolation_max_start_diff_s" in row:
             print(f"  fifo: largest start-time difference against each VC alone: "
                   f"{row['isolation_max_start_diff_s']:.3g} s")
