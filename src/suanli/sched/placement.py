@@ -217,11 +217,11 @@ class Placer:
     def _place_single(self, alloc: Allocation, job: Job, m: int) -> Placement | None:
         k = job.count
         cpu, mem = job.cpu_milli, job.mem_mib
-        ncpu, nmem = alloc.node_cpu, alloc.node_mem
         buckets = alloc.buckets[m]
         ncpu_l, nmem_l = alloc._ncpu, alloc._nmem
         choose_node = getattr(self.config.packer, "choose_node", None)
         if choose_node is not None:  # a packer that also picks nodes for whole devices (fgd, random-fit)
+            ncpu, nmem = alloc.node_cpu, alloc.node_mem
             cand = np.array([n for w in range(k, len(buckets)) for n in buckets[w]], dtype=np.int64)
             if len(cand):
                 cand = cand[(ncpu[cand] >= cpu) & (nmem[cand] >= mem)]
