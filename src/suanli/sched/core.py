@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import functools
 import heapq
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ LAS_PROMOTE = 32.0
 MODEL_ORDERS = ("listed", "fastest", "most-free")
 MIGRATE_GAIN = 2.0  # heterogeneity-aware migration: only to a model at least this much faster for the job
 MIGRATE_PER_PASS = 4
+SORT_MERGE_MAX = 4096  # pending jobs up to which a non-blocking pass sorts all queues' entries instead of merging
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,12 +463,17 @@ class _Pass:
         """LAS queue of a pending job: the top one once its promotion time has come."""
         if job.id in self.promoted:
             return 0
-        return self.s.las_queue(job.attained - job.las_base)
+        return bisect.bisect_right(self.s.las_thresholds, job.attained - job.las_base)  # Scheduler.las_queue
 
     def order(self) -> Iterable[Job]:
         """Pending jobs in the policy's order; promoted LAS jobs take the place of a top-queue job."""
         pend = self.state.pending
         if not self.promoted:
+            if len(pend.by_queue) > 1 and self.s.pol.blocking != "block" and len(pend.jobs) <= SORT_MERGE_MAX:
+                # a pass that goes on past a job that cannot start reads most of the queue: one C sort of every
+                # queue's entries (unique, so the same order) costs less than a Python heap merge
+                jobs = pend.jobs
+                return [jobs[e[2]] for e in sorted(itertools.chain.from_iterable(pend.by_queue.values()))]
             return pend
         jobs = pend.jobs
         prom = self.promoted
@@ -496,8 +503,9 @@ class _Pass:
                 heapq.heappush(heap, (lst[i + 1], q, i + 1))
 
     # -- basic moves ----------------------------------------------------------------------------------------
-    def try_place(self, job: Job) -> tuple[Placement, int] | None:
-        sh = self.s.shape(job)
+    def try_place(self, job: Job, sh: tuple[object, ...] | None = None) -> tuple[Placement, int] | None:
+        if sh is None:
+            sh = self.s.shape(job)
         why = self.failed.get(sh)
         if why is not None:
             self.why = why
@@ -586,12 +594,13 @@ class _Pass:
         # priority, queue and LAS queue), until a preemption changes the running set
         las = self.s.pol.service_preemption
         q = self.las_queue_pending(job) if las else 0
-        key = (self.s.shape(job), job.priority, job.queue, q)
+        sh = self.s.shape(job)
+        key = (sh, job.priority, job.queue, q)
         why = self.hopeless.get(key)
         if why is not None:
             self.why = why
             return False
-        res = self.try_place(job)
+        res = self.try_place(job, sh)
         running = self.state.running
         if res is None and self.s.preemption and running.any_preemptible_below(job.priority):
             res = self.try_preempt(job, self.priority_victim(job), "priority")
