@@ -10,6 +10,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from suanli.api.batch import Batcher
 from suanli.control.logs import FollowerLimit
@@ -79,17 +80,22 @@ def get_ctx(request: Request) -> Ctx:
 bearer = HTTPBearer(auto_error=False)
 
 
-def principal(request: Request,
-              cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+async def principal(request: Request,
+                    cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    """The caller, from its bearer token: on the event loop when the store answered for the token lately (a sync
+    dependency cost every request a worker-thread round trip), else the read in a worker thread."""
     if cred is None or not cred.credentials:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    p = get_ctx(request).store.authenticate(cred.credentials)
+    store = get_ctx(request).store
+    hit, p = store.authenticate_cached(cred.credentials)
+    if not hit:
+        p = await run_in_threadpool(store.authenticate, cred.credentials)
     if p is None:
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
     return p
 
 
-def admin(p: Annotated[Principal, Depends(principal)]) -> Principal:
+async def admin(p: Annotated[Principal, Depends(principal)]) -> Principal:
     if not p.admin:
         raise HTTPException(403, "admin only")
     return p
