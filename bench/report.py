@@ -6,8 +6,8 @@ Fills a fresh store with ``--records`` usage records (a month: 20 tenants, 5 que
 nodes of 8, 1-8 chips per node, four records per job on random nodes, a tenth of the jobs services, four LLMs,
 outcomes in realistic shares, a tenth of the records with measured energy) in bulk, then times the report
 (``control.usage.make_report``) for each grouping, best of ``--repeat``, wall-clock and this process's CPU time
-(PostgreSQL works in its own processes), with the load average. The issue's bar: under 5 s on SQLite for
-1,000,000 records.
+(PostgreSQL works in its own processes: their CPU time is ``server_cpu_s``), with the load average. The issue's
+bar: under 5 s on SQLite for 1,000,000 records.
 """
 
 from __future__ import annotations
@@ -88,6 +88,29 @@ def fill(store: Store, n: int, t0: float, seed: int = 1) -> float:
     return time.perf_counter() - t
 
 
+def server_cpu_s(postmaster: int | None) -> float:
+    """CPU seconds of a PostgreSQL server so far: the postmaster, its live children (the backend, background
+    processes) and the children it reaped (parallel workers), from /proc; 0 without one."""
+    if postmaster is None:
+        return 0.0
+    tck = os.sysconf("SC_CLK_TCK")
+
+    def stat(pid: int) -> list[str]:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    f = stat(postmaster)
+    total = sum(int(x) for x in f[11:15])  # utime, stime, cutime, cstime
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != postmaster:
+            try:
+                g = stat(int(d.name))
+            except OSError:
+                continue
+            if int(g[1]) == postmaster:
+                total += int(g[11]) + int(g[12])
+    return total / tck
+
+
 GROUPS = {"total": (), "tenant": ("tenant",), "queue": ("queue",), "model": ("model",), "node": ("node",),
           "llm": ("llm",), "tenant,model": ("tenant", "model"), "job": ("job",)}
 
@@ -119,7 +142,10 @@ def main() -> int:
             print("no PostgreSQL binaries found", file=sys.stderr)
             return 1
         url = fresh_database(url)
+        assert pg.dir is not None
+        postmaster = int((pg.dir / "data" / "postmaster.pid").read_text().split()[0])
     else:
+        postmaster = None
         url = db.sqlite_url(Path(a.db) if a.db else Path(tmp.name) / "usage.db")
     try:
         store = Store.open(url)
@@ -141,18 +167,21 @@ def main() -> int:
                                "fill_s": round(fill_s, 2), "load_avg_1m": round(os.getloadavg()[0], 2)}
         for name in wanted:
             by = GROUPS[name]
-            best = cpu = float("inf")
+            best = cpu = server = float("inf")
             rows = 0
             for _ in range(a.repeat):
                 acct = Accounting()  # cold pricing cache each time
-                t, c = time.perf_counter(), time.process_time()
+                t, c, sc = time.perf_counter(), time.process_time(), server_cpu_s(postmaster)
                 rep = make_report(store, since=t0, until=t0 + 30 * 86400.0, by=by, acct=acct)
                 best = min(best, time.perf_counter() - t)
                 cpu = min(cpu, time.process_time() - c)  # this process only (PostgreSQL works in its own)
+                server = min(server, server_cpu_s(postmaster) - sc)
                 rows = len(rep["rows"])
             key = name.replace(",", "_")
             out[f"by_{key}_s"] = round(best, 3)
             out[f"by_{key}_cpu_s"] = round(cpu, 3)
+            if postmaster is not None:
+                out[f"by_{key}_server_cpu_s"] = round(server, 3)
             out[f"by_{key}_rows"] = rows
         out["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
         store.close()
