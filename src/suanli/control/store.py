@@ -1055,9 +1055,10 @@ class Store:
         ``prices``: per (node, model) of the records, ``(node, model, modelled board watts or None, PUE / J per
         kWh, dollars per chip-second of price and overheads or None)`` (``accounting.pricing.Accounting.
         price_rows``), joined in as a table (SQLite: a temporary table with its key; PostgreSQL: a VALUES list).
-        Sums as ``usage_cells`` plus ``lost_<cause>``, ``kwh`` (facility energy) and ``usd`` (price and overheads;
-        energy at the tariff is added by the caller), ``kwh_unknown`` and ``usd_unknown`` (records whose energy or
-        price is unknown: the row's figure is unknown). Records straddling a bound count for the share of their
+        Sums: ``records``, ``chip_s``, ``lost_<cause>`` (lost chip-seconds: their sum; useful = chip_s - lost),
+        ``unmeasured_chip_s``, ``energy_j``, ``kwh`` (facility energy) and ``usd`` (price and overheads; energy at
+        the tariff is added by the caller), ``kwh_known`` and ``usd_known`` (records whose energy or price is known:
+        fewer than ``records``, the row's figure is unknown). Records straddling a bound count for the share of their
         time inside. Returns (column names, one tuple per job in job order): tuples, as 250,000 dicts cost."""
         from suanli.accounting.report import CAUSES
 
@@ -1074,17 +1075,18 @@ class Store:
         def sums(w: Any) -> list[Any]:
             cs = w(u.c.chip_s)
             lost = w(u.c.lost_chip_s)
+            # as few aggregates as the row needs (each is a step per record): useful = chip_s - lost and lost is
+            # the sum of its causes (usage.records), an unknown energy or price is a count of known ones short
             return [sa.func.count().label("records"), sa.func.sum(cs).label("chip_s"),
-                    sa.func.sum(w(u.c.useful_chip_s)).label("useful_chip_s"), sa.func.sum(lost).label("lost_chip_s"),
                     # FILTER: cheaper than a CASE per row (SQLite >= 3.30, PostgreSQL)
                     *[sa.func.sum(lost).filter(u.c.outcome == AttemptOutcome(c_)).label(f"lost_{c_}")
                       for c_ in CAUSES],
                     sa.func.sum(cs).filter(u.c.energy_j.is_(None)).label("unmeasured_chip_s"),
                     sa.func.sum(w(u.c.energy_j)).label("energy_j"),
                     sa.func.sum(sa.func.coalesce(w(u.c.energy_j), cs * p.c.watts) * p.c.kpj).label("kwh"),
-                    sa.func.count().filter(u.c.energy_j.is_(None), p.c.watts.is_(None)).label("kwh_unknown"),
+                    sa.func.count(sa.func.coalesce(u.c.energy_j, p.c.watts)).label("kwh_known"),
                     sa.func.sum(cs * p.c.usd_s).label("usd"),
-                    sa.func.count().filter(p.c.usd_s.is_(None)).label("usd_unknown")]
+                    sa.func.count(p.c.usd_s).label("usd_known")]
 
         names = [u.c.job_name, u.c.tenant, u.c.queue, u.c.kind, u.c.llm]
         # the job's name, tenant, queue, kind and LLM are the same in all its records: SQLite takes them from any
