@@ -77,11 +77,29 @@ def placement_from_json(c: Cluster, d: dict[str, Any]) -> tuple[Placement, int]:
     return Placement(ns, tuple(devs), int(d["milli"]), tuple(d["cpu_milli"]), tuple(d["mem_mib"])), model
 
 
+def _malloc_trim() -> None:
+    """Return the C heap's free memory to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
+    global _libc
+    if _libc is None:
+        try:
+            import ctypes
+
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
+
+
+_libc: Any = None
+
+
 class Controller:
     def __init__(self, store: Store, executor: Executor, *, policy: str = "fifo", tick_s: float = 0.1,
                  retry_base_s: float = 2.0, retry_cap_s: float = 300.0, keep_jobs_on_stop: bool = False,
                  metrics: Any = None, nodes_every_s: float = 1.0, services: Any = None,
-                 act_budget_s: float = 0.1, freeze_gc: bool = False) -> None:
+                 act_budget_s: float = 0.1, freeze_gc: bool = False, trim_every_s: float = 0.0) -> None:
         self.store = store
         self.ex = executor
         self.policy = policy
@@ -95,6 +113,9 @@ class Controller:
         # gc.freeze() once recovered: the cluster, the allocation and the API's objects are no longer scanned by
         # every full collection (pauses that hold the GIL); for the long-running server, not for tests
         self.freeze_gc = freeze_gc
+        # glibc keeps the memory freed after a burst (per-thread arenas): hand it back every trim_every_s (0: never)
+        self.trim_every_s = trim_every_s
+        self._trim_at = time.monotonic()
         self.services = services  # the service manager (control/services.py): started and stopped with the loop
         self.node_addresses: dict[str, str] = {}  # node name -> address its processes listen on (the executor's)
         self.handles: dict[int, Handle] = {}
@@ -425,6 +446,9 @@ class Controller:
             self._schedule(now)
         if self.metrics is not None:
             self.metrics.observe_state(self)
+        if self.trim_every_s and time.monotonic() - self._trim_at >= self.trim_every_s:
+            self._trim_at = time.monotonic()
+            _malloc_trim()
 
     # -- observe --------------------------------------------------------------------------------------------
     def _admit_new(self, now: float) -> None:

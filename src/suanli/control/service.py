@@ -211,6 +211,6 @@ def open_service(data_dir: str | Path = ".suanli", *, db: str | None = None, dev
     services = ServiceManager(store)
     ctl = Controller(store, ex, policy=policy, tick_s=tick_s, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s,
                      keep_jobs_on_stop=keep_jobs_on_stop, metrics=metrics, services=services,
-                     freeze_gc=lock)  # lock: the long-running `suanli up` (tests leave the collector alone)
+                     freeze_gc=lock, trim_every_s=60.0 if lock else 0.0)  # lock: the long-running `suanli up`
     services.address_of = lambda node: ctl.node_addresses.get(node)  # kept current from the executor's membership
     return Service(dd, store, ex, ctl, metrics, name, devs, tok_path, services=services)
