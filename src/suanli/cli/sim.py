@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from suanli.cli.common import console, err_console, print_json
 
@@ -134,7 +133,7 @@ def sim(
         skw["policy_options"] = {"gavel": {"objective": gavel_objective, "round_s": gavel_round}}
     if las_promote is not None:
         skw["las_promote"] = las_promote
-    show = len(w) >= PROGRESS_MIN_JOBS
+    show = len(w) >= PROGRESS_MIN_JOBS and err_console.is_terminal  # a bar nobody sees costs a refresh thread
     if show:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -182,6 +181,8 @@ def _table(summaries: list[dict[str, Any]], wname: str, cl: Any) -> None:
     from suanli.sim.report import ROWS, fmt, notes
 
     s0 = summaries[0]
+    from rich.table import Table  # only for the table output (--json needs none)
+
     t = Table(title=f"{wname} on {cl.name} ({cl.n_devices:,} devices) - offered load {s0['load']:.2f}")
     t.add_column("metric")
     for s in summaries:
@@ -210,6 +211,8 @@ def _replay(trace: Path | None, cluster: Path | None, seeds: int, packers: str, 
     if json_out:
         print_json(res)
         return
+    from rich.table import Table
+
     t = Table(title=f"Placement replay: {trace.name} on {cluster.name}, {inflation:.0%} arrived, {seeds} seeds")
     t.add_column("packer")
     t.add_column("allocation ratio", justify="right")
