@@ -9,7 +9,9 @@ Setups (../shared/traces/philly/philly.csv; skips if missing):
 - ``contended``: ``--jobs`` jobs from job 40,000 on 256 GPUs (offered load ~3), every policy;
 - ``failures``: the same slice with failures (10x the Llama 3 rate) and 1 h checkpoints;
 - ``partitions``: ``--jobs`` jobs from job 40,000 with their virtual clusters as partitions on 704 V100s split
-  by demand (``--partition-by vc``).
+  by demand (``--partition-by vc``);
+- ``batched``: ``--jobs`` jobs from job 20,000 with arrivals rounded down to the hour (many arrive together) and
+  every third job at priority 1, on 256 GPUs (the engine's handling of jobs that arrive together).
 
     python bench/sim_same.py --against a087e6b [--policies fifo,backfill,sjf,las,fair] [--jobs 3000]
     python bench/sim_same.py --json          # this checkout's figures only
@@ -72,6 +74,13 @@ def run_here(policies: list[str], jobs: int, setups: list[str]) -> dict[str, Any
         fc = FailureConfig(enabled=True, rate_per_device_hour=10 * FailureConfig().rate_per_device_hour,
                            checkpoint_s=3600.0, seed=1)
         go("failures", small, sl, policies, failures=fc)
+    if "batched" in setups:
+        import numpy as np
+
+        wb = w.take(slice(20_000, 20_000 + jobs))
+        wb.submit = np.floor(wb.submit / 3600.0) * 3600.0
+        wb.priority = (np.arange(len(wb)) % 3 == 0).astype(wb.priority.dtype)
+        go("batched", small, wb, policies)
     if "partitions" in setups:
         wp = make_workload(PHILLY, small, partition_by="vc")
         wp = wp.take(slice(40_000, 40_000 + jobs))
@@ -109,7 +118,7 @@ def main() -> int:
     ap.add_argument("--against", help="git revision to compare with (its src/ in a temporary directory)")
     ap.add_argument("--policies", default=POLICIES)
     ap.add_argument("--jobs", type=int, default=3000, help="jobs of the contended and partitioned slices")
-    ap.add_argument("--setups", default="whole,contended,failures,partitions")
+    ap.add_argument("--setups", default="whole,contended,failures,partitions,batched")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if not PHILLY.is_file():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import heapq
+import itertools
 import math
 import time
 from array import array
@@ -137,6 +138,12 @@ def _rep_ms(rep: float) -> int:
     if rep < 0 or not math.isfinite(rep):
         raise ValueError("repair time must be a non-negative number of seconds")
     return round(rep * 1000)
+
+
+def _in_key_order(jobs: list[Job], key: Callable[[Job], Any]) -> bool:
+    """Are ``jobs`` (in arrival order, seq increasing) in the pending queue's order?"""
+    ks = [key(j) for j in jobs]
+    return all(a <= b for a, b in itertools.pairwise(ks))
 
 
 class Simulation:
@@ -339,7 +346,7 @@ class Simulation:
                             break
 
         inf = math.inf
-        lone: Job | None = None  # a job arriving alone, with nothing else pending or happening at its instant
+        batch: list[Job] = []  # jobs arriving onto an empty queue at an instant with nothing else happening
         while True:
             if ptr >= buf_at + len(buf) and ptr < n:
                 buf_at = ptr
@@ -362,6 +369,8 @@ class Simulation:
                         wait_s[r_] = wait_s.get(r_, 0.0) + k_ * dt
                 last_t = now
             dirty = round_due = False
+            # arrivals onto an empty queue at an instant with no other event are kept aside: submit_now below
+            fresh = not pjobs and not (heap and heap[0][0] == now)
             # arrivals at this instant
             while ptr < n and t_arr == now:
                 i = ptr
@@ -379,8 +388,8 @@ class Simulation:
                     continue
                 st[i] = PENDING
                 queued_since[i] = now
-                if not pjobs and t_arr != now and not (heap and heap[0][0] == now):
-                    lone = job  # alone at this instant: submitted by the scheduler's submit_now below
+                if fresh:
+                    batch.append(job)
                 else:
                     state.submit(job)
                 dirty = True
@@ -461,15 +470,31 @@ class Simulation:
                     alloc.set_node_up(a, True)
                     up_devs += int(alloc.dev_up[c.node_devices_ids(a)].sum())
                     dirty = True
-            if lone is not None:  # submit + step, started at once when nothing else waits (Scheduler.submit_now)
-                r = sched.submit_now(state, lone, now)
-                lone = None
-                if r is not None:  # what step would have decided; else the job is pending and step runs below
-                    decide_calls += 1
-                    on_start(r, now)
-                    if wait_counts:
-                        wait_counts = {}  # nothing waits
-                    dirty = False
+            if batch:
+                # Jobs arriving onto an empty queue, nothing else happening: one after the other through
+                # Scheduler.submit_now (start at once if step's lone-job rule places it), which decides what one pass
+                # over them decides when the pass would take them in arrival order (keys in order), no packer learns
+                # from submissions in between, and the pass does not look at the running set in a way a job started
+                # earlier in the pass would change (backfill's shadow time does: several go to step together); the
+                # first that does not start, and the rest, go to step below.
+                if len(batch) > 1 and (state.on_submit is not None or sched.pol.blocking == "reserve"
+                                       or not _in_key_order(batch, pending.key)):
+                    for jb in batch:
+                        state.submit(jb)
+                else:
+                    for k, jb in enumerate(batch):
+                        r = sched.submit_now(state, jb, now)
+                        if r is None:  # pending: it and the rest are the step's
+                            for jb2 in batch[k + 1 :]:
+                                state.submit(jb2)
+                            break
+                        on_start(r, now)
+                    else:  # all started: what step would have decided
+                        decide_calls += 1
+                        if wait_counts:
+                            wait_counts = {}  # nothing waits
+                        dirty = False
+                batch = []
             if dirty and (pjobs or (round_due and rjobs)):
                 decide_calls += 1
                 d, started = sched.step(state, now)
