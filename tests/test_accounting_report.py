@@ -174,6 +174,17 @@ def test_cli_formats_and_plots(month: tuple[Store, str, Path], tmp_path: Path) -
     saved = json.loads((out / "usage.json").read_text())
     assert saved["by"] == ["tenant"] and saved["rows"] == rows
     assert {r["model"] for r in saved["by_model"]} == {"H100", "910B", "BR100"}
+    # by job: every job in CSV (the same columns as the other groupings), the N largest with --top
+    r = run.invoke(cli, [*args, "--by", "job", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    jobs = list(csv.DictReader(io.StringIO(r.output)))
+    assert len(jobs) == 5 and {"job", "job_name", "chip_hours", "lost_failed_chip_hours", "tokens"} <= set(jobs[0])
+    assert {x["job_name"]: float(x["chip_hours"]) for x in jobs} == pytest.approx(
+        {"pretrain": 80, "detector": 40, "sft": 6, "embed": 2, "straddle": 80})
+    r = run.invoke(cli, [*args, "--by", "job", "--top", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [x["job_name"] for x in json.loads(r.stdout)] in (["pretrain", "straddle"], ["straddle", "pretrain"])
+    assert "the 2 of 5 rows with the most chip-hours" in " ".join(r.stderr.split())
 
 
 @pytest.mark.parametrize(("args", "msg"), [

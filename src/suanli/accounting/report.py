@@ -287,20 +287,32 @@ TABLE_COLS = ("chip_hours", "useful_chip_hours", "lost_chip_hours", "goodput", "
               "usd", "usd_per_useful_chip_hour", "tokens", "usd_per_million_tokens")
 
 
+def top(rows: list[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
+    """The ``n`` rows with the most chip-hours (all for None or 0), in that order."""
+    if not n or len(rows) <= n:
+        return rows
+    import heapq
+
+    return heapq.nlargest(n, rows, key=lambda r: r["chip_hours"])
+
+
 def render(rows: Sequence[Mapping[str, Any]], by: Sequence[str], fmt: str) -> str:
     """The report as text: ``json`` (a list of rows), ``csv`` (flat: one column per lost cause), ``markdown`` or
     ``table`` (the main columns)."""
     if fmt == "json":
         return json.dumps(list(rows), indent=2) + "\n"
     keys = [*by, *(["job_name"] if "job" in by else [])]
-    if fmt == "csv":
+    if fmt == "csv":  # one list per row (250,000 rows for --by job over a million records)
         buf = io.StringIO()
-        flat = [_flat(r) for r in rows]
-        cols = keys + [c for c in (flat[0] if flat else _flat({k: None for k in COLUMNS})) if c not in keys]
-        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-        w.writeheader()
-        for r in flat:
-            w.writerow({k: "" if r.get(k) is None else r.get(k) for k in cols})
+        first = _flat(rows[0]) if rows else _flat({k: None for k in COLUMNS})
+        plain = [c for c in first if c not in keys and not (c.startswith("lost_") and c.endswith("_chip_hours")
+                                                            and c != "lost_chip_hours")]
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(keys + plain + [f"lost_{c.replace('-', '_')}_chip_hours" for c in CAUSES])
+        cols = keys + plain
+        for r in rows:
+            lb = r.get("lost_by_cause") or {}
+            w.writerow([*("" if (v := r.get(k)) is None else v for k in cols), *(lb.get(c, 0.0) for c in CAUSES)])
         return buf.getvalue()
     cols = keys + list(TABLE_COLS)
     body = [[_fmt(r.get(c), c) for c in cols] for r in rows]
