@@ -18,7 +18,9 @@ store, API and scheduler at the size of a real fleet on one small machine (as KW
   :mod:`suanli.devices.faults` (``SUANLI_DEVICE_FAULTS_FILE``) apply too.
 - **Clock.** Virtual time runs ``speed`` times faster than the wall clock, from an epoch kept in the data
   directory, so a controller that restarts (SIGKILL included) finds its virtual processes where the timeline left
-  them: attempts that ended meanwhile report their exit code, the others keep running (nothing runs twice).
+  them: attempts that ended meanwhile report their exit code, the others keep running (nothing runs twice). While
+  the controller ticks (:meth:`VirtualExecutor.at_tick`), processes start and are seen to end as of the tick's
+  instant, the times the store records for them.
 """
 
 from __future__ import annotations
