@@ -68,7 +68,8 @@ def test_replay_end_to_end(served: tuple[Service, str], tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["replay", "--trace", str(trace), "--server", url, "--token", tok, "--json",
                                  "--timeout", "60", "--results", str(out)])
     assert r.exit_code == 0, r.output
-    s = json.loads(r.output)
+    s = json.loads(r.stdout)  # stdout: the one JSON object; why jobs were refused goes to stderr
+    assert "1 refused" in r.stderr and "can never run" in r.stderr
     assert tuple(s) == SUMMARY_KEYS
     assert (s["submitted"], s["accepted"], s["finished"], s["failed"], s["lost"]) == (4, 3, 3, 0, 0)
     assert s["avg_jct_s"] >= 0.3 and s["makespan_s"] >= 0.8 and s["avg_queue_s"] > 0
@@ -88,7 +89,7 @@ def test_replay_load_rescales_arrivals(served: tuple[Service, str], tmp_path: Pa
     r = CliRunner().invoke(app, ["replay", "--trace", str(trace), "--server", url, "--token", tok, "--json",
                                  "--load", "0.5", "--timeout", "60"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["finished"] == 2 and time.monotonic() - t0 < 30
+    assert json.loads(r.stdout)["finished"] == 2 and time.monotonic() - t0 < 30
 
 
 def test_replay_bad_trace_is_one_line(tmp_path: Path) -> None:
@@ -141,7 +142,7 @@ def test_replay_carries_models_and_tenants(served: tuple[Service, str], tmp_path
     r = CliRunner().invoke(app, ["replay", "--trace", str(trace), "--server", url, "--token", tok, "--json",
                                  "--no-tenants", "--no-models", "--timeout", "60"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["finished"] == 3
+    assert json.loads(r.stdout)["finished"] == 3
     newest = svc.store.list_jobs(limit=3)[0]
     assert [(j["tenant"], j["queue"]) for j in newest] == [("default", "default")] * 3
 
