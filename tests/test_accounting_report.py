@@ -254,7 +254,8 @@ def random_records(n: int, seed: int = 3) -> list[dict[str, Any]]:
         cs = chips * dur
         lost = 0.0 if o in ("succeeded", "preempted") else cs * (rng.random() if o == "node-lost" else 1.0)
         out.append({"attempt_id": i + 1, "job_id": job + 1, "job_name": f"j{job}", "tenant": f"t{job % 3}",
-                    "queue": "q", "kind": "serve" if job % 5 == 0 else "train", "node": f"n{rng.randrange(12)}",
+                    "queue": "q", "kind": "serve" if job % 5 == 0 else "train",
+                    "node": f"n{rng.randrange(12)}" if i % 50 else "o'node; --",  # quoted in the price table
                     "model": model, "chips": chips, "started_at": start, "ended_at": start + dur, "chip_s": cs,
                     "useful_chip_s": cs - lost, "lost_chip_s": lost, "outcome": o, "llm": "",
                     "energy_j": cs * 400.0 if rng.random() < 0.2 else None})

@@ -1070,7 +1070,8 @@ class Store:
         else:
             p = sa.values(sa.column("node", sa.String), sa.column("model", sa.String),
                           sa.column("watts", sa.Float), sa.column("kpj", sa.Float), sa.column("usd_s", sa.Float),
-                          name="p").data([tuple(x) for x in prices] or [("", "", None, 0.0, None)])
+                          name="p", literal_binds=True  # inline: a large fleet's pairs exceed the bind limit
+                          ).data([tuple(x) for x in prices] or [("", "", None, 0.0, None)])
 
         def sums(w: Any) -> list[Any]:
             cs = w(u.c.chip_s)
