@@ -196,6 +196,16 @@ def soak_verdict(s: dict[str, Any], r: Any, chk: Any, audit: dict[str, Any], srv
 
 
 # -- the load part: what the issue's bars need -------------------------------------------------------------------
+def running_jobs(url: str) -> int:
+    """The controller's running jobs (``suanli_running_jobs``; -1 when /metrics does not answer): beside RSS, what
+    the memory holds per job while it runs, as against what the store holds."""
+    try:
+        m = re.search(r"^suanli_running_jobs (\S+)$", httpx.get(url + "/metrics", timeout=5).text, re.M)
+        return int(float(m.group(1))) if m else -1
+    except httpx.HTTPError:
+        return -1
+
+
 def cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of process ``pid`` so far (/proc/PID/stat)."""
     try:
@@ -252,7 +262,7 @@ def ms(xs: list[float]) -> dict[str, Any]:
 
 
 def load_report(metrics: str, r: Any, subs: dict[str, Any], probe: dict[str, list[float]],
-                usage: list[tuple[float, float, float, int]],
+                usage: list[tuple[float, float, float, int, int]],
                 wall_s: float, bench_cpu_s: float, loadavg: tuple[list[float], list[float]]) -> dict[str, Any]:
     """The figures the issue's load bars need: pass p50/p99 (the controller's histograms), API p50/p99 per route
     (client side, while the replay ran; and server side), submissions/s, controller RSS and CPU over time."""
@@ -334,11 +344,11 @@ def print_load(rep: dict[str, Any], out: dict[str, Any]) -> None:
     print(f"  wall {rep['wall_s']} s; CPU: server {rep['server_cpu_s']} s, bench {rep['bench_cpu_s']} s; "
           f"load average {rep['loadavg_start']} -> {rep['loadavg_end']}")
     print(f"  RSS after warm-up (MiB): {rep['rss_mib_after_warmup']}")
-    print("      t (s)  submitted  RSS (MiB)  server CPU (s)")
+    print("      t (s)  submitted  running  RSS (MiB)  server CPU (s)   (running: the controller's jobs running)")
     us = rep["usage_series"]
-    for t, m, c, n in us[:: max(1, len(us) // 12)] + ([us[-1]] if us and len(us) % max(1, len(us) // 12) != 1
-                                                       else []):
-        print(f"  {t:9.1f}  {n:9d}  {m:9.1f}  {c:14.1f}")
+    for t, m, c, n, run in us[:: max(1, len(us) // 12)] + ([us[-1]] if us and len(us) % max(1, len(us) // 12) != 1
+                                                            else []):
+        print(f"  {t:9.1f}  {n:9d}  {run:7d}  {m:9.1f}  {c:14.1f}")
 
 
 def main() -> int:
@@ -388,7 +398,7 @@ def main() -> int:
     boot_s = time.monotonic() - t_boot
     tok = (tmp / "data" / "admin.token").read_text().strip()
     rss: list[tuple[float, float]] = []
-    usage: list[tuple[float, float, float, int]] = []  # (t, RSS MiB, server CPU s, submitted so far)
+    usage: list[tuple[float, float, float, int, int]] = []  # (t, RSS MiB, server CPU s, submitted so far, running)
     probe_lat: dict[str, list[float]] = {}
     load0 = [round(x, 2) for x in os.getloadavg()]
     cpu_bench0 = time.process_time()
@@ -403,7 +413,8 @@ def main() -> int:
                 if m is not None:
                     rss.append((round(time.monotonic() - t0, 1), round(m, 1)))
                     c = cpu_s(srv.p.pid)
-                    usage.append((round(time.monotonic() - t0, 1), round(m, 1), round(c or 0.0, 1), subs["n"]))
+                    usage.append((round(time.monotonic() - t0, 1), round(m, 1), round(c or 0.0, 1), subs["n"],
+                                  running_jobs(srv.url)))
 
     kill_until = t0 + (items[-1][0] / a.speed if items else 0.0)  # kill while jobs arrive; then let it drain
 
