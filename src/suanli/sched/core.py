@@ -51,7 +51,7 @@ LAS_PROMOTE = 32.0
 MODEL_ORDERS = ("listed", "fastest", "most-free")
 MIGRATE_GAIN = 2.0  # heterogeneity-aware migration: only to a model at least this much faster for the job
 MIGRATE_PER_PASS = 4
-SORT_MERGE_MAX = 4096  # pending jobs up to which a non-blocking pass sorts all queues' entries instead of merging
+SORT_MERGE_MAX = 4096  # pending jobs up to which a skipping pass (sjf, las) sorts all queues' entries, not merging
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,9 +469,10 @@ class _Pass:
         """Pending jobs in the policy's order; promoted LAS jobs take the place of a top-queue job."""
         pend = self.state.pending
         if not self.promoted:
-            if len(pend.by_queue) > 1 and self.s.pol.blocking != "block" and len(pend.jobs) <= SORT_MERGE_MAX:
-                # a pass that goes on past a job that cannot start reads most of the queue: one C sort of every
-                # queue's entries (unique, so the same order) costs less than a Python heap merge
+            if len(pend.by_queue) > 1 and self.s.pol.blocking == "skip" and len(pend.jobs) <= SORT_MERGE_MAX:
+                # a pass that skips a job that cannot start reads most of the queue: one C sort of every queue's
+                # entries (unique, so the same order) costs less than a Python heap merge (backfill stops early
+                # when nothing is free: it keeps the lazy merge)
                 jobs = pend.jobs
                 return [jobs[e[2]] for e in sorted(itertools.chain.from_iterable(pend.by_queue.values()))]
             return pend
