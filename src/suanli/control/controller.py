@@ -121,6 +121,9 @@ class Controller:
         self.handles: dict[int, Handle] = {}
         self.placements: dict[int, dict[str, Any]] = {}  # running job -> its attempt's placement (JSON)
         self.delayed: dict[int, tuple[float, Job]] = {}  # retry backoff
+        # migrations decided (a running job preempted and started elsewhere in one pass): the start, carried out
+        # once the preemption has ended the job's processes and put it back in the queue
+        self._moves: dict[int, Start] = {}
         self.known: set[int] = set()  # non-terminal jobs the loop holds (pending, delayed or running)
         self.specs: dict[int, dict[str, Any]] = {}
         self.max_seen = 0
@@ -672,6 +675,8 @@ class Controller:
     def _schedule(self, now: float) -> None:
         self._dirty = False
         t0 = time.perf_counter()
+        if self._moves:
+            self._carry_moves(now)
         d = self.sched.decide(self.state, now)
         dt = time.perf_counter() - t0
         self._waiting, self._rest = d.waiting, d.rest  # why the others wait, until the next pass
@@ -698,12 +703,30 @@ class Controller:
         if self.metrics is not None:
             self.metrics.pass_latency.observe(time.perf_counter() - t0)
 
+    def _carry_moves(self, now: float) -> None:
+        """Start the migrated jobs that are back in the queue where the pass that moved them placed them (the
+        twin does the stop and the start at one instant); a move that no longer fits is left to this pass."""
+        pending, running = self.state.pending.jobs, self.state.running.jobs
+        ready = []
+        for jid, s in list(self._moves.items()):
+            if s.job_id in pending:
+                ready.append(s)
+                del self._moves[jid]
+            elif s.job_id not in running:  # ended otherwise (cancelled, finished, failed): nothing to move
+                del self._moves[jid]
+        if ready:
+            self._start_all(ready, now)
+
     def _start_all(self, starts: list[Start], now: float) -> None:
         """Carry out starts: every attempt is recorded (one transaction for all of them) before any is spawned,
         their processes after (one more transaction). A crash in between leaves attempts without processes
         recorded: after a restart the executor finds them (adopted) or not (requeued, never run)."""
         ok: list[Start] = []
+        pending = self.state.pending.jobs
         for s in starts:
+            if s.job_id not in pending:  # a migration: the job still runs where it was until its preemption ends it
+                self._moves[int(s.job_id)] = s
+                continue
             try:
                 self.state.alloc._check_fits(s.placement)
             except ValueError:
