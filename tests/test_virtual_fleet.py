@@ -119,6 +119,11 @@ def test_node_lost_requeues_and_resumes_from_checkpoint(svc: Service) -> None:
     assert m, log
     left, kept = int(m.group(1)), int(m.group(2))  # work kept = the last 20 s checkpoint before the node failed
     assert kept % 20 == 0 and 40 <= kept < 100 and left == 100 - kept
+    # lost work: from that checkpoint to the failure, on 4 devices (the store's clock: virtual / SPEED), not from
+    # the attempt's start to the tick that saw the loss
+    assert first["lost_device_s"] is not None and 0 <= first["lost_device_s"] <= 4 * 20 / SPEED + 1e-6
+    ev = c.get(f"/v1/jobs/{jid}/events", headers=hdr(svc)).json()
+    assert any("lost since the last checkpoint" in e["message"] for e in ev), ev
     end = time.monotonic() + 10
     while time.monotonic() < end:  # repaired after 30 virtual seconds: registered again
         st = {n["name"]: n["status"] for n in c.get("/v1/nodes", headers=hdr(svc)).json()}

@@ -192,6 +192,7 @@ class VirtualExecutor(Executor):
         self._injected_mtime: float | None = None
         self._nodes_cache: list[NodeInfo] | None = None
         self._tick_v: float | None = None  # the controller's current tick, virtual (None: no controller ticks)
+        self._ckpt_wall: dict[int, float] = {}  # job -> wall time of the checkpoint its lost attempt kept
         self._base_nodes = [self._node_info(i) for i in range(cluster.n_nodes)]
 
     # -- membership and health -------------------------------------------------------------------------------
@@ -343,6 +344,11 @@ class VirtualExecutor(Executor):
                   + (f" (resumed at {base:.0f}s)" if base else ""), now)
         return h
 
+    def last_checkpoint(self, job_id: int) -> float | None:
+        """The wall time of the periodic checkpoint that an attempt ended by a node loss or an unhealthy device kept
+        (read once, by the controller, as it records that end)."""
+        return self._ckpt_wall.pop(job_id, None)
+
     def at_tick(self, now: float) -> None:
         self._tick_v = self.clock.at(now)
 
@@ -361,6 +367,7 @@ class VirtualExecutor(Executor):
         if h.stopping is None and lost:  # its processes died with the node, when the node failed
             h.stopping = StopReason.NODE_LOST
             h.stop_at, h.stop_code = max(h.vstart, min(lost)), -9
+            h.lost_at = self.clock.wall_of(h.stop_at)  # lost work ends when the node failed, not when it is seen
         if h.stop_at is not None and h.stop_at < h.vend:
             if now < h.stop_at:
                 return False, None
@@ -382,8 +389,13 @@ class VirtualExecutor(Executor):
                 self.progress.pop(h.job_id, None)
             elif h.stopping in (StopReason.NODE_LOST, StopReason.DEVICE_UNHEALTHY):
                 ck = self.faults.checkpoint_s
-                kept = h.base + (math.floor(ran / ck) * ck if ck > 0 and math.isfinite(ck) else 0.0)
+                since = math.floor(ran / ck) * ck if ck > 0 and math.isfinite(ck) else 0.0
+                kept = h.base + since
                 self.progress[h.job_id] = min(kept, h.work)
+                if since > 0:  # the controller counts the lost work from this attempt's last checkpoint
+                    self._ckpt_wall[h.job_id] = self.clock.wall_of(h.vstart + since)
+                else:
+                    self._ckpt_wall.pop(h.job_id, None)
             elif h.stopping in (StopReason.PREEMPT, StopReason.SHUTDOWN):
                 self.progress[h.job_id] = min(done, h.work)  # checkpoints when asked to stop (as the twin)
             else:
