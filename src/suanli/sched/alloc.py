@@ -253,6 +253,8 @@ class Allocation:
     def begin(self) -> None:
         if self._journal is not None:
             raise RuntimeError("a trial is already open")
+        if len(self._dd_touched) > 4096:  # fold the domain-index changes in: a workload whose placements never
+            self.dom_ge  # noqa: B018  read dom_ge (single-node jobs) grew the list by every take/give, forever
         self._journal = {}
         self._dev_journal = {}
 
