@@ -4,30 +4,20 @@ equals the one-at-a-time methods."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from suanli.control import db
-from suanli.control.pgtest import fresh_database, server_url_for_tests
 from suanli.control.store import Conflict, Step, Store
 from suanli.control.types import AttemptOutcome, StopReason
 from suanli.workload.spec import JobSpec
 from suanli.workload.states import JobState
+from test_control_store import pg_url_or_skip
 
 S = JobState
 PL = {"nodes": ["n0"], "local": [[0]], "milli": 1000, "cpu_milli": [0], "mem_mib": [0], "model": "H100"}
-
-
-def pg_url_or_skip() -> str:
-    url, why = server_url_for_tests()
-    if url is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"PostgreSQL tests must run in CI: {why}")
-        pytest.skip(why)
-    return fresh_database(url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -30,12 +30,17 @@ def read_report(path: str | Path) -> tuple[dict[str, float], dict[str, float], f
     """(useful chip-hours by model, allocated chip-hours by model, window seconds or None) from a report (see
     :func:`read_mix`)."""
     mix, window = read_mix(path)
+    return (*by_model(mix), window)
+
+
+def by_model(mix: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """(useful chip-hours by model, allocated chip-hours by model) summed over a mix's rows."""
     useful: dict[str, float] = {}
     alloc: dict[str, float] = {}
     for g in mix:
         useful[g["model"]] = useful.get(g["model"], 0.0) + g["useful"]
         alloc[g["model"]] = alloc.get(g["model"], 0.0) + g["alloc"]
-    return useful, alloc, window
+    return useful, alloc
 
 
 def read_mix(path: str | Path) -> tuple[list[dict[str, Any]], float | None]:

@@ -244,18 +244,14 @@ def migrate_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """The same work re-planned on other chip types: chip-hours, chips needed, energy, cost, confidence."""
-    from suanli.accounting.migrate import migrate, read_mix
+    from suanli.accounting.migrate import by_model, migrate, read_mix
     from suanli.accounting.pricing import Accounting
 
     try:
         if window_days is not None and not window_days > 0:
             raise SuanliError(f"--window-days must be positive, not {window_days:g}")
         mix, window = read_mix(from_report)
-        useful: dict[str, float] = {}
-        alloc: dict[str, float] = {}
-        for g in mix:
-            useful[g["model"]] = useful.get(g["model"], 0.0) + g["useful"]
-            alloc[g["model"]] = alloc.get(g["model"], 0.0) + g["alloc"]
+        useful, alloc = by_model(mix)
         rows = migrate(useful, alloc, to.split(","), window_s=window_days * 86400.0 if window_days else window,
                        llm=llm, kind=kind, acct=Accounting.from_file(fleet), mix=mix)
     except SuanliError as e:
