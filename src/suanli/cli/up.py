@@ -24,7 +24,8 @@ def up(
                            "directory), e.g. postgresql://user:pw@host/suanli"),
     devices: str = typer.Option(None, "--devices", help="declare this node's accelerators by hand, e.g. 8xBR100 "
                                 "(default: discover; NVIDIA via NVML; none: a CPU-only node)"),
-    policy: str = typer.Option("fifo", "--policy", help="fifo, backfill, sjf, las or fair"),
+    policy: str = typer.Option("fifo", "--policy", help="fifo, backfill, sjf, las, fair, gavel or gavel-events "
+                                "(gavel's rounds run in the twin; live it fills free devices by its priorities)"),
     node: str = typer.Option(None, "--node", help="this node's name (default: the host name)"),
     partition: list[str] = typer.Option(None, "--partition", help="a partition this node belongs to (repeatable, "
                                         "or comma-separated); an admin can change it at run time (suanli nodes "
