@@ -387,3 +387,33 @@ def test_cli_services_service_scale_and_delete(up: tuple[Path, str, str], tmp_pa
     assert httpx.get(f"{url}/v1/services/mock", headers=h(tok)).status_code == 404
     r = httpx.post(f"{url}/v1/services/mock/v1/completions", headers=h(tok), json={"model": "mock-llm"})
     assert r.status_code == 404
+
+
+def test_a_request_waiting_for_a_replica_ends_404_when_the_service_is_deleted(up: tuple[Path, str, str]) -> None:
+    """Deleting a service ends the requests that wait for one of its replicas at once (404), and a request after
+    the delete is 404 too; before, they waited out the gateway's 60 s for a replica that would never come."""
+    _, url, tok = up
+    svc = mock_service("never", lo=1, hi=1)
+    svc["command"] = ["sh", "-c", "exec sleep 600"]  # runs, never answers its readiness probe
+    r = httpx.post(f"{url}/v1/services", json=svc, headers=h(tok))
+    assert r.status_code == 201, r.text
+    wait(lambda: live(url, tok, "never")["live"] is not None, 40, "the service manager to load it")
+
+    async def waiting_then_delete() -> tuple[httpx.Response, float, httpx.Response]:
+        async with httpx.AsyncClient(headers=h(tok), timeout=30) as c:
+            req = asyncio.ensure_future(c.post(f"{url}/v1/services/never/v1/completions",
+                                               json={"model": "never", "prompt": "x"}))
+            await asyncio.sleep(1.0)
+            assert not req.done()  # waiting for a ready replica
+            t0 = time.monotonic()
+            d = await c.delete(f"{url}/v1/services/never")
+            assert d.status_code == 200, d.text
+            res = await req
+            took = time.monotonic() - t0
+            after = await c.post(f"{url}/v1/services/never/v1/completions", json={"model": "never"})
+            return res, took, after
+
+    res, took, after = asyncio.run(waiting_then_delete())
+    assert res.status_code == 404 and "deleted" in res.json()["error"]["message"], res.text
+    assert took < 5, took
+    assert after.status_code == 404

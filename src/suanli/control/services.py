@@ -111,6 +111,7 @@ class ServiceRuntime:
     next_add: float = 0.0
     decision: Decision | None = None
     events: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=50))
+    gone: bool = False  # deleted: requests still waiting for a replica of it end with 404
 
     def ready_replicas(self) -> list[Replica]:
         return [r for r in list(self.replicas.values()) if r.ready and not r.cancel_requested]
@@ -207,6 +208,7 @@ class ServiceManager:
             seen.add(row["name"])
             rt = self.services.get(row["name"])
             if rt is not None and rt.id != row["id"]:  # deleted and created again under the same name
+                rt.gone = True
                 rt = None
             spec = ServiceSpec.model_validate(row["spec"])
             if rt is None:
@@ -224,7 +226,7 @@ class ServiceManager:
                 rt.autoscaler.policy = _policy(spec, rt.min, rt.max)
         for name in list(self.services):
             if name not in seen:
-                del self.services[name]
+                self.services.pop(name).gone = True
         by_service: dict[int, list[dict[str, Any]]] = {}
         for r in reps:
             by_service.setdefault(r["service_id"], []).append(r)
@@ -363,6 +365,14 @@ class ServiceManager:
         rt.note(f"stopping replica {rep.idx} (job {rep.job_id}): {why}")
 
     # -- the gateway's side -------------------------------------------------------------------------------
+    def forget(self, name: str, service_id: int) -> None:
+        """The service was deleted through this process's API: the gateway stops routing to it now, not at the
+        next tick (requests waiting for one of its replicas end with 404)."""
+        rt = self.services.get(name)
+        if rt is not None and rt.id == service_id:
+            del self.services[name]
+            rt.gone = True
+
     def find(self, name: str, tenant: str | None) -> ServiceRuntime | None:
         rt = self.services.get(name)
         if rt is None or (tenant is not None and rt.tenant != tenant):

@@ -306,6 +306,8 @@ async def forward(gw: Gateway, mgr: ServiceManager, rt: ServiceRuntime, path: st
     while True:
         rep: Replica | None = mgr.pick(rt, tried)
         if rep is None:
+            if rt.gone:
+                return _openai_error(404, f"service {rt.name} was deleted")
             if time.perf_counter() > deadline:
                 rt.errors += 1
                 return _openai_error(503, f"service {rt.name}: no ready replica within {WAIT_S:g} s")

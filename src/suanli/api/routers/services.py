@@ -164,6 +164,10 @@ async def update_service(name: Name, request: Request, p: Who, ctx: CtxDep) -> d
 
 
 @router.delete("/v1/services/{name}", response_model=ServiceOut, responses=NOT_FOUND)
-def delete_service(name: Name, p: Who, ctx: CtxDep) -> dict[str, Any]:
-    """Delete the service; its replica jobs are cancelled."""
-    return _out(ctx, ctx.store.delete_service(name, tenant_scope(p)), live=False)
+async def delete_service(name: Name, p: Who, ctx: CtxDep) -> dict[str, Any]:
+    """Delete the service; its replica jobs are cancelled and the gateway stops routing to it at once."""
+    s = await run_in_threadpool(ctx.store.delete_service, name, tenant_scope(p))
+    mgr = getattr(ctx, "services", None)
+    if mgr is not None:
+        mgr.forget(s["name"], s["id"])
+    return _out(ctx, s, live=False)
