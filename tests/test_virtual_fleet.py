@@ -234,3 +234,23 @@ def test_a_migration_moves_the_job_without_a_failed_tick(tmp_path: Path, caplog:
     finally:
         s.controller.stop()
         s.store.close()
+
+
+def test_an_end_whose_recording_failed_is_recorded_at_a_later_tick(svc: Service,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The virtual executor names an ended attempt once (``due``); when the store cannot record that end, the
+    controller itself polls it again at the next ticks until it is recorded (the job is not left running)."""
+    c = TestClient(svc.app)
+    real = svc.store.finish_attempts
+    fails = {"n": 0}
+
+    def flaky(items: Any, now: float) -> Any:
+        if fails["n"] < 3:
+            fails["n"] += 1
+            raise RuntimeError("database is away")
+        return real(items, now)
+
+    monkeypatch.setattr(svc.store, "finish_attempts", flaky)
+    jid = submit(c, svc, name="r", simulate={"duration": 5})
+    j = wait(c, svc, jid, {"succeeded", "failed"})
+    assert fails["n"] == 3 and j["state"] == "succeeded" and j["attempts"] == 1

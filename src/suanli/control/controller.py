@@ -119,6 +119,7 @@ class Controller:
         self.services = services  # the service manager (control/services.py): started and stopped with the loop
         self.node_addresses: dict[str, str] = {}  # node name -> address its processes listen on (the executor's)
         self.handles: dict[int, Handle] = {}
+        self._unrecorded: set[int] = set()  # jobs whose attempt's end was seen but not yet recorded (store failed)
         self.placements: dict[int, dict[str, Any]] = {}  # running job -> its attempt's placement (JSON)
         self.delayed: dict[int, tuple[float, Job]] = {}  # retry backoff
         # migrations decided (a running job preempted and started elsewhere in one pass): the start, carried out
@@ -574,12 +575,23 @@ class Controller:
         """Attempts whose processes ended: recorded together, in one transaction (50 ends a second paid one commit
         each); should that fail, one by one, and what still fails is tried again at the next tick."""
         ended = []
-        for jid, h in list(self.handles.items()):
+        handles = self.handles
+        # the executor names the handles that may have ended (all of them, but for one that knows when its
+        # processes end); ends seen before whose recording failed are polled again whatever it says
+        due = dict.fromkeys(self.ex.due(handles))
+        if self._unrecorded:
+            due.update(dict.fromkeys(self._unrecorded))
+            self._unrecorded.clear()
+        for jid in due:
+            h = handles.get(jid)
+            if h is None:
+                continue
             done, code = self.ex.poll(h)
             if done:
                 ended.append(self._finish_plan(jid, h, code, now))
         if not ended:
             return
+        self._unrecorded.update(f[1] for f in ended)  # until recorded: a failing store is tried again next tick
         if len(ended) > 1:
             try:
                 self.store.finish_attempts([f[0] for f in ended], now)
@@ -588,10 +600,12 @@ class Controller:
             else:
                 for f in ended:
                     self._finish_done(*f[1:], now)
+                self._unrecorded.clear()
                 return
         for f in ended:
             self.store.finish_attempts([f[0]], now)
             self._finish_done(*f[1:], now)
+            self._unrecorded.discard(f[1])
 
     def _spec(self, jid: int) -> dict[str, Any]:
         s = self.specs.get(jid)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -290,6 +290,12 @@ class Executor(abc.ABC):
                 return f.read(size)
         except FileNotFoundError:
             return b""
+
+    def due(self, handles: Mapping[int, Handle]) -> Iterable[int]:
+        """The job ids among ``handles`` whose attempts may have ended since the last call: the controller polls
+        only these each tick. The default is all of them; an executor that knows when its processes end (virtual)
+        names fewer, and must name every handle whose ``poll`` would now answer ended."""
+        return list(handles)
 
     def wait(self, h: Handle, timeout: float) -> tuple[bool, int | None]:
         """Poll until the attempt ended or ``timeout`` passed."""

@@ -25,6 +25,7 @@ store, API and scheduler at the size of a real fleet on one small machine (as KW
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import os
@@ -32,7 +33,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,11 @@ class VirtualExecutor(Executor):
         self._tick_v: float | None = None  # the controller's current tick, virtual (None: no controller ticks)
         self._ckpt_wall: dict[int, float] = {}  # job -> wall time of the checkpoint its lost attempt kept
         self._base_nodes = [self._node_info(i) for i in range(cluster.n_nodes)]
+        # when each handle's processes end by themselves or after a stop (virtual time, job id): the controller
+        # polls only the handles due (``due``), not all 8,000 running ones every tick
+        self._wake: list[tuple[float, int]] = []
+        self._node_fails = 0  # whole-node failures so far: a new one makes every handle due (they may be on it)
+        self._node_fails_seen = 0
 
     # -- membership and health -------------------------------------------------------------------------------
     def _node_info(self, i: int) -> NodeInfo:
@@ -259,6 +265,7 @@ class VirtualExecutor(Executor):
         c = self.cluster
         device = min(max(0, device), max(0, c.n_devices - 1))
         if whole_node:
+            self._node_fails += 1
             node = c.nodes[int(c.dev_node[device])].name
             self.failed_nodes[node] = (t + repair_s, f"virtual node failure (repair {repair_s:.0f}s)", t)
             self.fault_log.append((t, "node-failed", node, -1))
@@ -339,6 +346,7 @@ class VirtualExecutor(Executor):
         now = self._now()
         h = VirtualHandle(a.job_id, a.attempt_id, a.n, nodes=tuple(a.nodes), world=a.world, vstart=now,
                           vend=now + (work - base), code=code, base=base, work=work)
+        self._due_at(h.vend, h.job_id)
         where = ", ".join(f"{n}{list(d)}" for n, d in zip(a.nodes, a.devices, strict=True))
         self._log(h, f"attempt {a.n} started on {where}; {work - base:.0f}s of work left"
                   + (f" (resumed at {base:.0f}s)" if base else ""), now)
@@ -357,6 +365,28 @@ class VirtualExecutor(Executor):
         it: a process that ends between two ticks is seen at the next one, as the twin on a tick grid sees it;
         without this the store's times and the processes' drift apart by the tick's own run time x speed)."""
         return self._tick_v if self._tick_v is not None else self.clock.now()
+
+    def _due_at(self, t: float, job_id: int) -> None:
+        with self.lock:
+            heapq.heappush(self._wake, (t, job_id))
+
+    def due(self, handles: Mapping[int, Handle]) -> Iterable[int]:
+        """The handles whose end (or stop) time has come by the tick's instant; every handle after a node failure
+        (its processes died with the node, found by ``poll``)."""
+        now = self._now()
+        with self.lock:
+            if self._node_fails != self._node_fails_seen:
+                self._node_fails_seen = self._node_fails
+                self._wake = [(t, j) for t, j in self._wake if t > now]
+                heapq.heapify(self._wake)
+                return list(handles)
+            out = []
+            w = self._wake
+            while w and w[0][0] <= now:
+                jid = heapq.heappop(w)[1]
+                if jid in handles:
+                    out.append(jid)
+            return out
 
     def poll(self, h: Handle) -> tuple[bool, int | None]:
         assert isinstance(h, VirtualHandle)
@@ -414,11 +444,13 @@ class VirtualExecutor(Executor):
         if h.stop_at is None and not h.ended:
             g = self.grace_s if grace_s is None else grace_s
             h.stop_at, h.stop_code = self.clock.now() + min(TERM_S, g * self.speed), -15
+            self._due_at(h.stop_at, h.job_id)
 
     def kill(self, h: Handle) -> None:
         assert isinstance(h, VirtualHandle)
         if not h.ended:
             h.stop_at, h.stop_code = self.clock.now(), -9
+            self._due_at(h.stop_at, h.job_id)
 
     def adopt(self, records: list[AttemptRecord]) -> dict[int, Adoption]:
         out: dict[int, Adoption] = {}
@@ -431,6 +463,7 @@ class VirtualExecutor(Executor):
             h = VirtualHandle(r.job_id, r.attempt_id, r.n, nodes=tuple(nodes), world=int(world),
                               vstart=float(vstart), vend=float(vend), code=int(code), base=float(base),
                               work=float(work))
+            self._due_at(h.vend, h.job_id)
             out[r.attempt_id] = Adoption(AdoptVerdict.ADOPTED, h, now < h.vend, h.world, h.world)
         return out
 
