@@ -4,7 +4,7 @@ Each accepted submission is committed (job row + event, one transaction) before 
 drained so that the jobs only queue. SQLite by default; ``--pg`` also runs PostgreSQL (a throw-away server from
 the local binaries, or ``SUANLI_TEST_PG_URL``).
 
-    .venv/bin/python bench/api_submit.py --jobs 5000 --concurrency 16 [--pg] [--json]
+    .venv/bin/python bench/api_submit.py --jobs 5000 --concurrency 16 [--pg] [--client httpx] [--json]
 """
 
 from __future__ import annotations
@@ -88,12 +88,35 @@ async def hammer(url: str, h: dict[str, str], n: int, conc: int) -> tuple[float,
     return time.perf_counter() - t0, errors
 
 
-def run_one(label: str, db: str | None, jobs: int, conc: int, sync: str) -> dict[str, Any]:
+async def hammer_httpx(url: str, h: dict[str, str], n: int, conc: int, lat: list[float]) -> tuple[float, int]:
+    """The same load through httpx, as `suanli replay` sends it (an AsyncClient, ``conc`` requests in flight), each
+    request timed: what the replay driver's own submit times measure when the server is idle."""
+    errors = 0
+    sem = asyncio.Semaphore(conc)
+    body = {"name": "bench", "resources": {"accelerators": 1}, "command": ["sleep", "1"]}
+    limits = httpx.Limits(max_connections=conc + 4, max_keepalive_connections=conc + 4)
+    async with httpx.AsyncClient(base_url=url, headers=h, timeout=60, limits=limits) as c:
+        async def one() -> None:
+            nonlocal errors
+            async with sem:
+                t = time.perf_counter()
+                r = await c.post("/v1/jobs", json=body)
+                lat.append(time.perf_counter() - t)
+                errors += r.status_code != 201
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        return time.perf_counter() - t0, errors
+
+
+def run_one(label: str, db: str | None, jobs: int, conc: int, sync: str, client: str = "raw") -> dict[str, Any]:
+    lat: list[float] = []
     with tempfile.TemporaryDirectory() as d:
         p, url, h = start_server(Path(d) / "data", db, sync)
         try:
             cpu0, ccpu0 = _cpu(p.pid), time.process_time()
-            dt, errors = asyncio.run(hammer(url, h, jobs, conc))
+            dt, errors = asyncio.run(hammer(url, h, jobs, conc) if client == "raw" else
+                                     hammer_httpx(url, h, jobs, conc, lat))
             server_cpu, client_cpu = _cpu(p.pid) - cpu0, time.process_time() - ccpu0
             stored = httpx.get(url + "/metrics").text
             n_pending = next((float(line.split()[-1]) for line in stored.splitlines()
@@ -104,7 +127,10 @@ def run_one(label: str, db: str | None, jobs: int, conc: int, sync: str) -> dict
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
-    return {"store": label, "sync": sync, "jobs": jobs, "concurrency": conc, "seconds": round(dt, 3),
+    lat.sort()
+    return {"store": label, "sync": sync, "client": client, "jobs": jobs, "concurrency": conc, "seconds": round(dt, 3),
+            "client_p50_ms": round(lat[len(lat) // 2] * 1e3, 1) if lat else None,
+            "client_p99_ms": round(lat[int(len(lat) * 0.99)] * 1e3, 1) if lat else None,
             "jobs_per_s": round(jobs / dt, 1), "errors": errors, "stored_pending": int(n_pending),
             "server_cpu_ms_per_job": round(server_cpu / jobs * 1000, 3),
             "client_cpu_ms_per_job": round(client_cpu / jobs * 1000, 3)}
@@ -124,10 +150,12 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=5000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--sync", default="normal", choices=["normal", "full"], help="SQLite synchronous level")
+    ap.add_argument("--client", default="raw", choices=["raw", "httpx"], help="raw: a minimal HTTP/1.1 client; "
+                    "httpx: as `suanli replay` submits (timed per request)")
     ap.add_argument("--pg", action="store_true", help="also PostgreSQL")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    results = [run_one("sqlite", None, a.jobs, a.concurrency, a.sync)]
+    results = [run_one("sqlite", None, a.jobs, a.concurrency, a.sync, a.client)]
     if a.pg:
         import os
 
@@ -142,7 +170,7 @@ def main() -> None:
             if url is None:
                 print("PostgreSQL skipped: no server binaries and SUANLI_TEST_PG_URL is not set", file=sys.stderr)
             else:
-                results.append(run_one("postgresql", fresh_database(url), a.jobs, a.concurrency, a.sync))
+                results.append(run_one("postgresql", fresh_database(url), a.jobs, a.concurrency, a.sync, a.client))
         finally:
             if server is not None:
                 server.stop()
@@ -152,7 +180,9 @@ def main() -> None:
         for r in results:
             print(f"{r['store']:>10}: {r['jobs']} submissions in {r['seconds']} s = {r['jobs_per_s']} jobs/s "
                   f"(concurrency {r['concurrency']}, errors {r['errors']}, stored pending {r['stored_pending']}; "
-                  f"CPU per job: server {r['server_cpu_ms_per_job']} ms, client {r['client_cpu_ms_per_job']} ms)")
+                  f"CPU per job: server {r['server_cpu_ms_per_job']} ms, client {r['client_cpu_ms_per_job']} ms)"
+                  + (f"; {r['client']} client p50 {r['client_p50_ms']} ms, p99 {r['client_p99_ms']} ms"
+                     if r["client_p50_ms"] is not None else ""))
 
 
 if __name__ == "__main__":

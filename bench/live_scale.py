@@ -2,8 +2,9 @@
 scheduler; simulated processes), a trace replayed through the API at a rate that keeps the fleet ~90% busy.
 
 Reports: every accepted job terminal or not (lost), scheduling pass p50/p99 (the controller's
-``suanli_scheduling_latency_seconds`` histogram, interpolated within buckets), API p50/p99 per kind as the client
-measured them (submit / get / list) and per route as the server measured them, submissions/s, controller RSS over
+``suanli_scheduling_latency_seconds`` histogram, interpolated within buckets), API p50/p99 per kind as a user's
+client measured them while the replay ran (``--probe-rate`` a second: submit a small job / get / list) and per route
+as the server measured them, the replay driver's own submit times, submissions/s, controller RSS over
 time, and the store consistency check at the end. Soak mode (``--kill-every S``): the controller is SIGKILLed every
 S seconds and restarted on the same data directory; the replay rides through the restarts.
 
@@ -217,17 +218,28 @@ def cpu_s(pid: int) -> float | None:
 
 
 async def probe_api(url: str, token: str, stop: asyncio.Event, lat: dict[str, list[float]], rate: float) -> None:
-    """While the replay runs: ``rate`` times a second, list the newest page of jobs (``GET /v1/jobs``, 100 a page,
-    as `suanli jobs` asks) and read one job (``GET /v1/jobs/{id}``, a random id among those stored), timing each
-    as a client sees it. Its own connection: it does not queue behind the replay's submissions."""
+    """While the replay runs: ``rate`` times a second, submit one small job (``POST /v1/jobs``: one CPU-only job that
+    runs a virtual second), list the newest page of jobs (``GET /v1/jobs``, 100 a page, as `suanli jobs` asks) and
+    read one job (``GET /v1/jobs/{id}``, a random id among those stored), timing each as a client sees it: what a
+    user waits for while the replay loads the server. Its own connection: it does not queue behind the replay's
+    submissions (whose own times, ``--concurrency`` in flight, are reported apart: in a burst that outruns the server
+    they measure the driver's own queue, in-flight / throughput by Little's law)."""
     import random
 
     rng = random.Random(0)
     top = 0
+    n = 0
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
         while not stop.is_set():
             t_next = time.monotonic() + 1.0 / rate
             try:
+                n += 1
+                t = time.perf_counter()
+                resp = await c.post("/v1/jobs", json={"name": f"probe-{n}", "command": ["true"],
+                                                      "resources": {"cpu": 0.1, "memory": "64Mi"},
+                                                      "simulate": {"duration": 1}})
+                if resp.status_code == 201:
+                    lat.setdefault("submit", []).append(time.perf_counter() - t)
                 t = time.perf_counter()
                 resp = await c.get("/v1/jobs", params={"limit": 100})
                 if resp.status_code == 200:
@@ -263,7 +275,8 @@ def ms(xs: list[float]) -> dict[str, Any]:
 
 def load_report(metrics: str, r: Any, subs: dict[str, Any], probe: dict[str, list[float]],
                 usage: list[tuple[float, float, float, int, int]],
-                wall_s: float, bench_cpu_s: float, loadavg: tuple[list[float], list[float]]) -> dict[str, Any]:
+                wall_s: float, bench_cpu_s: float, loadavg: tuple[list[float], list[float]],
+                concurrency: int = 16) -> dict[str, Any]:
     """The figures the issue's load bars need: pass p50/p99 (the controller's histograms), API p50/p99 per route
     (client side, while the replay ran; and server side), submissions/s, controller RSS and CPU over time."""
     def hq(name: str, labels: str = "") -> dict[str, float] | None:
@@ -284,8 +297,9 @@ def load_report(metrics: str, r: Any, subs: dict[str, Any], probe: dict[str, lis
     return {
         "pass": {"n": count("suanli_scheduling_latency_seconds"), "decide": hq("suanli_scheduling_latency_seconds"),
                  "whole": hq("suanli_scheduling_pass_seconds")},
-        "api_client_ms": {"submit": ms(r.api_lat_s.get("submit", [])), "get": ms(probe.get("get", [])),
+        "api_client_ms": {"submit": ms(probe.get("submit", [])), "get": ms(probe.get("get", [])),
                           "list": ms(probe.get("list", [])),
+                          f"submit (replay driver, {concurrency} in flight)": ms(r.api_lat_s.get("submit", [])),
                           "list_live_1000 (replay's wait loop)": ms(r.api_lat_s.get("list", []))},
         "api_server_ms": server,
         "store_write": hq("suanli_store_write_seconds"), "tick_interval": hq("suanli_reconcile_interval_seconds"),
@@ -460,7 +474,7 @@ def main() -> int:
             th.join(timeout=1 if th.name != "killer" else 600)
     metrics = httpx.get(srv.url + "/metrics", timeout=30).text  # before the read-back adds its own GETs
     load_rep = load_report(metrics, r, subs, probe_lat, usage, time.monotonic() - t0, time.process_time() - cpu_bench0,
-                           (load0, [round(x, 2) for x in os.getloadavg()]))
+                           (load0, [round(x, 2) for x in os.getloadavg()]), a.concurrency)
     if a.read_back == "store":
         read_back_from_store(a.db or sqlite_url(tmp / "data" / "suanli.db"), r)
     else:
