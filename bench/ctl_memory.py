@@ -2,7 +2,7 @@
 one-device jobs (large, small, large, small...); after each burst has drained (every job terminal) it prints RSS,
 glibc malloc in use / free, pymalloc's live blocks and arenas, and the controller's per-job containers.
 
-    PYTHONPATH=src python bench/ctl_memory.py --nodes 1250 --jobs 8000 --bursts 4 [--tracemalloc] [--json]
+    PYTHONPATH=src python bench/ctl_memory.py --nodes 1250 --jobs 8000 --bursts 4 [--api] [--tracemalloc] [--json]
 
 Live Python objects that grow from one drained burst to the next are kept per job (a leak); arenas and RSS that
 stay at the first large burst's level are the allocators' high-water mark (fragmentation), not live objects.
@@ -11,6 +11,7 @@ stay at the first large burst's level are the allocators' high-water mark (fragm
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import gc
 import json
@@ -18,6 +19,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -71,6 +73,16 @@ def _pymalloc() -> dict[str, float]:
     return {"arenas": num(r"# arenas allocated current"), "live_mib": num(r"# bytes in allocated blocks") / 2**20}
 
 
+def _sqlite_mib() -> float | None:
+    """Memory SQLite holds in this process (page caches, statements: ``sqlite3_memory_used``)."""
+    try:
+        lib = ctypes.CDLL("libsqlite3.so.0")
+        lib.sqlite3_memory_used.restype = ctypes.c_int64
+        return float(lib.sqlite3_memory_used()) / 2**20
+    except (OSError, AttributeError):
+        return None
+
+
 def measure(svc: Any) -> dict[str, Any]:
     ctl = svc.controller
     with ctl.lock:
@@ -87,10 +99,52 @@ def measure(svc: Any) -> dict[str, Any]:
                            "rss_anon_mib": round(status.get("RssAnon", 0), 1),
                            "malloc_used_mib": round(mi[0], 1) if mi else None,
                            "malloc_free_mib": round(mi[1], 1) if mi else None,
+                           "sqlite_mib": round(v, 1) if (v := _sqlite_mib()) is not None else None,
                            **{f"pymalloc_{k}": round(v, 1) for k, v in _pymalloc().items()}, "sizes": sizes}
     if tracemalloc.is_tracing():
         out["traced_mib"] = round(tracemalloc.get_traced_memory()[0] / 2**20, 2)
     return out
+
+
+def serve(svc: Any) -> tuple[Any, str, threading.Thread]:
+    """The service's app on a free 127.0.0.1 port, in a thread (uvicorn, as `suanli up` runs it)."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(svc.app, host="127.0.0.1", port=port, log_level="warning",
+                                          access_log=False))
+    th = threading.Thread(target=server.run, name="api", daemon=True)
+    th.start()
+    while not server.started:
+        time.sleep(0.01)
+    return server, f"http://127.0.0.1:{port}", th
+
+
+async def through_api(url: str, svc: Any, burst: int, n: int, duration: float, before: int) -> None:
+    """``n`` submissions through the API, 16 in flight; every tenth also reads a random stored job and lists a page."""
+    import random
+
+    import httpx
+
+    tok = svc.admin_token_path.read_text().strip()
+    rng = random.Random(burst)
+    sem = asyncio.Semaphore(16)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {tok}"}, timeout=120) as c:
+        async def one(i: int) -> None:
+            async with sem:
+                spec = {"name": f"b{burst}-{i}", "command": ["true"], "resources": {"accelerators": 1},
+                        "simulate": {"duration": duration}}
+                r = await c.post("/v1/jobs", json=spec)
+                r.raise_for_status()
+                if i % 10 == 0:
+                    (await c.get(f"/v1/jobs/{rng.randint(1, before + i + 1)}")).raise_for_status()
+                    (await c.get("/v1/jobs", params={"limit": 100})).raise_for_status()
+
+        await asyncio.gather(*(one(i) for i in range(n)))
 
 
 def main() -> int:
@@ -101,15 +155,18 @@ def main() -> int:
     ap.add_argument("--speed", type=float, default=100.0)
     ap.add_argument("--duration", type=float, default=400.0, help="virtual seconds each job runs")
     ap.add_argument("--tracemalloc", action="store_true", help="trace Python allocations (slow)")
+    ap.add_argument("--api", action="store_true", help="serve the API in this process (uvicorn, as `suanli up`) and "
+                    "submit through it, 16 in flight, reading a job back and listing a page per ten submissions")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     dd = Path(tempfile.mkdtemp(prefix="ctl-memory-"))
-    svc = open_service(dd, virtual=f"{a.nodes}x8xBR100", speed=a.speed, tick_s=0.05, with_app=False)
+    svc = open_service(dd, virtual=f"{a.nodes}x8xBR100", speed=a.speed, tick_s=0.05, with_app=a.api)
     ctl = svc.controller
     ctl.start()
     if not ctl.ready.wait(300):
         print("controller did not start", file=sys.stderr)
         return 1
+    server = serve(svc) if a.api else None
     if a.tracemalloc:
         tracemalloc.start(1)
     rows = [{"burst": "start", **measure(svc)}]
@@ -117,9 +174,13 @@ def main() -> int:
     try:
         for b in range(a.bursts):
             n = a.jobs if b % 2 == 0 else max(1, a.jobs // 8)
-            for k in range(0, n, 500):
-                svc.store.submit_many([JobSpec(name=f"b{b}-{i}", command=["true"], resources={"accelerators": 1},
-                                               simulate={"duration": a.duration}) for i in range(k, min(n, k + 500))])
+            if server is not None:
+                asyncio.run(through_api(server[1], svc, b, n, a.duration, total))
+            else:
+                for k in range(0, n, 500):
+                    svc.store.submit_many([JobSpec(name=f"b{b}-{i}", command=["true"],
+                                                   resources={"accelerators": 1}, simulate={"duration": a.duration})
+                                           for i in range(k, min(n, k + 500))])
             total += n
             peak, t0 = 0, time.monotonic()
             while time.monotonic() - t0 < 2 or ctl.known or ctl.handles:
@@ -131,6 +192,9 @@ def main() -> int:
             if not a.json:
                 print(json.dumps(rows[-1]), flush=True)
     finally:
+        if server is not None:
+            server[0].should_exit = True
+            server[2].join(10)
         ctl.stop()
         svc.store.close()
     if a.json:
