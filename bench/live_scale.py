@@ -381,6 +381,9 @@ def main() -> int:
     ap.add_argument("--kill-every", type=float, default=None, help="soak: SIGKILL the controller every S seconds")
     ap.add_argument("--minutes", type=float, default=None, help="stop submitting after this many wall minutes")
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=1, help="replay the trace this many times, one pass after the "
+                    "other, on the same server (memory: RSS at the end of each pass; the other figures are the last "
+                    "pass's)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="wall seconds to wait for all jobs")
     ap.add_argument("--db", default=None, help="database URL (default: SQLite in a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
@@ -464,10 +467,27 @@ def main() -> int:
         print(f"  [{time.monotonic() - t0:7.1f}s] {what} {n}/{total}  rss {rss[-1][1] if rss else 0:.0f} MiB",
               flush=True)
 
+    passes: list[dict[str, Any]] = []
     try:
-        r = asyncio.run(with_probes(run_replay(srv.url, tok, items, timeout_s=a.timeout, concurrency=a.concurrency,
-                                               speed=a.speed, progress=progress, fetch=False),
-                                    srv.url, tok, a.probe_rate, probe_lat))
+        for k in range(a.repeat):
+            if k:  # the same trace again on the same server, once the previous pass is over (names kept apart)
+                items = [(at, {**spec, "name": f"p{k}-{spec['name']}"}) for at, spec in items]
+                probe_lat.clear()
+                subs.update(n=0, first=None, last=None)
+            t_pass = time.monotonic()
+            r = asyncio.run(with_probes(run_replay(srv.url, tok, items, timeout_s=a.timeout,
+                                                   concurrency=a.concurrency, speed=a.speed, progress=progress,
+                                                   fetch=False),
+                                        srv.url, tok, a.probe_rate, probe_lat))
+            if a.repeat > 1:
+                in_pass = [x for x in usage if x[0] >= t_pass - t0]
+                passes.append({"pass": k + 1, "wall_s": round(r.wall_s, 1), "accepted": len(r.accepted),
+                               "timed_out": r.timed_out,
+                               "peak_running": max((x[4] for x in in_pass), default=None),
+                               "rss_max_mib": max((x[1] for x in in_pass), default=None),
+                               "rss_end_mib": in_pass[-1][1] if in_pass else None})
+                if not a.json:
+                    print(f"  pass {k + 1}/{a.repeat}: {passes[-1]}", flush=True)
     finally:
         done.set()
         for th in threads:
@@ -512,6 +532,7 @@ def main() -> int:
         "rss_mib": {"first": rss[0][1] if rss else None, "after_warmup_min": min(warm) if warm else None,
                     "after_warmup_max": max(warm) if warm else None, "last": rss[-1][1] if rss else None},
         "rss_series": rss[:: max(1, len(rss) // 40)],
+        "passes": passes or None,
         "restarts": srv.restarts, "restart_ready_s": [round(x, 1) for x in srv.ready_s[1:]],
         "store_check": {"ok": chk.ok, "jobs": chk.jobs, "attempts": chk.attempts, "problems": chk.problem_count,
                         "first": chk.problems[:5], "by_state": chk.by_state},
