@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from suanli.api.server import open_service
 from suanli.fleet.model import build_cluster, generate_nodes
@@ -82,3 +84,55 @@ def test_controller_keeps_nothing_per_terminal_job(tmp_path: Path) -> None:
     finally:
         ctl.stop()
         svc.store.close()
+
+
+def test_limit_malloc_arenas_caps_the_arenas_threads_get(tmp_path: Path) -> None:
+    """`suanli up` caps glibc's malloc arenas (threads that allocate without the GIL - SQLite in the store's worker
+    threads - got arenas of their own, and RSS grew with jobs processed). In a fresh process: with the cap, eight
+    such threads share at most two arenas (malloc_info lists one <heap> per arena); MALLOC_ARENA_MAX set by the
+    operator wins (the call does nothing)."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or not platform.libc_ver()[0].startswith("glibc"):
+        pytest.skip("glibc only")
+    code = r'''
+import ctypes, sqlite3, sys, threading
+from suanli.control.controller import limit_malloc_arenas
+applied = limit_malloc_arenas(2) if sys.argv[1] == "cap" else None
+keep = []
+def work():  # SQLite allocates without the GIL, as the store's worker threads do
+    c = sqlite3.connect(":memory:")
+    c.execute("create table t (x)")
+    for _ in range(50):
+        c.execute("insert into t select randomblob(200) from (select 1 union all select 2)")
+        c.execute("select count(*), sum(length(a.x)) from t as a, t as b").fetchall()
+    keep.append(c)
+ts = [threading.Thread(target=work) for _ in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+libc = ctypes.CDLL("libc.so.6")
+buf, size = ctypes.c_char_p(), ctypes.c_size_t()
+libc.open_memstream.restype = ctypes.c_void_p
+f = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+libc.malloc_info(0, ctypes.c_void_p(f)); libc.fclose(ctypes.c_void_p(f))
+print(applied, buf.value.decode().count("<heap nr="), len(keep))
+'''
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent / "src")
+
+    def run(mode: str, **extra: str) -> tuple[str, int]:
+        p = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=60,
+                           env={**env, **extra}, check=True)
+        out = p.stdout.split()
+        assert out[2] == "8", p.stderr[-2000:]  # every thread did its work
+        return out[0], int(out[1])
+
+    applied, heaps = run("cap")
+    assert applied == "True" and heaps <= 2, (applied, heaps)
+    free = []
+    while len(free) < 3 and (not free or max(free) <= 2):  # arenas are made on contention: a run or three
+        free.append(run("none")[1])
+    assert max(free) > 2, free  # without the cap the threads got arenas of their own
+    applied, heaps = run("cap", MALLOC_ARENA_MAX="4")
+    assert applied == "False"

@@ -94,6 +94,25 @@ def _malloc_trim() -> None:
 
 _libc: Any = None
 
+M_ARENA_MAX = -8  # glibc mallopt parameter
+
+
+def limit_malloc_arenas(n: int = 2) -> bool:
+    """At most ``n`` glibc malloc arenas for the process (as ``MALLOC_ARENA_MAX``, unless that is set): every
+    thread that allocates (the API's worker threads, the controller, SQLite's callers) otherwise gets an arena of
+    its own, and memory freed in one is not reused by the others. Call before the threads start. True if applied."""
+    import os
+
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_ARENA_MAX, int(n)))
+    except (OSError, AttributeError):
+        return False
+
 
 class Controller:
     def __init__(self, store: Store, executor: Executor, *, policy: str = "fifo", tick_s: float = 0.1,
