@@ -77,8 +77,8 @@ def placement_from_json(c: Cluster, d: dict[str, Any]) -> tuple[Placement, int]:
     return Placement(ns, tuple(devs), int(d["milli"]), tuple(d["cpu_milli"]), tuple(d["mem_mib"])), model
 
 
-def _malloc_trim() -> None:
-    """Return the C heap's free memory to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
+def _glibc() -> Any:
+    """glibc, loaded once with the signatures used here (None where this is not glibc)."""
     global _libc
     if _libc is None:
         try:
@@ -86,10 +86,17 @@ def _malloc_trim() -> None:
 
             _libc = ctypes.CDLL("libc.so.6")
             _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+            _libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         except (OSError, AttributeError):
             _libc = False
-    if _libc:
-        _libc.malloc_trim(0)
+    return _libc or None
+
+
+def _malloc_trim() -> None:
+    """Return the C heap's free memory to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 _libc: Any = None
@@ -103,15 +110,10 @@ def limit_malloc_arenas(n: int = 2) -> bool:
     its own, and memory freed in one is not reused by the others. Call before the threads start. True if applied."""
     import os
 
-    if "MALLOC_ARENA_MAX" in os.environ:
+    libc = _glibc()
+    if "MALLOC_ARENA_MAX" in os.environ or libc is None:
         return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, int(n)))
-    except (OSError, AttributeError):
-        return False
+    return bool(libc.mallopt(M_ARENA_MAX, int(n)))
 
 
 class Controller:
